@@ -1,0 +1,59 @@
+"""gaf: a plugin-based framework for preference optimisation and text-to-image generation.
+
+The public API (importing ``gaf`` does not import torch)::
+
+    import gaf
+
+    gaf.names("policy")                                  # ['gpt2', 'gpt2-tiny', ...]
+    policy = gaf.create("policy", "gpt2-tiny")           # build a registered component
+    sampler = gaf.create("sampler", "top-k", k=20)       # ... with config overrides
+    policy = gaf.load("policy", "runs/2026-11-26-sft-1a2b3c")   # a trained one
+    gaf.save(policy, "my-policy")                        # gaf.json + model.safetensors
+
+    @gaf.register("sampler", "my-sampler")               # add your own
+    class MySampler: ...
+
+    run_dir, summary = gaf.run("sft", policy="gpt2-tiny", sets=["train.steps=100"])
+
+Interfaces live in :mod:`gaf.interfaces`, hooks in :mod:`gaf.hookspecs`, the training
+loop in :mod:`gaf.train`, configs in :mod:`gaf.config`, errors in :mod:`gaf.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .hooks import hookimpl
+from .registry import REGISTRY, create, load, names, register
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "create", "load", "names", "register", "save", "run", "hookimpl",
+           "REGISTRY"]
+
+
+def save(component: Any, path: str | Path, *, kind: str | None = None,
+         name: str | None = None) -> Path:
+    """Save a component built by :func:`create` (or :func:`load`) to directory ``path``."""
+    from .checkpoint import save_component
+
+    return save_component(component, path, kind=kind, name=name)
+
+
+def run(objective: str, *, config: str | Path | None = None, sets: Sequence[str] = (),
+        progress: bool = False, **components: str) -> tuple[Path, dict[str, Any]]:
+    """Train like ``gaf run``: ``gaf.run("sft", policy="gpt2-tiny", sets=["train.lr=1e-3"])``.
+
+    Keyword arguments name components by kind (``policy=``, ``task=``, ``sampler=``);
+    ``config`` is a run file. Returns the run directory and the summary.
+    """
+    from . import config as _config
+    from .runs import execute
+    from .spec import resolve
+
+    data = _config.read_toml(config) if config else None
+    spec = resolve(data, objective=objective, components=components, sets=sets,
+                   top={"progress": progress})
+    return execute(spec)

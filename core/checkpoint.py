@@ -1,0 +1,227 @@
+"""Saving and loading: safetensors weights with JSON sidecars, written atomically.
+
+Nothing here unpickles: loading a file never runs code. Two layouts:
+
+* a **component directory** (:func:`save_component`): ``gaf.json`` (kind, registry
+  name, config) + ``model.safetensors``; :func:`gaf.load` rebuilds the component
+  through the registry and loads the weights.
+* a **training checkpoint** (:func:`save_training_state`): ``modules.safetensors``
+  (every module's tensors as ``<module>.<param>``), ``optimizer.safetensors``
+  (optimiser tensors and RNG states) and ``state.json`` (step, optimiser
+  hyper-parameters, scheduler state). ``checkpoints/latest.json`` names the newest.
+
+Writes go to a temporary name and are renamed into place, so a crash leaves either
+the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import config as _config
+from .errors import BadData, GafError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .registry import Registry
+
+META_FILE = "gaf.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------- atomic writes
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike[str],
+                        metadata: Mapping[str, str] | None = None) -> None:
+    """safetensors ``save_file`` through a temporary file and a rename."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        save_file(contiguous, tmp, metadata=dict(metadata) if metadata else None)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tensors(path: str | os.PathLike[str], device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; an unreadable file becomes :class:`BadData` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BadData(f"cannot read safetensors: {exc}", path=str(path)) from None
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BadData(f"cannot read: {exc.strerror}", path=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise BadData(f"invalid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
+
+
+# ------------------------------------------------------------------- components
+
+
+def save_component(obj: Any, path: str | os.PathLike[str], *, kind: str | None = None,
+                   name: str | None = None) -> Path:
+    """Save a registry-built component (``gaf.save``): ``gaf.json`` + ``model.safetensors``.
+
+    ``kind`` and ``name`` default to the ``gaf_kind``/``gaf_name`` that
+    :func:`gaf.create` stamps on what it builds.
+    """
+    kind = kind or getattr(obj, "gaf_kind", None)
+    name = name or getattr(obj, "gaf_name", None)
+    if not kind or not name:
+        raise GafError("save needs the component's kind and registry name "
+                       "(build it with gaf.create or pass kind= and name=)")
+    cfg = getattr(obj, "config", None)
+    meta = {"format_version": FORMAT_VERSION, "kind": kind, "name": name,
+            "config": _config.to_dict(cfg) if cfg is not None else {}}
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if hasattr(obj, "state_dict"):
+        atomic_save_tensors(obj.state_dict(), path / WEIGHTS_FILE, {"gaf_kind": kind})
+    atomic_write_text(path / META_FILE, json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def load_component(registry: Registry, kind: str, path: Path, **overrides: Any) -> Any:
+    """Rebuild a component saved by :func:`save_component` and load its weights."""
+    meta = read_json(path / META_FILE)
+    if not isinstance(meta, dict) or "name" not in meta:
+        raise BadData("not a gaf component file (no 'name')", path=str(path / META_FILE))
+    if meta.get("kind", kind) != kind:
+        raise GafError(f"{path} holds a {meta.get('kind')}, not a {kind}")
+    cfg = {**meta.get("config", {}), **overrides}
+    obj = registry.create(kind, meta["name"], **cfg)
+    weights = path / WEIGHTS_FILE
+    if weights.is_file():
+        load_state(obj, load_tensors(weights), where=str(weights))
+    return obj
+
+
+def load_state(module: Any, tensors: Mapping[str, torch.Tensor], *, where: str) -> None:
+    """``load_state_dict(strict=True)`` with a readable error for mismatched files."""
+    try:
+        module.load_state_dict(dict(tensors), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0:3]
+        raise BadData("weights do not fit the model: " + " ".join(first), path=where) from None
+
+
+# -------------------------------------------------------------- training state
+
+
+def save_training_state(ckpt_dir: Path, step: int, modules: Mapping[str, Any],
+                        optimizer: Any, scheduler: Any, extra: Mapping[str, Any] | None = None,
+                        keep: int = 2) -> Path:
+    """Write checkpoint ``step`` under ``ckpt_dir`` atomically, update ``latest.json`` and
+    keep only the newest ``keep`` checkpoints. Returns the checkpoint directory."""
+    import torch
+
+    final = ckpt_dir / f"step-{step:08d}"
+    tmp = ckpt_dir / f".tmp-step-{step:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+    weights = {f"{m}.{k}": v for m, mod in modules.items() for k, v in mod.state_dict().items()}
+    atomic_save_tensors(weights, tmp / "modules.safetensors")
+
+    opt_state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    plain_state: dict[str, dict[str, Any]] = {}
+    for pid, pstate in opt_state["state"].items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                plain_state.setdefault(str(pid), {})[key] = value
+    atomic_save_tensors(tensors, tmp / "optimizer.safetensors")
+    state = {"format_version": FORMAT_VERSION, "step": step,
+             "optimizer": {"param_groups": opt_state["param_groups"], "plain_state": plain_state},
+             "scheduler": scheduler.state_dict() if scheduler is not None else None,
+             "extra": dict(extra or {})}
+    atomic_write_text(tmp / "state.json", json.dumps(state, indent=1) + "\n")
+
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    atomic_write_text(ckpt_dir / "latest.json", json.dumps({"step": step, "dir": final.name}) + "\n")
+    old = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir() and p != final)
+    for stale in old[: max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The directory that ``latest.json`` names, or ``None`` when there is none."""
+    latest = ckpt_dir / "latest.json"
+    if not latest.is_file():
+        return None
+    info = read_json(latest)
+    path = ckpt_dir / info["dir"]
+    return path if path.is_dir() else None
+
+
+def load_training_state(ckpt: Path, modules: Mapping[str, Any], optimizer: Any,
+                        scheduler: Any) -> dict[str, Any]:
+    """Restore modules, optimiser, scheduler and RNG from checkpoint ``ckpt``; return state.json."""
+    import torch
+
+    weights = load_tensors(ckpt / "modules.safetensors")
+    for m, mod in modules.items():
+        prefix = f"{m}."
+        load_state(mod, {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)},
+                   where=str(ckpt / "modules.safetensors"))
+    state = read_json(ckpt / "state.json")
+    tensors = load_tensors(ckpt / "optimizer.safetensors")
+    opt: dict[str, Any] = {"param_groups": state["optimizer"]["param_groups"], "state": {}}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            opt["state"].setdefault(int(pid), {})[name] = value
+    for pid, plain in state["optimizer"]["plain_state"].items():
+        opt["state"].setdefault(int(pid), {}).update(plain)
+    optimizer.load_state_dict(opt)
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return state

@@ -1,0 +1,278 @@
+"""The ``gaf`` command line (click). Importing this module does not import torch.
+
+Commands: ``gaf list [KIND] [PATTERN]``, ``gaf show KIND NAME``, ``gaf run``,
+``gaf sample``, ``gaf --version``. Errors a user can cause print one line and exit
+with code 2 (3 for a non-finite loss); they never end in a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from . import config as _config
+from .errors import BadConfig, GafError
+from .registry import KINDS, REGISTRY, PluginWarning
+
+NOT_SELECTABLE = {"objective", "loader"}  # objective has its own option; loaders are implicit
+
+
+class GafGroup(click.Group):
+    """A click group that turns :class:`GafError` into a one-line message and exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GafError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def _show_plugin_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+    if issubclass(category, PluginWarning):
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _complete(kind: str):  # noqa: ANN202
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        try:
+            return [CompletionItem(n) for n in REGISTRY.names(kind, incomplete + "*")]
+        except GafError:
+            return []
+
+    return complete
+
+
+def _selectable_kinds() -> list[str]:
+    try:
+        kinds = REGISTRY.kinds()
+    except GafError:
+        kinds = list(KINDS)
+    return [k for k in kinds if k not in NOT_SELECTABLE]
+
+
+@click.group(cls=GafGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="gaf")
+def main() -> None:
+    """gaf: preference optimisation and text-to-image generation, one plugin registry.
+
+    \b
+    Quick start:
+      gaf list                                   what is installed
+      gaf run --objective sft --policy gpt2-tiny train a tiny GPT-2 (~2 min on CPU)
+      gaf sample --policy RUN_DIR --prompt "The film"
+    """
+    warnings.showwarning = _show_plugin_warning
+
+
+# ------------------------------------------------------------------------- list
+
+
+@main.command("list")
+@click.argument("kind", required=False, shell_complete=lambda c, p, i: [
+    k for k in REGISTRY.kinds() if k.startswith(i)])
+@click.argument("pattern", required=False, default="*")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def list_cmd(kind: str | None, pattern: str, as_json: bool) -> None:
+    """List registered components, optionally of one KIND and matching PATTERN (e.g. 'gpt2*')."""
+    kinds = [kind] if kind else REGISTRY.kinds()
+    rows = [(e.kind, e.name, e.summary, e.source) for k in kinds for e in REGISTRY.entries(k, pattern)]
+    if as_json:
+        for k, n, s, src in rows:
+            click.echo(json.dumps({"kind": k, "name": n, "summary": s, "package": src}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("kind", "name", "summary", "package"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    if not rows:
+        click.echo(f"no {kind or 'component'} matches {pattern!r}")
+
+
+# ------------------------------------------------------------------------- show
+
+
+@main.command("show")
+@click.argument("kind")
+@click.argument("name")
+def show_cmd(kind: str, name: str) -> None:
+    """Show a component: summary, where it comes from, and its config fields."""
+    entry = REGISTRY.entry(kind, name)
+    click.echo(f"{entry.kind} {entry.name}: {entry.summary}")
+    click.echo(f"  from:   {entry.source}")
+    target = entry.target if isinstance(entry.target, str) else _qualname(entry.target)
+    click.echo(f"  target: {target}")
+    obj = entry.load()
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    if doc:
+        click.echo("")
+        for line in doc.splitlines():
+            click.echo(f"  {line.rstrip()}")
+    uses = getattr(obj, "uses", None)
+    if uses:
+        click.echo("\n  uses: " + ", ".join(f"{k} (default {v!r})" for k, v in uses.items()))
+    cls = REGISTRY.config_class(kind, entry.name)
+    if cls is None:
+        click.echo("\n  (no config options)")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", title=f"options (--set {_section(kind)}.NAME=VALUE)",
+                  title_justify="left")
+    for col in ("option", "type", "default", "help"):
+        table.add_column(col, overflow="fold")
+    defaults = _config.to_dict(REGISTRY.default_config(kind, entry.name))
+    for f in _config.describe(cls):
+        table.add_row(f.name, f.type, json.dumps(defaults.get(f.name, f.default)), f.help)
+    click.echo("")
+    Console().print(table)
+    if kind == "objective":
+        from .trainconfig import TrainConfig
+
+        train = _config.to_dict(_config.from_dict(TrainConfig, getattr(obj, "train_defaults", {})))
+        click.echo("\n  train defaults: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in train.items()))
+
+
+def _section(kind: str) -> str:
+    return "objective" if kind == "objective" else kind
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+
+
+# -------------------------------------------------------------------------- run
+
+
+def _run_options(func: Any) -> Any:
+    for kind in reversed(_selectable_kinds()):
+        func = click.option(f"--{kind}", f"comp_{kind.replace('-', '_')}", metavar="NAME|PATH",
+                            shell_complete=_complete(kind),
+                            help=f"{kind} to use: a registered name or a saved directory")(func)
+    return func
+
+
+@main.command("run")
+@click.option("--objective", metavar="NAME", shell_complete=_complete("objective"),
+              help="training recipe (gaf list objective)")
+@_run_options
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="run file (TOML); a run's config.toml reproduces it")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="override an option, e.g. train.lr=1e-3 or policy.dropout=0.1 (repeatable)")
+@click.option("--data", type=click.Path(dir_okay=False), metavar="FILE",
+              help="JSONL training data (shortcut for --task jsonl --set task.path=FILE)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="where to train [default: auto]")
+@click.option("--seed", type=int, default=None, help="random seed [default: 0]")
+@click.option("--out", "out_dir", metavar="DIR", default=None, help="parent of run directories [default: runs]")
+@click.option("--name", default=None, help="run directory name")
+@click.option("--resume", type=click.Path(file_okay=False), metavar="RUN_DIR",
+              help="continue an interrupted run from its last checkpoint")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...],
+            data: str | None, device: str | None, seed: int | None, out_dir: str | None,
+            name: str | None, resume: str | None, quiet: bool, **comps: str | None) -> None:
+    """Train an objective (gaf run --objective sft --policy gpt2-tiny)."""
+    from rich.console import Console
+
+    from .runs import execute, load_run_spec
+    from .spec import resolve
+
+    components = {k[len("comp_"):].replace("_", "-"): v for k, v in comps.items() if v}
+    if data:
+        if components.get("task", "jsonl") != "jsonl":
+            raise BadConfig("--data reads JSONL; it cannot be combined with --task "
+                            f"{components['task']!r}")
+        components["task"] = "jsonl"
+        sets = (f"task.path={json.dumps(str(data))}", *sets)
+    top = {"device": device, "seed": seed, "out_dir": out_dir, "name": name}
+    if quiet:
+        top["progress"] = False
+    console = Console(stderr=True)
+    if resume:
+        if objective or components or config_file or any(v is not None for v in top.values()):
+            raise BadConfig("--resume continues a run as it was configured; only --set may "
+                            "change it (e.g. --set train.steps=800)")
+        spec = load_run_spec(Path(resume), sets)
+        if quiet:
+            spec.progress = False
+    else:
+        file_data = _config.read_toml(config_file) if config_file else None
+        spec = resolve(file_data, objective=objective, components=components, sets=sets, top=top,
+                       where=config_file or "config")
+    console.print(f"[bold]gaf run[/bold] {spec.objective}: "
+                  + ", ".join(f"{k}={c.name}" for k, c in spec.components.items()))
+    run_dir, summary = execute(spec, resume=Path(resume) if resume else None, console=console)
+    shown = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and k != "steps"}
+    console.print(" ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+    click.echo(f"run directory: {run_dir}")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# ----------------------------------------------------------------------- sample
+
+
+@main.command("sample")
+@click.option("--policy", required=True, metavar="NAME|PATH", shell_complete=_complete("policy"),
+              help="a run directory, a saved policy, or a registered name (untrained)")
+@click.option("--prompt", "prompts", multiple=True, required=True, help="prompt text (repeatable)")
+@click.option("--sampler", default="top-p", show_default=True, shell_complete=_complete("sampler"),
+              help="decoding strategy (gaf list sampler)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="sampler option, e.g. --set p=0.95 or --set temperature=0.7")
+@click.option("-n", "--num", default=1, show_default=True, type=click.IntRange(1),
+              help="completions per prompt")
+@click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per completion")
+def sample_cmd(policy: str, prompts: tuple[str, ...], sampler: str, sets: tuple[str, ...],
+               num: int, max_new_tokens: int, seed: int, device: str, as_json: bool) -> None:
+    """Generate completions from a trained policy (gaf sample --policy RUN_DIR --prompt "The film")."""
+    options = {}
+    for item in sets:
+        key, value = _config.parse_assignment(item)
+        options[key.removeprefix("sampler.")] = value
+    decoder = REGISTRY.create("sampler", sampler, **options)
+    import torch
+
+    from .device import resolve_device
+
+    dev = resolve_device(device)
+    model = REGISTRY.create_or_load("policy", policy).to(dev).eval()
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    batch = [p for p in prompts for _ in range(num)]
+    completions = model.generate(batch, sampler=decoder, max_new_tokens=max_new_tokens,
+                                 generator=generator)
+    for p, c in zip(batch, completions):
+        if as_json:
+            click.echo(json.dumps({"prompt": p, "completion": c}, ensure_ascii=False))
+        else:
+            click.echo(f"{p}{click.style(c, fg='green')}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""The component interfaces: each docstring is the contract a plugin must meet.
+
+Interfaces are :class:`typing.Protocol` classes (runtime-checkable where the check is
+meaningful), so a plugin needs no base class: it only has to provide the members
+named here. This module does not import torch; tensor types are named in strings.
+
+Language-model side (implemented by the built-in plugins today):
+
+* :class:`Tokenizer`, :class:`Policy`, :class:`Sampler`, :class:`RewardFn`,
+  :class:`Task`, :class:`Objective`, :class:`PreferenceObjective`.
+
+Image side (defined now so that later plugins fit; no implementation yet):
+
+* :class:`Autoencoder`, :class:`NoiseModel`, :class:`Scheduler`,
+  :class:`Conditioner`, :class:`Dataset`, :class:`Metric`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import attrs
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+    from torch import Tensor
+
+    from .runs import RunContext
+
+
+# --------------------------------------------------------------------------- data
+
+
+@attrs.frozen
+class SFTExample:
+    """One supervised example: the model sees ``prompt`` and learns ``completion``.
+
+    A ``{"text": ...}`` record is the example ``SFTExample(prompt="", completion=text)``.
+    """
+
+    prompt: str
+    completion: str
+
+
+@attrs.frozen
+class CompletionLogProbs:
+    """Log-probabilities of completion tokens, as returned by :meth:`Policy.completion_logprobs`.
+
+    ``token_logps`` is a ``(B, L)`` float tensor holding ``log π(y_t | x, y_<t)`` for
+    every completion position and ``0`` elsewhere; ``mask`` is the ``(B, L)`` bool tensor
+    of completion positions (the end-of-sequence token counts as part of the
+    completion). Prompt and padding positions are never included.
+    """
+
+    token_logps: Tensor
+    mask: Tensor
+
+    @property
+    def sum(self) -> Tensor:
+        """``(B,)`` summed log-probability of each completion: ``log π(y | x)``."""
+        return self.token_logps.sum(-1)
+
+    @property
+    def count(self) -> Tensor:
+        """``(B,)`` number of completion tokens (at least 1 to keep means finite)."""
+        return self.mask.sum(-1).clamp_min(1)
+
+    @property
+    def mean(self) -> Tensor:
+        """``(B,)`` mean token log-probability of each completion."""
+        return self.sum / self.count
+
+
+# ------------------------------------------------------------------- language side
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """Text ↔ token ids.
+
+    ``encode`` never adds special tokens; ``decode(encode(s)) == s`` for every string
+    the tokenizer can represent. ``bos_id``, ``eos_id`` and ``pad_id`` are distinct ids
+    below ``vocab_size``. ``decode`` drops special ids unless ``skip_special=False``.
+    """
+
+    vocab_size: int
+    bos_id: int
+    eos_id: int
+    pad_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int], skip_special: bool = True) -> str: ...
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """A decoding strategy: picks the next token from a batch of logits.
+
+    ``__call__(logits, generator)`` takes ``(B, V)`` float logits for the next
+    position and returns ``(B,)`` int64 token ids. All randomness comes from
+    ``generator`` (a ``torch.Generator`` or ``None`` for the global RNG), so a seeded
+    generator gives the same tokens every time. A sampler must never return an id
+    whose logit is ``-inf``.
+    """
+
+    def __call__(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A language model that scores and generates completions of prompts.
+
+    A policy is a ``torch.nn.Module`` (so it has ``parameters()``, ``state_dict()``,
+    ``train()``/``eval()``, ``to(device)``) with a ``config`` (an attrs instance that
+    rebuilds it through the registry) and a :class:`Tokenizer`.
+
+    ``prepare(prompts, completions)`` turns strings into an opaque batch on the
+    policy's device. The prompt is tokenised once; the sequence is
+    ``BOS + prompt + completion + EOS``; the completion positions are the completion
+    tokens and the final EOS. Over-long inputs are cut from the left of the prompt.
+
+    ``completion_logprobs(batch)`` returns :class:`CompletionLogProbs` for that batch,
+    differentiable with respect to the parameters. Objectives use only these two
+    methods (and ``generate``), never the model's internals.
+
+    ``generate(prompts, sampler=..., max_new_tokens=..., generator=...)`` returns one
+    completion string per prompt (without the prompt, stopped at EOS). Batched
+    generation gives the same result as one prompt at a time.
+    """
+
+    config: Any
+    tokenizer: Tokenizer
+
+    def prepare(self, prompts: Sequence[str], completions: Sequence[str]) -> Any: ...
+
+    def completion_logprobs(self, batch: Any) -> CompletionLogProbs: ...
+
+    def generate(self, prompts: Sequence[str], *, sampler: Sampler, max_new_tokens: int = 64,
+                 generator: torch.Generator | None = None) -> list[str]: ...
+
+
+@runtime_checkable
+class RewardFn(Protocol):
+    """Scores completions: ``reward(prompts, completions) -> Tensor`` of shape ``(B,)``.
+
+    Higher is better. A learned reward model and a task's ground-truth scorer both
+    fit this interface, so they are interchangeable in RL objectives.
+    """
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> Tensor: ...
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A language task: prompts, supervised examples and (optionally) a true reward.
+
+    ``split`` is ``"train"`` or ``"eval"``; the eval prompts are held out from the
+    train examples. Every method is deterministic for the task's configured seed.
+
+    * ``sft_examples(split)`` — :class:`SFTExample` list for supervised fine-tuning.
+    * ``prompts(split)`` — prompts for generation and evaluation.
+    * ``reward()`` — the task's ground-truth :class:`RewardFn`, or ``None``.
+    """
+
+    def sft_examples(self, split: str) -> list[SFTExample]: ...
+
+    def prompts(self, split: str) -> list[str]: ...
+
+    def reward(self) -> RewardFn | None: ...
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """A trainable recipe (``sft``, ``dpo``, ``ppo``, ``ldm`` …), driven by :func:`gaf.train.train`.
+
+    The class declares ``Config`` (an attrs class: the objective's own options),
+    ``uses`` (a mapping from component kind to default name: the components it
+    needs, e.g. ``{"policy": "gpt2-tiny", "task": "sentiment"}``) and
+    ``train_defaults`` (overrides of :class:`gaf.train.TrainConfig` defaults).
+    It is built as ``Objective(config)`` and then:
+
+    1. ``setup(ctx)`` builds models and data through ``ctx.component(kind)``;
+    2. ``modules()`` returns the ``nn.Module`` objects to optimise and checkpoint,
+       by name (each is exported to ``RUN_DIR/<name>/`` at the end);
+    3. ``train_batch(index)`` returns micro-batch number ``index``. It must be a pure
+       function of ``index`` and the seed, so that runs resume exactly;
+    4. ``loss(batch)`` returns ``(scalar loss, {metric: float})``;
+    5. ``evaluate(ctx)`` runs the final evaluation, may write samples into the run
+       directory and returns metrics for ``summary.json``.
+    """
+
+    def setup(self, ctx: RunContext) -> None: ...
+
+    def modules(self) -> Mapping[str, Any]: ...
+
+    def train_batch(self, index: int) -> Any: ...
+
+    def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]: ...
+
+    def evaluate(self, ctx: RunContext) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class PreferenceObjective(Protocol):
+    """A loss on preference data, written only in terms of completion scores.
+
+    ``pair_loss(chosen, rejected, ref_chosen, ref_rejected)`` takes
+    :class:`CompletionLogProbs` of the policy and of the frozen reference (the latter
+    ``None`` for reference-free losses, where ``reference_free`` is True) and returns
+    ``(per-pair loss (B,), metrics)``. Nothing here assumes tokens: any model that
+    can answer "score these completions" (a language model's log-probs, a diffusion
+    model's denoising surrogate) can be trained by the same objective.
+    """
+
+    reference_free: bool
+
+    def pair_loss(self, chosen: CompletionLogProbs, rejected: CompletionLogProbs,
+                  ref_chosen: CompletionLogProbs | None,
+                  ref_rejected: CompletionLogProbs | None) -> tuple[Tensor, dict[str, float]]: ...
+
+
+# ---------------------------------------------------------------------- image side
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A map-style dataset: ``len(ds)`` and ``ds[i] -> dict`` (e.g. ``{"image", "caption"}``).
+
+    Images are float tensors ``(C, H, W)`` in ``[-1, 1]``. Deterministic per seed.
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Autoencoder(Protocol):
+    """An image first stage: ``encode(x) -> z`` and ``decode(z) -> x``.
+
+    ``x`` is ``(B, C, H, W)`` in ``[-1, 1]``; ``z`` is ``(B, c, H/f, W/f)``.
+    ``scale_factor`` multiplies latents before diffusion (unit variance on the data)
+    and is stored with the checkpoint.
+    """
+
+    scale_factor: float
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    def decode(self, z: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class Conditioner(Protocol):
+    """Turns conditions (captions, labels) into token states for cross-attention.
+
+    ``__call__(conditions) -> Tensor`` of shape ``(B, L, D)``; ``null(batch_size)``
+    returns the unconditional embedding used by classifier-free guidance.
+    """
+
+    def __call__(self, conditions: Sequence[Any]) -> Tensor: ...
+
+    def null(self, batch_size: int) -> Tensor: ...
+
+
+@runtime_checkable
+class NoiseModel(Protocol):
+    """Predicts the diffusion target (ε, v or x0) from ``(x_t, t, context)``.
+
+    ``__call__(x_t (B,C,H,W), t (B,), context (B,L,D) or None) -> (B,C,H,W)``.
+    """
+
+    def __call__(self, x_t: Tensor, t: Tensor, context: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """A diffusion noise schedule and sampler (diffusers' field names and semantics).
+
+    * ``set_timesteps(n)`` fixes ``timesteps``: ``n`` strictly decreasing ints.
+    * ``add_noise(x0, noise, t)`` and ``velocity(x0, noise, t)`` give ``x_t`` and the
+      v-target.
+    * ``step(model_output, t, sample, *, generator=None) -> Tensor`` returns the
+      previous sample. There is no hidden step counter: the previous timestep is
+      looked up in ``timesteps``, so one scheduler can serve several threads.
+    """
+
+    timesteps: Any
+
+    def set_timesteps(self, num_inference_steps: int) -> None: ...
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor: ...
+
+    def velocity(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor: ...
+
+    def step(self, model_output: Tensor, t: int, sample: Tensor, *,
+             generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """A metric: ``__call__(*inputs) -> dict[str, float]`` (one or more named values)."""
+
+    def __call__(self, *inputs: Any) -> dict[str, float]: ...
+
+
+def batched(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Yield consecutive slices of ``items`` of at most ``size`` elements."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,137 @@
+"""A run: its directory, its context (what objectives see) and how it is started.
+
+Layout of ``runs/<date>-<objective>-<id>/``:
+
+``config.toml``
+    the fully resolved run; ``gaf run --config RUN_DIR/config.toml`` reproduces it.
+``metrics.jsonl``
+    one JSON object per logged step.
+``summary.json``
+    final metrics, throughput, wall time, versions, status.
+``checkpoints/``
+    atomic training checkpoints (safetensors) and ``latest.json``; ``--resume``
+    continues from the newest.
+``<module>/``
+    each trained module exported as a component (``gaf.json`` + ``model.safetensors``),
+    e.g. ``policy/``, so ``--policy RUN_DIR`` and ``gaf.load("policy", RUN_DIR)`` work.
+``samples/``, ``plots/``
+    samples written by the objective's evaluation, PNG training curves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import config as _config
+from .checkpoint import atomic_write_text
+from .errors import GafError
+from .hooks import plugin_manager
+from .registry import REGISTRY, Registry
+from .spec import RunSpec, resolve
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+class RunContext:
+    """What an objective sees of its run: spec, directory, device, components, seeds."""
+
+    def __init__(self, spec: RunSpec, run_dir: Path, *, registry: Registry = REGISTRY,
+                 console: Any = None):
+        from .device import resolve_device
+
+        self.spec = spec
+        self.run_dir = Path(run_dir)
+        self.registry = registry
+        self.device: torch.device = resolve_device(spec.device)
+        self.console = console
+        self.hook = plugin_manager().hook
+        self._components: dict[str, Any] = {}
+
+    def component(self, kind: str) -> Any:
+        """The run's ``kind`` component (built once; modules moved to the run's device)."""
+        if kind not in self._components:
+            if kind not in self.spec.components:
+                raise GafError(f"objective {self.spec.objective!r} did not declare a {kind} "
+                               f"in its 'uses'")
+            comp = self.spec.components[kind]
+            obj = self.registry.create_or_load(kind, comp.name, **comp.options)
+            if hasattr(obj, "to") and hasattr(obj, "parameters"):
+                obj = obj.to(self.device)
+            self._components[kind] = obj
+        return self._components[kind]
+
+    def generator(self, stream: int = 0, device: Any = None) -> torch.Generator:
+        """A generator seeded from the run seed and ``stream`` (independent streams)."""
+        import torch
+
+        gen = torch.Generator(device=device or self.device)
+        gen.manual_seed(self.spec.seed * 1_000_003 + stream)
+        return gen
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        from .device import autocast
+
+        return autocast(self.device, self.spec.train.precision)
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the run directory (its parent directory is created)."""
+        p = self.run_dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def log(self, message: str) -> None:
+        if self.console is not None:
+            self.console.print(message)
+
+
+def new_run_dir(spec: RunSpec) -> Path:
+    """``<out_dir>/<date>-<objective>-<id>`` (or ``<out_dir>/<name>``), created fresh."""
+    name = spec.name or (f"{datetime.date.today().isoformat()}-{spec.objective}-"
+                         f"{secrets.token_hex(3)}")
+    path = Path(spec.out_dir) / name
+    if path.exists() and any(path.iterdir()):
+        raise GafError(f"run directory {path} already exists; pick another name or "
+                       f"continue it with --resume {path}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_config(spec: RunSpec, run_dir: Path) -> Path:
+    path = run_dir / "config.toml"
+    atomic_write_text(path, "# gaf run config: feed back with `gaf run --config` to reproduce\n"
+                      + _config.dumps_toml(spec.to_dict()))
+    return path
+
+
+def load_run_spec(run_dir: Path, sets: tuple[str, ...] = (),
+                  registry: Registry = REGISTRY) -> RunSpec:
+    """The spec of an existing run (for ``--resume``), with optional ``--set`` changes."""
+    cfg = run_dir / "config.toml"
+    if not cfg.is_file():
+        raise GafError(f"cannot resume {run_dir}: it has no config.toml")
+    return resolve(_config.read_toml(cfg), sets=sets, registry=registry, where=str(cfg))
+
+
+def execute(spec: RunSpec, *, resume: Path | None = None, registry: Registry = REGISTRY,
+            console: Any = None) -> tuple[Path, dict[str, Any]]:
+    """Run ``spec`` (or continue the run in ``resume``); returns (run_dir, summary)."""
+    from .train import train
+
+    run_dir = Path(resume) if resume is not None else new_run_dir(spec)
+    if resume is None:
+        write_config(spec, run_dir)
+    ctx = RunContext(spec, run_dir, registry=registry, console=console)
+    obj_cls = registry.get("objective", spec.objective)
+    objective = obj_cls(spec.objective_config) if spec.objective_config is not None else obj_cls()
+    summary = train(objective, ctx, resume=resume is not None)
+    return run_dir, summary
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -1,0 +1,234 @@
+"""The one training loop every objective shares.
+
+:func:`train` drives an :class:`~gaf.interfaces.Objective`: seeding, optimiser and
+learning-rate schedule, gradient accumulation and clipping, bf16 autocast on CUDA,
+``metrics.jsonl`` and a progress bar, atomic safetensors checkpoints and exact
+resume, the training hooks, the final evaluation, plots and ``summary.json``.
+
+A non-finite loss or gradient norm stops the run with :class:`~gaf.errors.NonFiniteLoss`
+before the optimiser step, so the newest checkpoint on disk stays the last good one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from . import checkpoint
+from .errors import NonFiniteLoss
+from .interfaces import Objective
+from .plots import plot_metrics, read_metrics
+from .runs import RunContext
+from .trainconfig import TrainConfig
+
+__all__ = ["TrainConfig", "train", "make_optimizer", "lr_factor"]
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of ``cfg.lr`` after ``step`` scheduler steps (warm-up, then decay)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    if cfg.schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(cfg: TrainConfig, params: Iterable[Any]) -> Any:
+    """The optimiser named by ``cfg.optimizer``."""
+    import torch
+
+    params = list(params)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def _trainable(modules: dict[str, Any]) -> list[Any]:
+    seen: set[int] = set()
+    out = []
+    for mod in modules.values():
+        for p in mod.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dict[str, Any]:
+    """Train ``objective`` in ``ctx``'s run directory; returns the summary (also written
+    to ``summary.json``)."""
+    import torch
+
+    cfg = ctx.spec.train
+    t_start = time.perf_counter()
+    torch.manual_seed(ctx.spec.seed)
+    objective.setup(ctx)
+    modules = dict(objective.modules())
+    params = _trainable(modules)
+    optimizer = make_optimizer(cfg, params)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
+    ckpt_dir = ctx.run_dir / "checkpoints"
+    metrics_path = ctx.run_dir / "metrics.jsonl"
+
+    start = 0
+    if resume:
+        latest = checkpoint.latest_checkpoint(ckpt_dir)
+        if latest is not None:
+            start = checkpoint.load_training_state(latest, modules, optimizer, scheduler)["step"]
+            ctx.log(f"resuming from {latest} (step {start})")
+        _truncate_metrics(metrics_path, start)
+    last_good = checkpoint.latest_checkpoint(ckpt_dir)
+
+    ctx.hook.gaf_train_start(ctx=ctx)
+    for mod in modules.values():
+        mod.train()
+    record: dict[str, Any] = {}
+    train_time = 0.0
+    progress = _progress(ctx, cfg.steps, start)
+    try:
+        with metrics_path.open("a", encoding="utf-8") as log:
+            for step in range(start + 1, cfg.steps + 1):
+                t0 = time.perf_counter()
+                record = _step(objective, ctx, optimizer, params, step, last_good)
+                scheduler.step()
+                train_time += time.perf_counter() - t0
+                record["elapsed_s"] = round(time.perf_counter() - t_start, 3)
+                ctx.hook.gaf_step_end(ctx=ctx, step=step, metrics=record)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                if step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
+                    last_good = checkpoint.save_training_state(
+                        ckpt_dir, step, modules, optimizer, scheduler, keep=cfg.keep_checkpoints)
+                    ctx.hook.gaf_checkpoint_saved(ctx=ctx, step=step, path=last_good)
+                if progress is not None:
+                    progress.advance(record)
+    except NonFiniteLoss as exc:
+        _write_summary(ctx, {"status": "failed", "error": str(exc),
+                             "last_checkpoint": str(last_good) if last_good else None})
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+
+    for name, mod in modules.items():  # registry-built modules become loadable components
+        if getattr(mod, "gaf_name", None):
+            checkpoint.save_component(mod, ctx.run_dir / name, kind=getattr(mod, "gaf_kind", name))
+    for mod in modules.values():
+        mod.eval()
+    t_eval = time.perf_counter()
+    with torch.no_grad():
+        eval_metrics = objective.evaluate(ctx) or {}
+    eval_s = time.perf_counter() - t_eval
+    ctx.hook.gaf_eval_end(ctx=ctx, step=cfg.steps, metrics=eval_metrics)
+
+    records = read_metrics(metrics_path)
+    plot_metrics(records, ctx.run_dir / "plots" / "training.png",
+                 title=f"{ctx.spec.objective} — {ctx.run_dir.name}")
+    steps_done = cfg.steps - start
+    examples = steps_done * cfg.batch_size * cfg.grad_accum
+    summary = {
+        "status": "completed",
+        "objective": ctx.spec.objective,
+        "steps": cfg.steps,
+        "final": {k: v for k, v in record.items() if k != "elapsed_s"},
+        **eval_metrics,
+        "train_s": round(train_time, 3),
+        "eval_s": round(eval_s, 3),
+        "wall_s": round(time.perf_counter() - t_start, 3),
+        "steps_per_s": round(steps_done / train_time, 4) if train_time else None,
+        "examples_per_s": round(examples / train_time, 2) if train_time else None,
+        "parameters": sum(p.numel() for p in params),
+        "device": str(ctx.device),
+        "versions": _versions(),
+    }
+    _write_summary(ctx, summary)
+    ctx.hook.gaf_train_end(ctx=ctx, summary=summary)
+    return summary
+
+
+def _step(objective: Objective, ctx: RunContext, optimizer: Any, params: list[Any], step: int,
+          last_good: Any) -> dict[str, Any]:
+    import torch
+
+    cfg = ctx.spec.train
+    optimizer.zero_grad(set_to_none=True)
+    totals: dict[str, float] = {}
+    for micro in range(cfg.grad_accum):
+        batch = objective.train_batch((step - 1) * cfg.grad_accum + micro)
+        with ctx.autocast():
+            loss, metrics = objective.loss(batch)
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLoss(_nonfinite("loss", loss.item(), step, last_good))
+        (loss / cfg.grad_accum).backward()
+        for key, value in {"loss": loss.item(), **metrics}.items():
+            totals[key] = totals.get(key, 0.0) + float(value) / cfg.grad_accum
+    max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    if not math.isfinite(grad_norm):
+        raise NonFiniteLoss(_nonfinite("gradient norm", grad_norm, step, last_good))
+    optimizer.step()
+    return {"step": step, **totals, "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm}
+
+
+def _nonfinite(what: str, value: float, step: int, last_good: Any) -> str:
+    kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
+    return f"non-finite {what} ({value}) at step {step}; the run stopped and {kept}"
+
+
+def _truncate_metrics(path: Any, step: int) -> None:
+    """Drop records logged after the checkpoint we resume from (they will be redone)."""
+    if not path.is_file():
+        return
+    keep = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    checkpoint.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _write_summary(ctx: RunContext, summary: dict[str, Any]) -> None:
+    checkpoint.atomic_write_text(ctx.run_dir / "summary.json",
+                                 json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    from . import __version__
+
+    return {"gaf": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+class _Progress:
+    def __init__(self, total: int, start: int, console: Any):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+            TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), TimeRemainingColumn(),
+                                  TextColumn("{task.fields[info]}"), console=console,
+                                  transient=False)
+        self._task = self._progress.add_task("train", total=total, completed=start, info="")
+        self._progress.start()
+
+    def advance(self, record: dict[str, Any]) -> None:
+        self._progress.update(self._task, advance=1, info=f"loss {record.get('loss', 0.0):.4f}")
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _progress(ctx: RunContext, total: int, start: int) -> _Progress | None:
+    if not ctx.spec.progress or ctx.console is None:
+        return None
+    return _Progress(total, start, ctx.console)

@@ -1,0 +1,108 @@
+"""The CLI through click's runner, plus the torch-free start-up check in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+import gaf
+from gaf.cli import main
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["list", "sampler"], ["run", "--help"]])
+def test_help_and_list_do_not_import_torch(argv):
+    code = textwrap.dedent(f"""
+        import sys
+        from gaf.cli import main
+        try:
+            main({argv!r})
+        except SystemExit as exc:
+            assert not exc.code, exc.code
+        assert "torch" not in sys.modules, "torch was imported"
+        print("TORCH-FREE")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "TORCH-FREE" in out.stdout
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and gaf.__version__ in result.output
+
+
+def test_list_shows_names_summaries_and_packages():
+    result = invoke("list")
+    assert result.exit_code == 0
+    for name in ("gpt2-tiny", "top-p", "sentiment", "sft"):
+        assert name in result.output
+    result = invoke("list", "policy", "gpt2*", "--json")
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["name"] for r in rows] == ["gpt2", "gpt2-tiny"]
+    assert all(r["package"] == "gaf" and r["summary"] for r in rows)
+
+
+def test_show_lists_config_fields_with_named_defaults():
+    result = invoke("show", "policy", "gpt2-tiny")
+    assert result.exit_code == 0, result.output
+    assert "n_layer" in result.output and "d_model" in result.output
+    assert "128" in result.output  # gpt2-tiny's width, not the class default
+    result = invoke("show", "objective", "sft")
+    assert "train defaults" in result.output and "uses: policy" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--objective", "sft", "--policy", "gpt2-tyni"],
+     "unknown policy 'gpt2-tyni'; did you mean 'gpt2-tiny'"),
+    (["run", "--objective", "stf"], "unknown objective 'stf'; did you mean 'sft'"),
+    (["run", "--objective", "sft", "--set", "train.lrr=1"], "valid keys: steps"),
+    (["run", "--objective", "sft", "--set", "nonsense=1"], "valid keys:"),
+    (["show", "polcy", "gpt2"], "unknown kind 'polcy'; did you mean 'policy'"),
+    (["run", "--objective", "sft", "--config", "/no/such/run.toml"], "cannot read config"),
+    (["sample", "--policy", "/no/such/dir", "--prompt", "x"], "no such file or directory"),
+    (["sample", "--policy", "gpt2-tiny", "--prompt", "x", "--sampler", "top-q"], "did you mean 'top-p'"),
+])
+def test_user_errors_exit_2_without_traceback(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_config_file_names_file_and_line(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[objective]\nname = "sft"\n[train]\nlr = \n')
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 2 and "run.toml" in result.output and "line 4" in result.output
+
+
+def test_run_then_sample_end_to_end(tmp_path):
+    """A few SFT steps through the CLI, then `gaf sample` and `gaf.load` on the result."""
+    result = CliRunner().invoke(main, [
+        "run", "--objective", "sft", "--policy", "gpt2-tiny", "--out", str(tmp_path), "-q",
+        "--set", "train.steps=4", "--set", "objective.samples=4", "--set", "objective.eval_examples=8",
+        "--set", "policy.n_layer=1", "--set", "policy.d_model=32", "--set", "objective.max_new_tokens=8"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = list(tmp_path.iterdir())
+    assert f"run directory: {run_dir}" in result.output
+    for name in ("config.toml", "metrics.jsonl", "summary.json", "policy/gaf.json",
+                 "policy/model.safetensors", "samples/samples.jsonl", "plots/training.png"):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {"eval_loss", "mean_reward", "wall_s"} <= summary.keys()
+    sample = CliRunner().invoke(main, ["sample", "--policy", str(run_dir), "--prompt", "The film",
+                                       "--sampler", "greedy", "--max-new-tokens", "5", "--json"])
+    assert sample.exit_code == 0, sample.output
+    row = json.loads(sample.output.splitlines()[-1])
+    assert row["prompt"] == "The film" and isinstance(row["completion"], str)
+    policy = gaf.load("policy", run_dir)
+    assert policy.config.n_layer == 1 and policy.config.d_model == 32
