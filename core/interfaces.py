@@ -80,8 +80,10 @@ class Tokenizer(Protocol):
     """Text ↔ token ids.
 
     ``encode`` never adds special tokens; ``decode(encode(s)) == s`` for every string
-    the tokenizer can represent. ``bos_id``, ``eos_id`` and ``pad_id`` are distinct ids
-    below ``vocab_size``. ``decode`` drops special ids unless ``skip_special=False``.
+    the tokenizer can represent. ``bos_id``, ``eos_id`` and ``pad_id`` are ids below
+    ``vocab_size`` (distinct for the byte tokenizer; GPT-2's BPE uses one id,
+    ``<|endoftext|>``, for all three). ``decode`` drops special ids unless
+    ``skip_special=False``.
     """
 
     vocab_size: int
@@ -100,7 +102,8 @@ class Sampler(Protocol):
 
     ``__call__(logits, generator)`` takes ``(B, V)`` float logits for the next
     position and returns ``(B,)`` int64 token ids. All randomness comes from
-    ``generator`` (a ``torch.Generator`` or ``None`` for the global RNG), so a seeded
+    ``generator`` (a ``torch.Generator`` on the logits' device, or ``None`` for the
+    global RNG), so a seeded
     generator gives the same tokens every time. A sampler must never return an id
     whose logit is ``-inf``.
     """
@@ -119,7 +122,8 @@ class Policy(Protocol):
     ``prepare(prompts, completions)`` turns strings into an opaque batch on the
     policy's device. The prompt is tokenised once; the sequence is
     ``BOS + prompt + completion + EOS``; the completion positions are the completion
-    tokens and the final EOS. Over-long inputs are cut from the left of the prompt.
+    tokens and the final EOS. Over-long inputs are cut from the left of the prompt;
+    a completion that alone does not fit is cut at its end and gets no EOS.
 
     ``completion_logprobs(batch)`` returns :class:`CompletionLogProbs` for that batch,
     differentiable with respect to the parameters. Objectives use only these two

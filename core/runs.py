@@ -99,7 +99,22 @@ def new_run_dir(spec: RunSpec) -> Path:
         raise GafError(f"run directory {path} already exists; pick another name or "
                        f"continue it with --resume {path}")
     path.mkdir(parents=True, exist_ok=True)
+    _point_latest(path)
     return path
+
+
+def _point_latest(run_dir: Path) -> None:
+    """Make ``<out_dir>/latest`` a symlink to the newest run (best effort)."""
+    link = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest-{secrets.token_hex(4)}"
+    try:
+        tmp.symlink_to(run_dir.name, target_is_directory=True)
+        if link.exists() and not link.is_symlink():
+            tmp.unlink()
+            return
+        tmp.replace(link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def write_config(spec: RunSpec, run_dir: Path) -> Path:

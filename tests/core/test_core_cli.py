@@ -92,8 +92,9 @@ def test_run_then_sample_end_to_end(tmp_path):
         "--set", "train.steps=4", "--set", "objective.samples=4", "--set", "objective.eval_examples=8",
         "--set", "policy.n_layer=1", "--set", "policy.d_model=32", "--set", "objective.max_new_tokens=8"])
     assert result.exit_code == 0, result.output
-    (run_dir,) = list(tmp_path.iterdir())
+    (run_dir,) = [p for p in tmp_path.iterdir() if not p.is_symlink()]
     assert f"run directory: {run_dir}" in result.output
+    assert (tmp_path / "latest").resolve() == run_dir.resolve()
     for name in ("config.toml", "metrics.jsonl", "summary.json", "policy/gaf.json",
                  "policy/model.safetensors", "samples/samples.jsonl", "plots/training.png"):
         assert (run_dir / name).is_file(), name

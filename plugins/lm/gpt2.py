@@ -1,0 +1,308 @@
+"""GPT-2 as a gaf :class:`~gaf.interfaces.Policy`, in plain torch + einops.
+
+Architecture (as Hugging Face ``GPT2LMHeadModel``): learned token and position
+embeddings, ``n_layer`` pre-LayerNorm blocks (causal self-attention, then a GELU-tanh
+MLP of width ``mlp_ratio * d_model``), a final LayerNorm, and an output layer tied to
+the token embedding (``logits = h @ wte.weight.T``; there is no separate
+``lm_head`` parameter, so the state dict holds no shared tensors).
+
+Parameter names and layouts match HF's state dict under ``transformer.``:
+``transformer.wte.weight``, ``transformer.wpe.weight``,
+``transformer.h.{i}.ln_1.{weight,bias}``, ``transformer.h.{i}.attn.c_attn.{weight,bias}``,
+``attn.c_proj``, ``ln_2``, ``mlp.c_fc``, ``mlp.c_proj``, ``transformer.ln_f``. Linear
+layers use HF's ``Conv1D`` layout: weight ``(in, out)``, ``y = x @ W + b``.
+
+Initialisation follows GPT-2: weights and embeddings ~ N(0, 0.02), biases 0,
+LayerNorms (1, 0), and every ``c_proj`` weight ~ N(0, 0.02 / sqrt(2 * n_layer)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import attrs
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from gaf.config import option
+from gaf.errors import BadConfig
+from gaf.interfaces import CompletionLogProbs, Sampler, Tokenizer
+
+from .batching import LMBatch, build_batch, prompt_ids
+from .generation import generate_ids
+from .tokenizer import ByteTokenizer
+
+__all__ = ["GPT2Config", "GPT2Policy", "KVCache"]
+
+#: One ``(key, value)`` pair per layer, each ``(B, n_head, S, head_dim)``.
+KVCache = tuple[tuple[Tensor, Tensor], ...]
+
+
+@attrs.define
+class GPT2Config:
+    """Shape of a GPT-2 model (embeddings are always tied to the output layer)."""
+
+    vocab_size: int = option(259, "number of token ids (259 = bytes + BOS/EOS/PAD)")
+    n_positions: int = option(256, "longest sequence, in tokens (learned positions)")
+    d_model: int = option(128, "width of the residual stream")
+    n_layer: int = option(4, "number of transformer blocks")
+    n_head: int = option(4, "attention heads per block (must divide d_model)")
+    mlp_ratio: int = option(4, "MLP hidden width as a multiple of d_model")
+    dropout: float = option(0.0, "dropout on embeddings, attention weights and residual branches")
+    layer_norm_eps: float = option(1e-5, "LayerNorm epsilon")
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("vocab_size", "n_positions", "d_model", "n_layer", "n_head", "mlp_ratio"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise BadConfig(f"gpt2: {name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_head:
+            raise BadConfig(f"gpt2: n_head ({self.n_head}) must divide d_model ({self.d_model})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise BadConfig(f"gpt2: dropout must be in [0, 1), got {self.dropout}")
+        if not self.layer_norm_eps > 0:
+            raise BadConfig(f"gpt2: layer_norm_eps must be > 0, got {self.layer_norm_eps}")
+
+
+# ------------------------------------------------------------------------- layers
+
+
+class Conv1D(nn.Module):
+    """HF's "Conv1D": a linear layer with weight stored ``(in, out)``; ``y = x @ W + b``."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.t(), self.bias)
+
+
+class Attention(nn.Module):
+    """Multi-head causal self-attention through ``scaled_dot_product_attention``."""
+
+    def __init__(self, cfg: GPT2Config):
+        super().__init__()
+        self.n_head, self.d_model, self.p = cfg.n_head, cfg.d_model, cfg.dropout
+        self.c_attn = Conv1D(cfg.d_model, 3 * cfg.d_model)
+        self.c_proj = Conv1D(cfg.d_model, cfg.d_model)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None,
+                past: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        q, k, v = (rearrange(t, "b t (h d) -> b h t d", h=self.n_head)
+                   for t in self.c_attn(x).split(self.d_model, dim=-1))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.p if self.training else 0.0,
+                                           is_causal=mask is None and past is None)
+        y = self.resid_dropout(self.c_proj(rearrange(y, "b h t d -> b t (h d)")))
+        return y, (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPT2Config):
+        super().__init__()
+        self.c_fc = Conv1D(cfg.d_model, cfg.mlp_ratio * cfg.d_model)
+        self.c_proj = Conv1D(cfg.mlp_ratio * cfg.d_model, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
+
+    def __init__(self, cfg: GPT2Config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.attn = Attention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor, mask: Tensor | None,
+                past: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        a, kv = self.attn(self.ln_1(x), mask, past)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), kv
+
+
+class Transformer(nn.Module):
+    """The ``transformer.`` submodule: embeddings, blocks and the final LayerNorm."""
+
+    def __init__(self, cfg: GPT2Config):
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.n_positions, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+
+
+def attention_mask_4d(attention_mask: Tensor | None, batch: int, n_query: int, past_len: int,
+                      device: torch.device) -> Tensor:
+    """``(B, 1, T, past_len + T)`` bool mask: query ``i`` (absolute ``past_len + i``)
+    sees key ``j`` when ``j <= past_len + i`` and ``attention_mask[:, j]`` is True.
+
+    A query always sees itself, so padded queries have one finite score and produce
+    finite (ignored) outputs instead of NaN.
+    """
+    S = past_len + n_query
+    q = torch.arange(past_len, S, device=device).unsqueeze(1)
+    k = torch.arange(S, device=device).unsqueeze(0)
+    allowed = (k <= q).unsqueeze(0)
+    if attention_mask is not None:
+        allowed = (allowed & attention_mask.bool()[:, None, :]) | (k == q).unsqueeze(0)
+    return allowed.expand(batch, n_query, S).unsqueeze(1)
+
+
+# ------------------------------------------------------------------------- policy
+
+
+class GPT2Policy(nn.Module):
+    """A GPT-2 language model implementing :class:`gaf.interfaces.Policy`.
+
+    Build it as ``GPT2Policy(GPT2Config(...))``. ``tokenizer`` defaults to
+    :class:`~gaf.plugins.lm.tokenizer.ByteTokenizer` and may be replaced (the HF
+    loader installs a :class:`~gaf.plugins.lm.tokenizer.BPETokenizer`); its ids must
+    be below ``config.vocab_size``.
+    """
+
+    Config = GPT2Config
+
+    def __init__(self, config: GPT2Config | None = None):
+        super().__init__()
+        self.config = config if config is not None else GPT2Config()
+        self.tokenizer: Tokenizer = ByteTokenizer()
+        if self.config.vocab_size < self.tokenizer.vocab_size:
+            raise BadConfig(f"gpt2: vocab_size {self.config.vocab_size} is smaller than the "
+                            f"byte tokenizer's {self.tokenizer.vocab_size}")
+        self.transformer = Transformer(self.config)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ model
+
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation (see the module docstring)."""
+        proj_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, module in self.named_modules():
+            if isinstance(module, (Conv1D, nn.Embedding)):
+                std = proj_std if name.endswith("c_proj") else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if isinstance(module, Conv1D):
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.wte.weight.device
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                position_ids: Tensor | None = None, past_key_values: KVCache | None = None,
+                use_cache: bool = False) -> Tensor | tuple[Tensor, KVCache]:
+        """Final hidden states ``(B, T, d_model)`` (after ``ln_f``); with ``use_cache``
+        also the new :data:`KVCache`.
+
+        ``attention_mask`` is ``(B, past + T)`` bool over the cached and new tokens
+        (False = padding); ``position_ids`` ``(B, T)`` default to ``past + arange(T)``.
+        Without a mask or cache, attention uses SDPA's built-in causal mask.
+        """
+        B, T = input_ids.shape
+        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        if position_ids is None:
+            if past_len + T > self.config.n_positions:
+                raise ValueError(f"sequence of {past_len + T} tokens exceeds n_positions="
+                                 f"{self.config.n_positions}")
+            position_ids = torch.arange(past_len, past_len + T, device=input_ids.device)
+            position_ids = position_ids.unsqueeze(0)
+        tr = self.transformer
+        x = tr.drop(tr.wte(input_ids) + tr.wpe(position_ids))
+        mask = None
+        if attention_mask is not None or (past_len and T > 1):
+            mask = attention_mask_4d(attention_mask, B, T, past_len, input_ids.device)
+        cache = []
+        for i, block in enumerate(tr.h):
+            x, kv = block(x, mask, None if past_key_values is None else past_key_values[i])
+            cache.append(kv)
+        x = tr.ln_f(x)
+        return (x, tuple(cache)) if use_cache else x
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """The tied output layer: ``hidden @ wte.weight.T`` (any leading shape)."""
+        return F.linear(hidden, self.transformer.wte.weight)
+
+    # ----------------------------------------------------------------- policy API
+
+    def prepare(self, prompts: Sequence[str], completions: Sequence[str]) -> LMBatch:
+        """Tokenise pairs into an :class:`~gaf.plugins.lm.batching.LMBatch` on this
+        model's device. Layout, target alignment and truncation are documented in
+        :mod:`gaf.plugins.lm.batching`: ``completion_mask[:, t]`` marks outputs whose
+        target ``input_ids[:, t + 1]`` is a completion token or the final EOS."""
+        return build_batch(self.tokenizer, prompts, completions, self.config.n_positions,
+                           self.device)
+
+    def completion_logprobs(self, batch: LMBatch) -> CompletionLogProbs:
+        """Per-token ``log π(y_t | x, y_<t)`` of each completion, packed to the left.
+
+        Runs the transformer over the whole (right-padded, so plain causal) batch,
+        then gathers the hidden states at completion positions only and applies the
+        output layer there: ``logit[target] - logsumexp(logits)`` in at least float32.
+        Returns ``(B, L)`` tensors, ``L`` the longest completion in the batch.
+        """
+        hidden = self(batch.input_ids)
+        cmask = batch.completion_mask
+        B = cmask.shape[0]
+        rows, cols = cmask.nonzero(as_tuple=True)
+        slots = cmask.long().cumsum(1)[rows, cols] - 1
+        L = int(cmask.sum(1).max()) if B else 0
+        logits = self.logits(hidden[rows, cols])
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        targets = batch.target_ids[rows, cols]
+        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        token_logps = logp.new_zeros(B, L).index_put((rows, slots), logp)
+        mask = torch.zeros(B, L, dtype=torch.bool, device=cmask.device)
+        mask[rows, slots] = True
+        return CompletionLogProbs(token_logps=token_logps, mask=mask)
+
+    def banned_ids(self) -> Tensor:
+        """``(vocab_size,)`` bool: ids generation never samples — BOS and PAD (unless
+        they equal EOS) and ids beyond the tokenizer's vocabulary."""
+        tok = self.tokenizer
+        banned = torch.zeros(self.config.vocab_size, dtype=torch.bool)
+        banned[tok.vocab_size:] = True
+        for i in (tok.bos_id, tok.pad_id):
+            if i != tok.eos_id:
+                banned[i] = True
+        return banned
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], *, sampler: Sampler,
+                     max_new_tokens: int = 64,
+                     generator: torch.Generator | None = None) -> list[list[int]]:
+        """New ids for already-tokenised prompts (include BOS yourself); see
+        :func:`gaf.plugins.lm.generation.generate_ids`. Lists end with EOS when the
+        row stopped on it."""
+        return generate_ids(self, prompt_ids, sampler=sampler, max_new_tokens=max_new_tokens,
+                            eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id,
+                            banned=self.banned_ids(), generator=generator)
+
+    def generate(self, prompts: Sequence[str], *, sampler: Sampler, max_new_tokens: int = 64,
+                 generator: torch.Generator | None = None) -> list[str]:
+        """One completion per prompt (without the prompt, stopped at EOS).
+
+        Each prompt becomes ``BOS + encode(prompt)``, cut from the left to leave room
+        for a new token; prompts are batched with left padding and a KV cache, so
+        the result (with a deterministic sampler) equals one prompt at a time.
+        """
+        ids = [prompt_ids(self.tokenizer, p, self.config.n_positions) for p in prompts]
+        new = self.generate_ids(ids, sampler=sampler, max_new_tokens=max_new_tokens,
+                                generator=generator)
+        eos = self.tokenizer.eos_id
+        return [self.tokenizer.decode(t[:-1] if t and t[-1] == eos else t) for t in new]

@@ -1,0 +1,162 @@
+"""Decoding strategies (:class:`gaf.interfaces.Sampler`): greedy, temperature, top-k, top-p.
+
+Each sampler is built as ``Sampler(Sampler.Config(...))`` and called as
+``sampler(logits, generator=None)`` with ``(B, V)`` logits; it returns ``(B,)`` int64
+ids. Randomness comes only from ``torch.multinomial(..., generator=generator)``, so a
+seeded generator repeats its draws. Tokens whose logit is ``-inf`` get probability
+exactly zero and are never returned; a row whose logits are all ``-inf`` (or NaN) is
+an error.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+from torch import Tensor
+
+from gaf.config import option
+from gaf.errors import BadConfig
+
+__all__ = ["Greedy", "Temperature", "TopK", "TopP"]
+
+
+def _check_logits(logits: Tensor) -> Tensor:
+    if logits.dim() != 2:
+        raise ValueError("a sampler expects (batch, vocab) logits, "
+                         f"got shape {tuple(logits.shape)}")
+    if torch.isnan(logits).any():
+        raise ValueError("logits contain NaN")
+    if (logits == float("-inf")).all(-1).any():
+        raise ValueError("a row of logits is all -inf: no token can be chosen")
+    return logits
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise BadConfig(f"temperature must be > 0, got {temperature}")
+
+
+def _draw(logits: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One multinomial draw per row of softmax(logits) (computed in float32 or wider)."""
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    probs = torch.softmax(logits.to(dtype), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@attrs.define
+class GreedyConfig:
+    """Greedy decoding has no options."""
+
+
+class Greedy:
+    """Always the highest-logit token (``argmax``; the lowest id on ties)."""
+
+    Config = GreedyConfig
+
+    def __init__(self, config: GreedyConfig | None = None):
+        self.config = config or GreedyConfig()
+
+    def __call__(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return _check_logits(logits).argmax(dim=-1)
+
+
+@attrs.define
+class TemperatureConfig:
+    temperature: float = option(1.0, "divide logits by this before sampling (> 0)")
+
+    def __attrs_post_init__(self) -> None:
+        _check_temperature(self.temperature)
+
+
+class Temperature:
+    """Sample from ``softmax(logits / temperature)`` over the whole vocabulary."""
+
+    Config = TemperatureConfig
+
+    def __init__(self, config: TemperatureConfig | None = None):
+        self.config = config or TemperatureConfig()
+        _check_temperature(self.config.temperature)
+
+    def __call__(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return _draw(_check_logits(logits) / self.config.temperature, generator)
+
+
+@attrs.define
+class TopKConfig:
+    k: int = option(50, "sample among the k highest-logit tokens (>= 1)")
+    temperature: float = option(1.0, "divide logits by this before sampling (> 0)")
+
+    def __attrs_post_init__(self) -> None:
+        _check_k(self.k)
+        _check_temperature(self.temperature)
+
+
+def _check_k(k: int) -> None:
+    if not k >= 1:
+        raise BadConfig(f"k must be >= 1, got {k}")
+
+
+class TopK:
+    """Sample from ``softmax(logits / temperature)`` restricted to the top ``k`` tokens.
+
+    Exactly ``min(k, V)`` candidates per row (``torch.topk``; ties broken by topk),
+    so a token outside them is never returned.
+    """
+
+    Config = TopKConfig
+
+    def __init__(self, config: TopKConfig | None = None):
+        self.config = config or TopKConfig()
+        _check_k(self.config.k)
+        _check_temperature(self.config.temperature)
+
+    def __call__(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        logits = _check_logits(logits)
+        k = min(self.config.k, logits.shape[-1])
+        values, indices = logits.topk(k, dim=-1)
+        choice = _draw(values / self.config.temperature, generator)
+        return indices.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
+
+
+@attrs.define
+class TopPConfig:
+    p: float = option(0.9, "sample within the smallest set of tokens whose probability "
+                           "reaches p (0 < p <= 1)")
+    temperature: float = option(1.0, "divide logits by this before sampling (> 0)")
+
+    def __attrs_post_init__(self) -> None:
+        _check_p(self.p)
+        _check_temperature(self.temperature)
+
+
+def _check_p(p: float) -> None:
+    if not 0 < p <= 1:
+        raise BadConfig(f"p must be in (0, 1], got {p}")
+
+
+class TopP:
+    """Nucleus sampling: sample within the smallest set of most-likely tokens whose
+    total probability (after temperature) is at least ``p``.
+
+    Tokens are sorted by probability; token ``i`` is kept when the mass of the tokens
+    before it is still below ``p``, so the most likely token is always kept.
+    """
+
+    Config = TopPConfig
+
+    def __init__(self, config: TopPConfig | None = None):
+        self.config = config or TopPConfig()
+        _check_p(self.config.p)
+        _check_temperature(self.config.temperature)
+
+    def __call__(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        logits = _check_logits(logits)
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        scaled = logits.to(dtype) / self.config.temperature
+        sorted_logits, order = scaled.sort(dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = probs.cumsum(-1) - probs
+        keep = mass_before < self.config.p
+        keep[:, 0] = True
+        choice = _draw(sorted_logits.masked_fill(~keep, float("-inf")), generator)
+        return order.gather(-1, choice.unsqueeze(-1)).squeeze(-1)

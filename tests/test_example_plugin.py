@@ -1,0 +1,58 @@
+"""The example third-party package (examples/gaf-min-p) installs and plugs in through an
+entry point: it shows in `gaf list sampler` and works with `gaf sample --sampler min-p`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gaf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                    "-q", "--target", str(target), str(ROOT / "examples" / "gaf-min-p")],
+                   check=True, timeout=300)
+    return target
+
+
+def gaf_cli(site: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "GAF_DISABLE_PLUGIN_AUTOLOAD"}
+    env["PYTHONPATH"] = str(site)
+    return subprocess.run([sys.executable, "-m", "gaf", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_plugin_appears_in_list(site):
+    out = gaf_cli(site, "list", "sampler", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in map(json.loads, out.stdout.splitlines())}
+    assert rows["min-p"]["package"] == "gaf-min-p"
+    assert "min-p" in rows["min-p"]["summary"]
+    shown = gaf_cli(site, "show", "sampler", "min-p")
+    assert shown.returncode == 0 and "min_p" in shown.stdout
+
+
+def test_plugin_samples_from_a_trained_run(site, tmp_path):
+    run_dir, _ = gaf.run("sft", policy="gpt2-tiny", sets=[
+        f"out_dir={json.dumps(str(tmp_path))}", "train.steps=2", "objective.samples=2",
+        "objective.eval_examples=4", "objective.max_new_tokens=4", "policy.n_layer=1",
+        "policy.d_model=32"])
+    out = gaf_cli(site, "sample", "--policy", str(run_dir), "--prompt", "The film",
+                  "--sampler", "min-p", "--set", "min_p=0.2", "--max-new-tokens", "6", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["prompt"] == "The film"
+    bad = gaf_cli(site, "sample", "--policy", str(run_dir), "--prompt", "x", "--sampler", "min-p",
+                  "--set", "min_p=3")
+    assert bad.returncode == 2 and "min_p must be in [0, 1]" in bad.stderr
