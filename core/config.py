@@ -83,8 +83,8 @@ def from_dict(cls: type, data: Mapping[str, Any], *, where: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise BadConfig(f"{where}unknown key {key!r}{did_you_mean(key, names)}; "
-                            f"valid keys: {', '.join(names)}")
+            raise BadConfig(f"{where}unknown key {key!r}{did_you_mean(key, names)} "
+                            f"(valid keys: {', '.join(names)})")
         kwargs[key] = coerce(value, hints.get(key, Any), f"{where}{key}")
     try:
         return cls(**kwargs)

@@ -102,6 +102,7 @@ class Registry:
         self._autoload = autoload
         self._discovered = False
         self._discovering = False
+        self._source: str | None = None  # distribution whose hook is registering now
 
     # ------------------------------------------------------------------ discovery
 
@@ -116,6 +117,10 @@ class Registry:
             if self._autoload_enabled():
                 self._read_entry_points()
             self._discovered = True
+        except BaseException:  # start clean next time rather than half-discovered
+            self._entries.clear()
+            self._aliases.clear()
+            raise
         finally:
             self._discovering = False
 
@@ -150,7 +155,9 @@ class Registry:
             except DuplicateComponent as exc:
                 self._plugin_problem(f"gaf plugin from distribution {dist!r}: {exc}", exc)
         pm = hooks.plugin_manager()
+        dists: dict[str, str] = {}
         for ep, dist, _ in hook_modules:
+            dists[ep.name] = dist
             if pm.has_plugin(ep.name):
                 continue
             try:
@@ -160,13 +167,18 @@ class Registry:
                 self._plugin_problem(f"gaf plugin {ep.name!r} from distribution {dist!r} "
                                      f"failed to load and is skipped: "
                                      f"{type(exc).__name__}: {exc}", exc)
-        try:
-            pm.hook.gaf_register_components(registry=self)
-        except GafError:
-            raise
-        except Exception as exc:
-            self._plugin_problem(f"a gaf plugin failed in gaf_register_components: "
-                                 f"{type(exc).__name__}: {exc}", exc)
+        # Each plugin's registration runs on its own, so one failure skips only that plugin.
+        for impl in pm.hook.gaf_register_components.get_hookimpls():
+            dist = dists.get(impl.plugin_name, "script")
+            self._source = dist
+            try:
+                impl.function(registry=self)
+            except Exception as exc:
+                self._plugin_problem(f"gaf plugin {impl.plugin_name!r} from distribution "
+                                     f"{dist!r} failed in gaf_register_components and is "
+                                     f"skipped: {type(exc).__name__}: {exc}", exc)
+            finally:
+                self._source = None
 
     @staticmethod
     def _plugin_problem(message: str, exc: Exception) -> None:
@@ -177,10 +189,15 @@ class Registry:
     # --------------------------------------------------------------- registration
 
     def add(self, kind: str, name: str, target: Any, *, summary: str = "",
-            source: str = "script", defaults: Mapping[str, Any] | None = None,
+            source: str | None = None, defaults: Mapping[str, Any] | None = None,
             aliases: Iterable[str] = (), meta: Mapping[str, Any] | None = None,
             replace: bool = False) -> Entry:
-        """Register ``target`` as ``kind``/``name``. Duplicates raise unless ``replace``."""
+        """Register ``target`` as ``kind``/``name``. Duplicates raise unless ``replace``.
+
+        ``source`` (shown by ``gaf list``) defaults to the distribution whose
+        ``gaf_register_components`` is running, else ``"script"``.
+        """
+        source = source or self._source or "script"
         if not kind or not name:
             raise BadConfig("a component needs a kind and a name")
         table = self._entries.setdefault(kind, {})
@@ -241,7 +258,7 @@ class Registry:
         table = self._entries.get(kind, {})
         name = self._aliases.get(kind, {}).get(name, name)
         if name not in table:
-            raise UnknownComponent(kind, name, [*table, *self._aliases.get(kind, {})])
+            raise UnknownComponent(kind, name, {*table, *self._aliases.get(kind, {})})
         return table[name]
 
     def get(self, kind: str, name: str) -> Any:
@@ -334,7 +351,7 @@ class Registry:
 
     def _check_kind(self, kind: str) -> None:
         if kind not in KINDS and kind not in self._entries:
-            raise UnknownComponent("kind", kind, [*KINDS, *self._entries])
+            raise UnknownComponent("kind", kind, {*KINDS, *self._entries})
 
 
 class PluginWarning(UserWarning):

@@ -111,8 +111,8 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
     if data:
         valid = [*TOP_LEVEL, "objective", "train", *uses]
         key = next(iter(data))
-        raise BadConfig(f"{where}: unknown key {key!r}{did_you_mean(key, valid)}; "
-                        f"valid keys: {', '.join(valid)}")
+        raise BadConfig(f"{where}: unknown key {key!r}{did_you_mean(key, valid)} "
+                        f"(valid keys: {', '.join(valid)})")
 
     # --set overrides.
     obj_cfg_cls = getattr(obj_cls, "Config", None)
@@ -133,8 +133,8 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
         else:
             valid = ["objective.*", "train.*", *(f"{k}.*" for k in uses), *TOP_LEVEL]
             raise BadConfig(f"--set {key}: unknown section {section!r}"
-                            f"{did_you_mean(section, ['objective', 'train', *uses])}; "
-                            f"valid keys: {', '.join(valid)}")
+                            f"{did_you_mean(section, ['objective', 'train', *uses])} "
+                            f"(valid keys: {', '.join(valid)})")
 
     # Build and validate.
     objective_config = (_config.from_dict(obj_cfg_cls, obj_section, where=f"objective {obj_name}")
@@ -146,8 +146,8 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
     comps = {kind: _component(registry, kind, sec) for kind, sec in sections.items()}
     for key in top_values:
         if key not in TOP_LEVEL:
-            raise BadConfig(f"unknown key {key!r}{did_you_mean(key, TOP_LEVEL)}; "
-                            f"valid keys: {', '.join(TOP_LEVEL)}")
+            raise BadConfig(f"unknown key {key!r}{did_you_mean(key, TOP_LEVEL)} "
+                            f"(valid keys: {', '.join(TOP_LEVEL)})")
     top_kwargs = {k: _config.coerce(v, _TOP_TYPES[k], k) for k, v in top_values.items()}
     spec = RunSpec(objective=obj_name, objective_config=objective_config, components=comps,
                    train=train, **top_kwargs)
@@ -191,5 +191,5 @@ def _locate(key: str, obj_fields: list[str], train_fields: list[str],
                         + ", ".join(f"{h}.{key}" if h else key for h in hits))
     valid = [*TOP_LEVEL, *(f"objective.{f}" for f in obj_fields),
              *(f"train.{f}" for f in train_fields), *(f"{k}.<option>" for k in uses)]
-    raise BadConfig(f"--set {key}: unknown key{did_you_mean(key, [*TOP_LEVEL, *obj_fields, *train_fields])}; "
-                    f"valid keys: {', '.join(valid)}")
+    raise BadConfig(f"--set {key}: unknown key{did_you_mean(key, [*TOP_LEVEL, *obj_fields, *train_fields])} "
+                    f"(valid keys: {', '.join(valid)})")
