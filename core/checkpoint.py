@@ -4,7 +4,8 @@ Nothing here unpickles: loading a file never runs code. Two layouts:
 
 * a **component directory** (:func:`save_component`): ``gaf.json`` (kind, registry
   name, config) + ``model.safetensors``; :func:`gaf.load` rebuilds the component
-  through the registry and loads the weights.
+  through the registry and loads the weights. A component may also define
+  ``save_assets(path)`` / ``load_assets(path)`` for files of its own (a tokenizer).
 * a **training checkpoint** (:func:`save_training_state`): ``modules.safetensors``
   (every module's tensors as ``<module>.<param>``), ``optimizer.safetensors``
   (optimiser tensors and RNG states) and ``state.json`` (step, optimiser
@@ -116,6 +117,8 @@ def save_component(obj: Any, path: str | os.PathLike[str], *, kind: str | None =
     path.mkdir(parents=True, exist_ok=True)
     if hasattr(obj, "state_dict"):
         atomic_save_tensors(obj.state_dict(), path / WEIGHTS_FILE, {"gaf_kind": kind})
+    if hasattr(obj, "save_assets"):  # e.g. a tokenizer's files
+        obj.save_assets(path)
     atomic_write_text(path / META_FILE, json.dumps(meta, indent=2) + "\n")
     return path
 
@@ -132,6 +135,8 @@ def load_component(registry: Registry, kind: str, path: Path, **overrides: Any) 
     weights = path / WEIGHTS_FILE
     if weights.is_file():
         load_state(obj, load_tensors(weights), where=str(weights))
+    if hasattr(obj, "load_assets"):
+        obj.load_assets(path)
     return obj
 
 

@@ -7,6 +7,7 @@ with code 2 (3 for a non-finite loss); they never end in a traceback.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import warnings
@@ -18,13 +19,33 @@ import click
 from . import __version__
 from . import config as _config
 from .errors import BadConfig, GafError
-from .registry import KINDS, REGISTRY, PluginWarning
+from .registry import REGISTRY, PluginWarning
 
 NOT_SELECTABLE = {"objective", "loader"}  # objective has its own option; loaders are implicit
 
 
 class GafGroup(click.Group):
-    """A click group that turns :class:`GafError` into a one-line message and exit code."""
+    """A click group that turns :class:`GafError` into a one-line message and exit code,
+    prints plugin warnings as one line, and builds ``gaf run`` (whose options come from
+    the registry's kinds) only when it is needed."""
+
+    lazy_commands: dict[str, Any] = {}
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        warnings.showwarning = _show_plugin_warning
+        return super().main(*args, **kwargs)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_commands and name not in self.commands:
+            try:
+                self.add_command(self.lazy_commands[name](), name)
+            except GafError as exc:
+                click.secho(f"error: {exc}", fg="red", err=True)
+                ctx.exit(exc.exit_code)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -57,11 +78,7 @@ def _complete(kind: str):  # noqa: ANN202
 
 
 def _selectable_kinds() -> list[str]:
-    try:
-        kinds = REGISTRY.kinds()
-    except GafError:
-        kinds = list(KINDS)
-    return [k for k in kinds if k not in NOT_SELECTABLE]
+    return [k for k in REGISTRY.kinds() if k not in NOT_SELECTABLE]
 
 
 @click.group(cls=GafGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,7 +92,6 @@ def main() -> None:
       gaf run --objective sft --policy gpt2-tiny train a tiny GPT-2 (~2 min on CPU)
       gaf sample --policy RUN_DIR --prompt "The film"
     """
-    warnings.showwarning = _show_plugin_warning
 
 
 # ------------------------------------------------------------------------- list
@@ -94,6 +110,9 @@ def list_cmd(kind: str | None, pattern: str, as_json: bool) -> None:
         for k, n, s, src in rows:
             click.echo(json.dumps({"kind": k, "name": n, "summary": s, "package": src}))
         return
+    if not rows:
+        click.echo(f"no {kind or 'component'} matches {pattern!r}")
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -103,8 +122,6 @@ def list_cmd(kind: str | None, pattern: str, as_json: bool) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
-    if not rows:
-        click.echo(f"no {kind or 'component'} matches {pattern!r}")
 
 
 # ------------------------------------------------------------------------- show
@@ -121,7 +138,7 @@ def show_cmd(kind: str, name: str) -> None:
     target = entry.target if isinstance(entry.target, str) else _qualname(entry.target)
     click.echo(f"  target: {target}")
     obj = entry.load()
-    doc = (getattr(obj, "__doc__", None) or "").strip()
+    doc = inspect.cleandoc(getattr(obj, "__doc__", None) or "")
     if doc:
         click.echo("")
         for line in doc.splitlines():
@@ -130,7 +147,7 @@ def show_cmd(kind: str, name: str) -> None:
     if uses:
         click.echo("\n  uses: " + ", ".join(f"{k} (default {v!r})" for k, v in uses.items()))
     cls = REGISTRY.config_class(kind, entry.name)
-    if cls is None:
+    if cls is None or not _config.describe(cls):
         click.echo("\n  (no config options)")
         return
     from rich.console import Console
@@ -171,10 +188,8 @@ def _run_options(func: Any) -> Any:
     return func
 
 
-@main.command("run")
 @click.option("--objective", metavar="NAME", shell_complete=_complete("objective"),
               help="training recipe (gaf list objective)")
-@_run_options
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="run file (TOML); a run's config.toml reproduces it")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -206,26 +221,32 @@ def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...
         components["task"] = "jsonl"
         sets = (f"task.path={json.dumps(str(data))}", *sets)
     top = {"device": device, "seed": seed, "out_dir": out_dir, "name": name}
-    if quiet:
-        top["progress"] = False
     console = Console(stderr=True)
     if resume:
         if objective or components or config_file or any(v is not None for v in top.values()):
             raise BadConfig("--resume continues a run as it was configured; only --set may "
                             "change it (e.g. --set train.steps=800)")
         spec = load_run_spec(Path(resume), sets)
-        if quiet:
-            spec.progress = False
     else:
         file_data = _config.read_toml(config_file) if config_file else None
         spec = resolve(file_data, objective=objective, components=components, sets=sets, top=top,
                        where=config_file or "config")
+    if quiet:
+        spec.progress = False
     console.print(f"[bold]gaf run[/bold] {spec.objective}: "
                   + ", ".join(f"{k}={c.name}" for k, c in spec.components.items()))
     run_dir, summary = execute(spec, resume=Path(resume) if resume else None, console=console)
     shown = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and k != "steps"}
     console.print(" ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
     click.echo(f"run directory: {run_dir}")
+
+
+def _build_run_command() -> click.Command:
+    """``gaf run``, with one ``--<kind>`` option per selectable kind in the registry."""
+    return click.command("run")(_run_options(run_cmd))
+
+
+GafGroup.lazy_commands["run"] = _build_run_command
 
 
 def _fmt(value: float) -> str:

@@ -17,8 +17,7 @@ plugins, after the built-in catalogue (registry.toml) and the one-line entry poi
 
 Training hooks
 --------------
-Called by :func:`gaf.train.train` (on rank 0 only, once distributed training
-lands) in this order: :func:`gaf_train_start`, then per optimiser step
+Called by :func:`gaf.train.train` in this order: :func:`gaf_train_start`, then per optimiser step
 :func:`gaf_step_end`, :func:`gaf_checkpoint_saved` when a checkpoint is written,
 :func:`gaf_eval_end` after an evaluation, and :func:`gaf_train_end` at the end.
 Hooks observe; an exception raised in a hook stops the run.

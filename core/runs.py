@@ -24,6 +24,7 @@ import contextlib
 import datetime
 import json
 import secrets
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +104,16 @@ def new_run_dir(spec: RunSpec) -> Path:
     return path
 
 
+def _point_latest_to_newest(out_dir: Path) -> None:
+    link = out_dir / "latest"
+    runs = sorted((p for p in out_dir.iterdir() if p.is_dir() and not p.is_symlink()),
+                  key=lambda p: p.stat().st_mtime)
+    if runs:
+        _point_latest(runs[-1])
+    elif link.is_symlink():
+        link.unlink()
+
+
 def _point_latest(run_dir: Path) -> None:
     """Make ``<out_dir>/latest`` a symlink to the newest run (best effort)."""
     link = run_dir.parent / "latest"
@@ -136,15 +147,22 @@ def load_run_spec(run_dir: Path, sets: tuple[str, ...] = (),
 def execute(spec: RunSpec, *, resume: Path | None = None, registry: Registry = REGISTRY,
             console: Any = None) -> tuple[Path, dict[str, Any]]:
     """Run ``spec`` (or continue the run in ``resume``); returns (run_dir, summary)."""
+    from .device import resolve_device
     from .train import train
 
-    run_dir = Path(resume) if resume is not None else new_run_dir(spec)
-    if resume is None:
-        write_config(spec, run_dir)
-    ctx = RunContext(spec, run_dir, registry=registry, console=console)
+    resolve_device(spec.device)  # fail before creating anything
     obj_cls = registry.get("objective", spec.objective)
     objective = obj_cls(spec.objective_config) if spec.objective_config is not None else obj_cls()
-    summary = train(objective, ctx, resume=resume is not None)
+    run_dir = Path(resume) if resume is not None else new_run_dir(spec)
+    write_config(spec, run_dir)  # on resume this records any --set changes
+    ctx = RunContext(spec, run_dir, registry=registry, console=console)
+    try:
+        summary = train(objective, ctx, resume=resume is not None)
+    except GafError:
+        if resume is None and not (run_dir / "metrics.jsonl").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no stub behind
+            _point_latest_to_newest(run_dir.parent)
+        raise
     return run_dir, summary
 
 

@@ -64,7 +64,8 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``config.toml``: every option written out, defaults included."""
-        out: dict[str, Any] = {k: getattr(self, k) for k in TOP_LEVEL}
+        # ``name`` is left out: feeding the file back makes a new run directory.
+        out: dict[str, Any] = {k: getattr(self, k) for k in TOP_LEVEL if k != "name"}
         out["objective"] = {"name": self.objective, **_config.to_dict(self.objective_config)}
         for kind, comp in self.components.items():
             out[kind] = {"name": comp.name, **comp.options}
@@ -83,8 +84,10 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
     overrides = [_config.parse_assignment(s) for s in sets]
 
     obj_section = dict(data.pop("objective", {}) or {})
-    obj_name = objective or obj_section.pop("name", None)
-    obj_section.pop("name", None)
+    file_objective = obj_section.pop("name", None)
+    obj_name = objective or file_objective
+    if file_objective is not None and file_objective != obj_name:
+        obj_section = {}  # the file's options belong to the objective the CLI replaced
     if not obj_name:
         raise BadConfig("no objective given: pass --objective NAME (known: "
                         + ", ".join(registry.names("objective")) + ")")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import attrs
 import torch
@@ -33,7 +34,7 @@ from gaf.interfaces import CompletionLogProbs, Sampler, Tokenizer
 
 from .batching import LMBatch, build_batch, prompt_ids
 from .generation import generate_ids
-from .tokenizer import ByteTokenizer
+from .tokenizer import BPETokenizer, ByteTokenizer
 
 __all__ = ["GPT2Config", "GPT2Policy", "KVCache"]
 
@@ -176,15 +177,29 @@ class GPT2Policy(nn.Module):
 
     Config = GPT2Config
 
-    def __init__(self, config: GPT2Config | None = None):
+    def __init__(self, config: GPT2Config | None = None, tokenizer: Tokenizer | None = None):
         super().__init__()
         self.config = config if config is not None else GPT2Config()
-        self.tokenizer: Tokenizer = ByteTokenizer()
+        self.tokenizer: Tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
         if self.config.vocab_size < self.tokenizer.vocab_size:
             raise BadConfig(f"gpt2: vocab_size {self.config.vocab_size} is smaller than the "
-                            f"byte tokenizer's {self.tokenizer.vocab_size}")
+                            f"tokenizer's {self.tokenizer.vocab_size}")
         self.transformer = Transformer(self.config)
         self.reset_parameters()
+
+    # ------------------------------------------------------------- saved assets
+
+    def save_assets(self, path: Path) -> None:
+        """Called by :func:`gaf.save`: a BPE tokenizer is saved beside the weights
+        (``vocab.json`` + ``merges.txt``); the byte tokenizer needs no files."""
+        if isinstance(self.tokenizer, BPETokenizer):
+            self.tokenizer.save_files(path)
+
+    def load_assets(self, path: Path) -> None:
+        """Called by :func:`gaf.load`: installs the BPE tokenizer saved beside the weights."""
+        vocab, merges = path / "vocab.json", path / "merges.txt"
+        if vocab.is_file() and merges.is_file():
+            self.tokenizer = BPETokenizer.from_files(vocab, merges)
 
     # ------------------------------------------------------------------ model
 

@@ -193,9 +193,8 @@ class HFGPT2Loader:
                           path=str(path))
         config = config_from_hf(_read_config(path), source=str(path / _CONFIG))
         tokenizer = _tokenizer_for(path, config)
-        model = GPT2Policy(config)
+        model = GPT2Policy(config, tokenizer)
         model.load_state_dict(_state_dict(path, model))
-        model.tokenizer = tokenizer
         return model
 
 

@@ -107,3 +107,18 @@ def test_run_then_sample_end_to_end(tmp_path):
     assert row["prompt"] == "The film" and isinstance(row["completion"], str)
     policy = gaf.load("policy", run_dir)
     assert policy.config.n_layer == 1 and policy.config.d_model == 32
+
+
+def test_resume_from_the_cli(tmp_path):
+    args = ["run", "--objective", "sft", "--out", str(tmp_path), "-q", "--set", "train.steps=2",
+            "--set", "objective.samples=2", "--set", "objective.eval_examples=4",
+            "--set", "policy.n_layer=1", "--set", "policy.d_model=32",
+            "--set", "objective.max_new_tokens=4"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    run_dir = (tmp_path / "latest").resolve()
+    result = CliRunner().invoke(main, ["run", "--resume", str(run_dir), "-q", "--set",
+                                       "train.steps=3"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3
+    refused = CliRunner().invoke(main, ["run", "--resume", str(run_dir), "--seed", "3"])
+    assert refused.exit_code == 2 and "only --set" in refused.output

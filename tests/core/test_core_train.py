@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import gaf
 from gaf import checkpoint
 from gaf.config import read_toml
-from gaf.errors import NonFiniteLoss
+from gaf.errors import BadData, NonFiniteLoss
 from gaf.registry import Registry
 from gaf.runs import execute
 from gaf.spec import resolve
@@ -139,3 +139,27 @@ def test_lr_schedule_closed_forms(warmup, steps, step):
             progress = min(1.0, (step - warmup) / (steps - warmup))
             want = 1 - progress if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
             assert f == pytest.approx(want)
+
+
+def test_a_run_that_fails_before_training_leaves_no_directory(registry, tmp_path):
+    class Broken(Toy):
+        def setup(self, ctx):
+            raise BadData("no examples", path="data.jsonl", line=3, field="prompt")
+
+    registry.add("objective", "broken", Broken)
+    spec = resolve(objective="broken", sets=[f"out_dir={json.dumps(str(tmp_path))}",
+                                             "progress=false"], registry=registry)
+    with pytest.raises(BadData, match="data.jsonl:3: field 'prompt': no examples"):
+        execute(spec, registry=registry)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_records_set_changes(registry, tmp_path):
+    run_dir, _ = execute(spec_for(registry, tmp_path, "train.steps=4"), registry=registry)
+    from gaf.runs import load_run_spec
+
+    spec = load_run_spec(run_dir, ("train.steps=6",), registry=registry)
+    _, summary = execute(spec, resume=run_dir, registry=registry)
+    assert summary["steps"] == 6
+    assert read_toml(run_dir / "config.toml")["train"]["steps"] == 6
+    assert "name" not in read_toml(run_dir / "config.toml")

@@ -6,6 +6,8 @@ import json
 import os
 
 import pytest
+
+import gaf
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -195,6 +197,14 @@ def test_big_vocab_needs_tokenizer_files(tmp_path):
     # save_hf writes the tokenizer files too
     save_hf(policy, tmp_path / "copy")
     assert isinstance(HFGPT2Loader.load(tmp_path / "copy").tokenizer, BPETokenizer)
+    # and so does gaf's own format (gaf.save / gaf.load keep the tokenizer)
+    gaf.save(gaf.load("policy", tmp_path), tmp_path / "gaf-copy")
+    again = gaf.load("policy", tmp_path / "gaf-copy")
+    assert isinstance(again.tokenizer, BPETokenizer)
+    assert again.prepare(["a"], [" t"]).input_ids.tolist() == [[257, 97, 256, 257]]
+    again.eval(), policy.eval()  # HF's default dropout is 0.1
+    torch.testing.assert_close(again.logits(again(batch.input_ids)),
+                               policy.logits(policy(batch.input_ids)))
 
 
 def test_not_safetensors_rejected(tmp_path):

@@ -1,0 +1,1 @@
+"""Built-in gaf plugins: every concrete component, one sub-package per family."""

@@ -1,0 +1,1 @@
+"""gaf.plugins.preference"""
