@@ -1,0 +1,63 @@
+"""Contract tests over every registered name: each builds and fits its interface."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gaf
+from gaf import interfaces as I
+
+INTERFACES = {"policy": I.Policy, "sampler": I.Sampler, "task": I.Task, "reward": I.RewardFn}
+SMALL = {"policy": {"n_layer": 1, "d_model": 32, "n_head": 2}}
+
+
+def entries(kind):
+    return [pytest.param(kind, name, id=f"{kind}:{name}") for name in gaf.names(kind)]
+
+
+@pytest.mark.parametrize("kind, name", [p for k in INTERFACES for p in entries(k)])
+def test_component_fits_its_interface(kind, name, tmp_path):
+    options = dict(SMALL.get(kind, {}))
+    if (kind, name) == ("task", "jsonl"):
+        data = tmp_path / "d.jsonl"
+        data.write_text('{"prompt": "a", "completion": "b"}\n{"text": "c d"}\n')
+        options["path"] = str(data)
+    obj = gaf.create(kind, name, **options)
+    assert isinstance(obj, INTERFACES[kind])
+    assert obj.gaf_name == name
+    if kind == "sampler":
+        logits = torch.randn(3, 11)
+        out = obj(logits, torch.Generator().manual_seed(0))
+        assert out.shape == (3,) and out.dtype == torch.int64
+    if kind == "task":
+        examples = obj.sft_examples("train")
+        assert examples and all(isinstance(e, I.SFTExample) for e in examples)
+        assert obj.prompts("eval")
+    if kind == "reward":
+        scores = obj(["The film"], [" was great."])
+        assert scores.shape == (1,) and torch.isfinite(scores).all()
+    if kind == "policy":
+        lp = obj.completion_logprobs(obj.prepare(["The film"], [" was great."]))
+        assert isinstance(lp, I.CompletionLogProbs) and lp.sum.shape == (1,)
+
+
+@pytest.mark.parametrize("kind, name", entries("objective"))
+def test_objectives_declare_what_they_use(kind, name):
+    cls = gaf.REGISTRY.get(kind, name)
+    for method in ("setup", "modules", "train_batch", "loss", "evaluate"):
+        assert callable(getattr(cls, method, None)), method
+    for used, default in cls.uses.items():
+        assert default in gaf.names(used), (used, default)
+    from gaf.config import from_dict
+    from gaf.train import TrainConfig
+
+    from_dict(TrainConfig, cls.train_defaults)  # valid defaults
+
+
+@pytest.mark.parametrize("name", gaf.names("loader"))
+def test_loaders_declare_their_kind(name):
+    entry = gaf.REGISTRY.entry("loader", name)
+    loader = entry.load()
+    assert entry.meta["loads"] == loader.kind
+    assert callable(loader.accepts) and callable(loader.load)
