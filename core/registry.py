@@ -24,6 +24,7 @@ A target that is a class with a ``Config`` attribute (an attrs class) is built a
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
 import os
@@ -293,11 +294,7 @@ class Registry:
             if config is not None:
                 raise BadConfig(f"{kind} {name!r} takes keyword options, not a config object")
             obj = target(**{**entry.defaults, **overrides})
-        try:
-            obj.gaf_kind, obj.gaf_name = kind, entry.name
-        except (AttributeError, TypeError):  # objects without __dict__ (e.g. functions in C)
-            pass
-        return obj
+        return _stamp(obj, kind, entry.name)
 
     def load(self, kind: str, path: str | os.PathLike[str], **kwargs: Any) -> Any:
         """Load a ``kind`` component from ``path``.
@@ -323,12 +320,7 @@ class Registry:
             tried.append(entry.name)
             if getattr(loader, "kind", kind) == kind and loader.accepts(p):
                 obj = loader.load(p, **kwargs)
-                try:
-                    obj.gaf_kind = kind
-                    obj.gaf_name = getattr(obj, "gaf_name", None) or entry.meta.get("creates", "")
-                except AttributeError:
-                    pass
-                return obj
+                return _stamp(obj, kind, getattr(obj, "gaf_name", None) or entry.meta.get("creates"))
         hint = f" (loaders tried: {', '.join(tried)})" if tried else ""
         raise GafError(f"cannot load {kind} from {str(path)!r}: it has no {checkpoint.META_FILE}"
                        f" and no {kind} loader accepts it{hint}")
@@ -352,6 +344,13 @@ class Registry:
     def _check_kind(self, kind: str) -> None:
         if kind not in KINDS and kind not in self._entries:
             raise UnknownComponent("kind", kind, {*KINDS, *self._entries})
+
+
+def _stamp(obj: Any, kind: str, name: str | None) -> Any:
+    """Record on ``obj`` the kind and registry name that rebuild it (used by ``gaf.save``)."""
+    with contextlib.suppress(AttributeError, TypeError):  # objects without a __dict__
+        obj.gaf_kind, obj.gaf_name = kind, name
+    return obj
 
 
 class PluginWarning(UserWarning):
