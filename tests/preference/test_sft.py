@@ -52,7 +52,7 @@ def test_loss_is_nll_over_completion_tokens_only(tmp_path):
             total -= float(logp[len(prompt) - 1 + k, tok])
         count += len(completion)
     assert metrics["tokens"] == count
-    assert abs(float(loss) - total / count) < 1e-4
+    assert abs(loss.item() - total / count) < 1e-4
 
 
 def test_batches_are_a_pure_function_of_the_index(tmp_path):
