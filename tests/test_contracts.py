@@ -61,3 +61,12 @@ def test_loaders_declare_their_kind(name):
     loader = entry.load()
     assert entry.meta["loads"] == loader.kind
     assert callable(loader.accepts) and callable(loader.load)
+
+
+def test_named_gpt2_shapes():
+    def count(name):
+        return sum(p.numel() for p in gaf.create("policy", name).parameters())
+
+    assert count("gpt2") == 124_439_808  # Hugging Face GPT-2 (124M), tied embeddings
+    tiny = gaf.create("policy", "gpt2-tiny").config
+    assert (tiny.n_layer, tiny.n_head, tiny.d_model, tiny.n_positions) == (4, 4, 128, 256)

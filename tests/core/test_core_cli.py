@@ -122,3 +122,12 @@ def test_resume_from_the_cli(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3
     refused = CliRunner().invoke(main, ["run", "--resume", str(run_dir), "--seed", "3"])
     assert refused.exit_code == 2 and "only --set" in refused.output
+
+
+def test_shell_completion_of_component_names():
+    env = {**__import__("os").environ, "_GAF_COMPLETE": "bash_complete",
+           "COMP_WORDS": "gaf run --policy gpt2", "COMP_CWORD": "3"}
+    out = subprocess.run([sys.executable, "-m", "gaf"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    names = {line.split(",", 1)[1] for line in out.stdout.splitlines() if "," in line}
+    assert names == {"gpt2", "gpt2-tiny"}, out.stdout + out.stderr
