@@ -43,16 +43,19 @@ class GafGroup(click.Group):
             try:
                 self.add_command(self.lazy_commands[name](), name)
             except GafError as exc:
-                click.secho(f"error: {exc}", fg="red", err=True)
-                ctx.exit(exc.exit_code)
+                _fail(ctx, exc)
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except GafError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, exc)
+
+
+def _fail(ctx: click.Context, exc: GafError) -> None:
+    click.secho(f"error: {exc}", fg="red", err=True)
+    ctx.exit(exc.exit_code)
 
 
 def _show_plugin_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
@@ -153,7 +156,7 @@ def show_cmd(kind: str, name: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(box=None, header_style="bold", title=f"options (--set {_section(kind)}.NAME=VALUE)",
+    table = Table(box=None, header_style="bold", title=f"options (--set {kind}.NAME=VALUE)",
                   title_justify="left")
     for col in ("option", "type", "default", "help"):
         table.add_column(col, overflow="fold")
@@ -167,10 +170,6 @@ def show_cmd(kind: str, name: str) -> None:
 
         train = _config.to_dict(_config.from_dict(TrainConfig, getattr(obj, "train_defaults", {})))
         click.echo("\n  train defaults: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in train.items()))
-
-
-def _section(kind: str) -> str:
-    return "objective" if kind == "objective" else kind
 
 
 def _qualname(obj: Any) -> str:

@@ -72,6 +72,12 @@ class NonFiniteLoss(GafError):
     exit_code = 3
 
 
+class Interrupted(GafError):
+    """The user interrupted a run (Ctrl-C); it can be continued with ``--resume``."""
+
+    exit_code = 130
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for close matches of ``word``, or ``""``."""
     close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)

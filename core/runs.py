@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config as _config
 from .checkpoint import atomic_write_text
-from .errors import GafError
+from .errors import GafError, Interrupted
 from .hooks import plugin_manager
 from .registry import REGISTRY, Registry
 from .spec import RunSpec, resolve
@@ -158,6 +158,8 @@ def execute(spec: RunSpec, *, resume: Path | None = None, registry: Registry = R
     ctx = RunContext(spec, run_dir, registry=registry, console=console)
     try:
         summary = train(objective, ctx, resume=resume is not None)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; continue with: gaf run --resume {run_dir}") from None
     except GafError:
         if resume is None and not (run_dir / "metrics.jsonl").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no stub behind

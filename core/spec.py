@@ -27,6 +27,7 @@ when unambiguous, bare (``lr``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -168,7 +169,7 @@ def _component(registry: Registry, kind: str, section: dict[str, Any]) -> Compon
         if section:
             raise BadConfig(f"{kind} {name!r} is loaded from disk; its options cannot be set "
                             f"({', '.join(section)})")
-        return ComponentSpec(name, {})
+        return ComponentSpec(str(Path(name).resolve()), {})  # config.toml works from any cwd
     registry.entry(kind, name)  # unknown names fail here, with close matches
     cls = registry.config_class(kind, name)
     if cls is None:
