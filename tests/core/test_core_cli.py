@@ -131,3 +131,9 @@ def test_shell_completion_of_component_names():
                          timeout=60)
     names = {line.split(",", 1)[1] for line in out.stdout.splitlines() if "," in line}
     assert names == {"gpt2", "gpt2-tiny"}, out.stdout + out.stderr
+
+
+def test_importing_the_cli_discovers_nothing():
+    code = "import gaf, gaf.cli; assert not gaf.REGISTRY._discovered; print('LAZY')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "LAZY" in out.stdout, out.stderr
