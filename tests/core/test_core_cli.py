@@ -70,6 +70,7 @@ def test_show_lists_config_fields_with_named_defaults():
     (["run", "--objective", "sft", "--config", "/no/such/run.toml"], "cannot read config"),
     (["sample", "--policy", "/no/such/dir", "--prompt", "x"], "no such file or directory"),
     (["sample", "--policy", "gpt2-tiny", "--prompt", "x", "--sampler", "top-q"], "did you mean 'top-p'"),
+    (["sample", "--policy", "gpt2-tiny", "--prompt", "x", "--set", "p=2"], "p must be"),
 ])
 def test_user_errors_exit_2_without_traceback(args, message):
     result = CliRunner().invoke(main, args)
@@ -137,3 +138,11 @@ def test_importing_the_cli_discovers_nothing():
     code = "import gaf, gaf.cli; assert not gaf.REGISTRY._discovered; print('LAZY')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "LAZY" in out.stdout, out.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(main, ["run", "--objective", "sft", "--device", "cuda",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "CUDA is not available" in result.output
+    assert not any(tmp_path.iterdir())  # nothing was created
