@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import secrets
 import shutil
 from pathlib import Path
@@ -166,7 +165,3 @@ def execute(spec: RunSpec, *, resume: Path | None = None, registry: Registry = R
             _point_latest_to_newest(run_dir.parent)
         raise
     return run_dir, summary
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -170,8 +170,7 @@ def _component(registry: Registry, kind: str, section: dict[str, Any]) -> Compon
             raise BadConfig(f"{kind} {name!r} is loaded from disk; its options cannot be set "
                             f"({', '.join(section)})")
         return ComponentSpec(str(Path(name).resolve()), {})  # config.toml works from any cwd
-    registry.entry(kind, name)  # unknown names fail here, with close matches
-    cls = registry.config_class(kind, name)
+    cls = registry.config_class(kind, name)  # unknown names fail here, with close matches
     if cls is None:
         return ComponentSpec(name, section)
     cfg = registry.default_config(kind, name, **section)
