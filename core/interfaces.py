@@ -7,7 +7,9 @@ named here. This module does not import torch; tensor types are named in strings
 Language-model side (implemented by the built-in plugins today):
 
 * :class:`Tokenizer`, :class:`Policy`, :class:`Sampler`, :class:`RewardFn`,
-  :class:`Task`, :class:`Objective`, :class:`PreferenceObjective`.
+  :class:`Task`, :class:`Objective`, :class:`PreferenceObjective`;
+* data: :class:`SFTExample`, :class:`PreferenceGroup`, :class:`CompletionLogProbs`,
+  :class:`SequenceLogProbs`.
 
 Image side (defined now so that later plugins fit; no implementation yet):
 
@@ -71,6 +73,71 @@ class CompletionLogProbs:
         """``(B,)`` mean token log-probability of each completion."""
         return self.sum / self.count
 
+    def sequence(self) -> SequenceLogProbs:
+        """The per-sequence view (sum and token count) that preference losses use."""
+        return SequenceLogProbs(self.sum, self.count.to(self.token_logps.dtype))
+
+
+@attrs.frozen
+class PreferenceGroup:
+    """Preferences over several completions of one prompt.
+
+    ``responses`` are distinct completions; ``pairs`` holds ``(i, j)`` index pairs
+    meaning "``responses[i]`` is preferred to ``responses[j]``". ``ranked`` is True
+    when ``responses`` are a full ranking, best first (then ``pairs`` is every
+    ``(i, j)`` with ``i < j``). ``labels`` marks each response desirable (True) or
+    undesirable (False) for unpaired objectives such as KTO, ``None`` meaning
+    "derive from the pairs" (:meth:`desirable`). ``source`` says where the group
+    came from (``"data.jsonl:12"``), for messages.
+
+    A TRL pair ``{"prompt", "chosen", "rejected"}`` is the group
+    ``PreferenceGroup(prompt, (chosen, rejected), ((0, 1),), ranked=True)``.
+    """
+
+    prompt: str
+    responses: tuple[str, ...]
+    pairs: tuple[tuple[int, int], ...] = ()
+    ranked: bool = False
+    labels: tuple[bool, ...] | None = None
+    source: str = ""
+
+    def desirable(self) -> tuple[bool | None, ...]:
+        """Per response: ``labels`` when given; otherwise True if it wins more of its
+        pairs than it loses, False if it loses more, ``None`` (unused) on a draw."""
+        if self.labels is not None:
+            return tuple(self.labels)
+        score = [0] * len(self.responses)
+        for i, j in self.pairs:
+            score[i] += 1
+            score[j] -= 1
+        return tuple(None if s == 0 else s > 0 for s in score)
+
+
+@attrs.frozen
+class SequenceLogProbs:
+    """Sequence-level scores of completions: what preference losses consume.
+
+    ``sum`` is ``(B,)`` ``log π(y | x)`` (summed over completion tokens) and ``count``
+    ``(B,)`` the number of completion tokens (at least 1). Build it from
+    :class:`CompletionLogProbs` with :meth:`CompletionLogProbs.sequence`, or directly
+    from cached values (a frozen reference's log-probs computed once).
+    """
+
+    sum: Tensor
+    count: Tensor
+
+    @property
+    def mean(self) -> Tensor:
+        """``(B,)`` mean token log-probability (the length-normalised score)."""
+        return self.sum / self.count
+
+    def select(self, index: Tensor) -> SequenceLogProbs:
+        """The rows ``index`` (a ``(N,)`` int64 tensor) as a new ``SequenceLogProbs``."""
+        return SequenceLogProbs(self.sum[index], self.count[index])
+
+    def detach(self) -> SequenceLogProbs:
+        return SequenceLogProbs(self.sum.detach(), self.count.detach())
+
 
 # ------------------------------------------------------------------- language side
 
@@ -119,11 +186,17 @@ class Policy(Protocol):
     ``train()``/``eval()``, ``to(device)``) with a ``config`` (an attrs instance that
     rebuilds it through the registry) and a :class:`Tokenizer`.
 
+    ``context_length`` is the longest sequence (in tokens, BOS and EOS included) the
+    policy scores without truncation; ``tokenizer`` tells how long a string is.
+
     ``prepare(prompts, completions)`` turns strings into an opaque batch on the
-    policy's device. The prompt is tokenised once; the sequence is
+    policy's device. The prompt is tokenised once, separately from the completion
+    (so no token straddles the boundary); the sequence is
     ``BOS + prompt + completion + EOS``; the completion positions are the completion
     tokens and the final EOS. Over-long inputs are cut from the left of the prompt;
-    a completion that alone does not fit is cut at its end and gets no EOS.
+    a completion that alone does not fit is cut at its end and gets no EOS. A policy
+    may share work between pairs with the same prompt (e.g. run the prompt once for
+    several completions); results must not depend on it.
 
     ``completion_logprobs(batch)`` returns :class:`CompletionLogProbs` for that batch,
     differentiable with respect to the parameters. Objectives use only these two
@@ -136,6 +209,7 @@ class Policy(Protocol):
 
     config: Any
     tokenizer: Tokenizer
+    context_length: int
 
     def prepare(self, prompts: Sequence[str], completions: Sequence[str]) -> Any: ...
 
@@ -166,6 +240,10 @@ class Task(Protocol):
     * ``sft_examples(split)`` — :class:`SFTExample` list for supervised fine-tuning.
     * ``prompts(split)`` — prompts for generation and evaluation.
     * ``reward()`` — the task's ground-truth :class:`RewardFn`, or ``None``.
+
+    Optionally, a task that carries preference data (e.g. a JSONL file of TRL pairs)
+    has ``preference_groups(split) -> list[PreferenceGroup]``; preference objectives
+    use it instead of sampling and labelling their own pairs.
     """
 
     def sft_examples(self, split: str) -> list[SFTExample]: ...
@@ -208,21 +286,23 @@ class Objective(Protocol):
 
 @runtime_checkable
 class PreferenceObjective(Protocol):
-    """A loss on preference data, written only in terms of completion scores.
+    """A loss on preference pairs, written only in terms of sequence scores.
 
     ``pair_loss(chosen, rejected, ref_chosen, ref_rejected)`` takes
-    :class:`CompletionLogProbs` of the policy and of the frozen reference (the latter
+    :class:`SequenceLogProbs` of the policy and of the frozen reference (the latter
     ``None`` for reference-free losses, where ``reference_free`` is True) and returns
-    ``(per-pair loss (B,), metrics)``. Nothing here assumes tokens: any model that
-    can answer "score these completions" (a language model's log-probs, a diffusion
-    model's denoising surrogate) can be trained by the same objective.
+    the per-pair loss ``(B,)``. ``beta`` scales the implicit reward
+    ``β·log π(y|x)/π_ref(y|x)`` that is logged as ``rewards/*``. Nothing here assumes
+    tokens: any model that can answer "score these completions" can be trained by
+    the same objective.
     """
 
     reference_free: bool
+    beta: float
 
-    def pair_loss(self, chosen: CompletionLogProbs, rejected: CompletionLogProbs,
-                  ref_chosen: CompletionLogProbs | None,
-                  ref_rejected: CompletionLogProbs | None) -> tuple[Tensor, dict[str, float]]: ...
+    def pair_loss(self, chosen: SequenceLogProbs, rejected: SequenceLogProbs,
+                  ref_chosen: SequenceLogProbs | None,
+                  ref_rejected: SequenceLogProbs | None) -> Tensor: ...
 
 
 # ---------------------------------------------------------------------- image side

@@ -217,6 +217,11 @@ class GPT2Policy(nn.Module):
                 nn.init.zeros_(module.bias)
 
     @property
+    def context_length(self) -> int:
+        """Longest scored sequence, in tokens (``config.n_positions``)."""
+        return self.config.n_positions
+
+    @property
     def device(self) -> torch.device:
         return self.transformer.wte.weight.device
 
