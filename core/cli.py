@@ -195,6 +195,9 @@ def _run_options(func: Any) -> Any:
               help="override an option, e.g. train.lr=1e-3 or policy.dropout=0.1 (repeatable)")
 @click.option("--data", type=click.Path(dir_okay=False), metavar="FILE",
               help="JSONL training data (shortcut for --task jsonl --set task.path=FILE)")
+@click.option("--init", "init", type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="start from this trained policy: an SFT run directory, a saved policy "
+                   "or a Hugging Face GPT-2 directory (shortcut for --policy DIR)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
               help="where to train [default: auto]")
 @click.option("--seed", type=int, default=None, help="random seed [default: 0]")
@@ -204,8 +207,9 @@ def _run_options(func: Any) -> Any:
               help="continue an interrupted run from its last checkpoint")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...],
-            data: str | None, device: str | None, seed: int | None, out_dir: str | None,
-            name: str | None, resume: str | None, quiet: bool, **comps: str | None) -> None:
+            data: str | None, init: str | None, device: str | None, seed: int | None,
+            out_dir: str | None, name: str | None, resume: str | None, quiet: bool,
+            **comps: str | None) -> None:
     """Train an objective (gaf run --objective sft --policy gpt2-tiny)."""
     from rich.console import Console
 
@@ -219,6 +223,11 @@ def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...
                             f"{components['task']!r}")
         components["task"] = "jsonl"
         sets = (f"task.path={json.dumps(str(data))}", *sets)
+    if init:
+        if components.get("policy"):
+            raise BadConfig("--init DIR is the policy to start from; it cannot be combined "
+                            "with --policy")
+        components["policy"] = str(init)
     top = {"device": device, "seed": seed, "out_dir": out_dir, "name": name}
     console = Console(stderr=True)
     if resume:

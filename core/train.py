@@ -75,10 +75,12 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
     t_start = time.perf_counter()
     torch.manual_seed(ctx.spec.seed)
     objective.setup(ctx)
+    setup_s = time.perf_counter() - t_start
     modules = dict(objective.modules())
     params = _trainable(modules)
     optimizer = make_optimizer(cfg, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
+    unit = getattr(objective, "unit", "examples")
     ckpt_dir = ctx.run_dir / "checkpoints"
     metrics_path = ctx.run_dir / "metrics.jsonl"
 
@@ -103,7 +105,9 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
                 t0 = time.perf_counter()
                 record = _step(objective, ctx, optimizer, params, step, last_good)
                 scheduler.step()
-                train_time += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                train_time += dt
+                record[f"{unit}_per_s"] = round(cfg.batch_size * cfg.grad_accum / dt, 2)
                 record["elapsed_s"] = round(time.perf_counter() - t_start, 3)
                 ctx.hook.gaf_step_end(ctx=ctx, step=step, metrics=record)
                 if step % cfg.log_every == 0 or step == cfg.steps:
@@ -136,7 +140,7 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
 
     records = read_metrics(metrics_path)
     plot_metrics(records, ctx.run_dir / "plots" / "training.png",
-                 title=f"{ctx.spec.objective} — {ctx.run_dir.name}")
+                 keys=getattr(objective, "plot_keys", None), title=f"{ctx.spec.objective} — {ctx.run_dir.name}")
     steps_done = cfg.steps - start
     examples = steps_done * cfg.batch_size * cfg.grad_accum
     summary = {
@@ -145,11 +149,13 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
         "steps": cfg.steps,
         "final": {k: v for k, v in record.items() if k != "elapsed_s"},
         **eval_metrics,
+        "setup_s": round(setup_s, 3),
         "train_s": round(train_time, 3),
         "eval_s": round(eval_s, 3),
         "wall_s": round(time.perf_counter() - t_start, 3),
         "steps_per_s": round(steps_done / train_time, 4) if train_time else None,
         "examples_per_s": round(examples / train_time, 2) if train_time else None,
+        f"train_{unit}_per_s": round(examples / train_time, 2) if train_time else None,
         "parameters": sum(p.numel() for p in params),
         "device": str(ctx.device),
         "versions": _versions(),
