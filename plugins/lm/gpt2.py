@@ -227,12 +227,16 @@ class GPT2Policy(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 position_ids: Tensor | None = None, past_key_values: KVCache | None = None,
-                use_cache: bool = False) -> Tensor | tuple[Tensor, KVCache]:
+                use_cache: bool = False,
+                mask_4d: Tensor | None = None) -> Tensor | tuple[Tensor, KVCache]:
         """Final hidden states ``(B, T, d_model)`` (after ``ln_f``); with ``use_cache``
         also the new :data:`KVCache`.
 
         ``attention_mask`` is ``(B, past + T)`` bool over the cached and new tokens
         (False = padding); ``position_ids`` ``(B, T)`` default to ``past + arange(T)``.
+        ``mask_4d`` ``(B, 1, T, past + T)`` bool (True = attend) replaces the
+        mask built from ``attention_mask`` and causality (e.g. the block mask of a
+        packed batch); every query must see at least one key.
         Without a mask or cache, attention uses SDPA's built-in causal mask.
         """
         B, T = input_ids.shape
@@ -245,8 +249,8 @@ class GPT2Policy(nn.Module):
             position_ids = position_ids.unsqueeze(0)
         tr = self.transformer
         x = tr.drop(tr.wte(input_ids) + tr.wpe(position_ids))
-        mask = None
-        if attention_mask is not None or (past_len and T > 1):
+        mask = mask_4d
+        if mask is None and (attention_mask is not None or (past_len and T > 1)):
             mask = attention_mask_4d(attention_mask, B, T, past_len, input_ids.device)
         cache = []
         for i, block in enumerate(tr.h):
@@ -265,9 +269,16 @@ class GPT2Policy(nn.Module):
         """Tokenise pairs into an :class:`~gaf.plugins.lm.batching.LMBatch` on this
         model's device. Layout, target alignment and truncation are documented in
         :mod:`gaf.plugins.lm.batching`: ``completion_mask[:, t]`` marks outputs whose
-        target ``input_ids[:, t + 1]`` is a completion token or the final EOS."""
-        return build_batch(self.tokenizer, prompts, completions, self.config.n_positions,
-                           self.device)
+        target ``input_ids[:, t + 1]`` is a completion token or the final EOS.
+
+        Consecutive pairs with the same prompt share one packed row (the prompt runs
+        once) when that is estimated cheaper; results are the same either way."""
+        cfg = self.config
+        # one (query, key) pair costs 2 * d MACs (scores and values); a token's dense
+        # layers (qkv, projection, MLP) (4 + 2 * mlp_ratio) * d^2
+        key_cost = 2 / ((4 + 2 * cfg.mlp_ratio) * cfg.d_model)
+        return build_batch(self.tokenizer, prompts, completions, cfg.n_positions,
+                           self.device, key_cost=key_cost)
 
     def completion_logprobs(self, batch: LMBatch) -> CompletionLogProbs:
         """Per-token ``log π(y_t | x, y_<t)`` of each completion, packed to the left.
@@ -276,7 +287,13 @@ class GPT2Policy(nn.Module):
         then gathers the hidden states at completion positions only and applies the
         output layer there: ``logit[target] - logsumexp(logits)`` in at least float32.
         Returns ``(B, L)`` tensors, ``L`` the longest completion in the batch.
+
+        A batch with packed shared prompts (:mod:`gaf.plugins.lm.batching`) runs with
+        its position ids and block mask and scores its listed outputs; the rows of
+        the result are the pairs in their original order, as unpacked.
         """
+        if batch.packed:
+            return self._packed_logprobs(batch)
         hidden = self(batch.input_ids)
         cmask = batch.completion_mask
         B = cmask.shape[0]
@@ -290,6 +307,21 @@ class GPT2Policy(nn.Module):
         token_logps = logp.new_zeros(B, L).index_put((rows, slots), logp)
         mask = torch.zeros(B, L, dtype=torch.bool, device=cmask.device)
         mask[rows, slots] = True
+        return CompletionLogProbs(token_logps=token_logps, mask=mask)
+
+    def _packed_logprobs(self, batch: LMBatch) -> CompletionLogProbs:
+        hidden = self(batch.input_ids, position_ids=batch.position_ids,
+                      mask_4d=batch.attention_mask_4d)
+        B = batch.n_pairs
+        pairs, slots = batch.score_pair, batch.score_slot
+        L = int(slots.max()) + 1 if slots.numel() else 0
+        logits = self.logits(hidden.flatten(0, 1)[batch.score_index])
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        logp = (logits.gather(-1, batch.score_target.unsqueeze(-1)).squeeze(-1)
+                - logits.logsumexp(-1))
+        token_logps = logp.new_zeros(B, L).index_put((pairs, slots), logp)
+        mask = torch.zeros(B, L, dtype=torch.bool, device=logp.device)
+        mask[pairs, slots] = True
         return CompletionLogProbs(token_logps=token_logps, mask=mask)
 
     def banned_ids(self) -> Tensor:
