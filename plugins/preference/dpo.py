@@ -19,6 +19,10 @@ orpo          ``NLL(yw) − β·log σ(log odds(yw) − log odds(yl))``     pair
 kto           ``λD(1−σ(β(r−z0)))`` / ``λU(1−σ(β(z0−r)))``            completions
 ranking-dpo   Plackett–Luce NLL of a full ranking y1 ≻ … ≻ yK         rankings
 ============  =====================================================  ==============
+
+Pairwise losses take ``rpo_alpha``: α times the token-mean NLL of the chosen
+completions is added (RPO, Pang et al. 2024; TRL's ``rpo_alpha``), which keeps the
+chosen log-probs from falling.
 """
 
 from __future__ import annotations
@@ -63,8 +67,13 @@ class PairwiseObjective(PreferenceTraining):
         chosen, rejected = policy.select(chosen_rows), policy.select(rejected_rows)
         ref_c = ref.select(chosen_rows) if ref is not None else None
         ref_r = ref.select(rejected_rows) if ref is not None else None
-        per_pair = self.pair_loss(chosen, rejected, ref_c, ref_r)
-        return per_pair.mean(), self.pair_metrics(chosen, rejected, ref_c, ref_r)
+        loss = self.pair_loss(chosen, rejected, ref_c, ref_r).mean()
+        metrics = self.pair_metrics(chosen, rejected, ref_c, ref_r)
+        if self.config.rpo_alpha:
+            nll = -chosen.sum.sum() / chosen.count.sum()  # token-mean NLL of the chosen
+            loss = loss + self.config.rpo_alpha * nll
+            metrics["nll_loss"] = float(nll)
+        return loss, metrics
 
 
 def _margin(chosen: SequenceLogProbs, rejected: SequenceLogProbs,
