@@ -111,6 +111,19 @@ def test_dpo_loss_matches_a_float64_reference(tmp_path):
     assert abs(loss.item() - total / len(scored.units)) < 1e-4
 
 
+def test_rpo_alpha_adds_the_chosen_token_mean_nll(tmp_path):
+    obj = build(tmp_path, "dpo", PAIRS, "train.batch_size=4", "objective.rpo_alpha=0.5")
+    batch = obj.train_batch(0)
+    loss, metrics = obj.loss(batch)
+    scored, _ = batch
+    rows = [scored.local[(g, i)] for g, (i, _) in scored.units]
+    lp = obj.policy.completion_logprobs(obj.policy.prepare(
+        [scored.prompts[r] for r in rows], [scored.completions[r] for r in rows]))
+    nll = float(-lp.token_logps.sum() / lp.mask.sum())
+    assert abs(metrics["nll_loss"] - nll) < 1e-5
+    assert abs(loss.item() - (math.log(2) + 0.5 * nll)) < 1e-5
+
+
 def test_ranking_dpo_with_two_responses_equals_dpo(tmp_path):
     a = build(tmp_path / "a", "dpo", PAIRS, "train.batch_size=4")
     b = build(tmp_path / "b", "ranking-dpo", PAIRS, "train.batch_size=4")
@@ -278,6 +291,8 @@ def test_sampled_pipeline_with_sft_stage_and_win_rate(tmp_path):
     assert 0.0 <= summary["win_rate"] <= 1.0
     rows = [json.loads(x) for x in (run_dir / "samples" / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and {"reward", "reference_reward", "log_ratio"} <= set(rows[0])
+    # the default sampler (top-p) truncates, so KL comes from separate ancestral samples
+    assert "kl_sample" in rows[0]
 
 
 def test_init_starts_from_a_trained_policy_without_an_sft_stage(tmp_path):
