@@ -86,7 +86,14 @@ def _margin(chosen: SequenceLogProbs, rejected: SequenceLogProbs,
 class DPO(PairwiseObjective):
     """Direct Preference Optimization (Rafailov et al. 2023), the sigmoid loss
     ``−log σ(β h)``. At step 0 (``π = π_ref``) the loss is ``ln 2`` and every
-    implicit reward is 0."""
+    implicit reward is 0.
+
+    Like every objective of the family, a run fine-tunes the policy first (SFT
+    sub-run in ``RUN_DIR/sft/``, skipped with ``--init DIR``), samples 4 completions
+    per training prompt and labels their pairs with the task's reward (or reads
+    ``--data``), trains against the frozen SFT policy with cached reference
+    log-probs, and reports ``win_rate``, ``mean_reward``, ``reference_mean_reward``
+    and ``kl`` on held-out prompts (:mod:`gaf.plugins.preference.pipeline`)."""
 
     def pair_loss(self, chosen, rejected, ref_chosen, ref_rejected):
         return losses.dpo_loss(_margin(chosen, rejected, ref_chosen, ref_rejected), self.beta)
