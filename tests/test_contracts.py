@@ -70,3 +70,16 @@ def test_named_gpt2_shapes():
     assert count("gpt2") == 124_439_808  # Hugging Face GPT-2 (124M), tied embeddings
     tiny = gaf.create("policy", "gpt2-tiny").config
     assert (tiny.n_layer, tiny.n_head, tiny.d_model, tiny.n_positions) == (4, 4, 128, 256)
+
+
+@pytest.mark.parametrize("name", ["dpo", "cdpo", "robust", "ipo", "hinge", "simpo", "orpo"])
+def test_pairwise_objectives_are_preference_objectives(name):
+    cls = gaf.REGISTRY.get("objective", name)
+    obj = cls()
+    assert isinstance(obj, I.PreferenceObjective)
+    seq = I.SequenceLogProbs(torch.tensor([-3.0, -5.0]), torch.tensor([2.0, 4.0]))
+    ref = None if obj.reference_free else I.SequenceLogProbs(torch.tensor([-3.5, -4.0]),
+                                                              torch.tensor([2.0, 4.0]))
+    loss = obj.pair_loss(seq, seq.select(torch.tensor([1, 0])), ref,
+                         None if ref is None else ref.select(torch.tensor([1, 0])))
+    assert loss.shape == (2,) and torch.isfinite(loss).all()
