@@ -72,7 +72,7 @@ class PairwiseObjective(PreferenceTraining):
         if self.config.rpo_alpha:
             nll = -chosen.sum.sum() / chosen.count.sum()  # token-mean NLL of the chosen
             loss = loss + self.config.rpo_alpha * nll
-            metrics["nll_loss"] = float(nll)
+            metrics["nll_loss"] = float(nll.detach())
         return loss, metrics
 
 
