@@ -27,6 +27,7 @@ chosen log-probs from falling.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import attrs
@@ -52,10 +53,12 @@ class PairwiseObjective(PreferenceTraining):
 
     unit = "pairs"
 
+    @abc.abstractmethod
     def pair_loss(self, chosen: SequenceLogProbs, rejected: SequenceLogProbs,
                   ref_chosen: SequenceLogProbs | None,
                   ref_rejected: SequenceLogProbs | None) -> Tensor:
-        raise NotImplementedError
+        """The per-pair loss ``(B,)`` (the :class:`~gaf.interfaces.PreferenceObjective`
+        contract); the reference arguments are ``None`` when ``reference_free``."""
 
     def batch_loss(self, batch: ScoredBatch, policy: SequenceLogProbs,
                    ref: SequenceLogProbs | None) -> tuple[Tensor, dict[str, float]]:

@@ -36,6 +36,7 @@ labelled completions) and how it scores them. A run goes through four stages:
 
 from __future__ import annotations
 
+import abc
 import copy
 import json
 from collections.abc import Sequence
@@ -93,7 +94,7 @@ class PreferenceConfig:
                 raise BadConfig(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
-class PreferenceTraining:
+class PreferenceTraining(abc.ABC):
     """The shared pipeline (module docstring); subclasses define units and their loss.
 
     A subclass sets ``unit`` (what ``batch_size`` counts: ``"pairs"``, ``"rankings"``,
@@ -130,9 +131,11 @@ class PreferenceTraining:
         """Indices of the responses ``unit`` needs scored."""
         return unit
 
+    @abc.abstractmethod
     def batch_loss(self, batch: ScoredBatch, policy: SequenceLogProbs,
                    ref: SequenceLogProbs | None) -> tuple[Tensor, dict[str, float]]:
-        raise NotImplementedError
+        """``(mean loss, metrics)`` of a batch, from the policy's and the cached
+        reference's log-probs of ``batch``'s completions (rows as ``batch.local``)."""
 
     def implicit_reward(self, policy: SequenceLogProbs, ref: SequenceLogProbs | None) -> Tensor:
         """``β·(log π − log π_ref)``; reference-free objectives use ``β·mean log π``."""
