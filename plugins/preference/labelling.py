@@ -17,9 +17,12 @@ ground-truth reward ``r*``. Three labelling rules (``labels`` option):
     ``r / τ`` (Gumbel-max: sort ``r/τ + Gumbel noise``); every implied pair is a
     preference. With ``K = 2`` this is ``bradley-terry``.
 
-Identical completions of one prompt are kept once. Groups are written to
-``RUN_DIR/data/preferences.jsonl`` (with the rewards) so a resumed run reuses them and
-a user can inspect or reuse them (``--data`` reads the ``responses``/``ranking`` form).
+Identical completions of one prompt are kept once; an empty completion (the policy
+ended at once) is a sample like any other. Groups are written to
+``RUN_DIR/data/preferences.jsonl`` with their pairs and rewards, so a resumed run
+reuses them and a user can inspect them. Full rankings also get the ``ranking`` key of
+the ``{prompt, responses, ranking}`` form that ``--data`` reads; as ``--data`` refuses
+empty completions, reuse such a file with ``--set task.on_error=skip``.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ class PreferenceTraining(abc.ABC):
         self.policy = self._sft_policy(ctx)
         self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.batch_size = ctx.spec.train.batch_size
-        groups, self.data_rewards = self._train_groups(ctx)
+        groups = self._train_groups(ctx)
         self.groups = self._check_lengths(groups)
         self.units = [self.units_of(g) for g in self.groups]
         counts = [len(u) for u in self.units]
@@ -199,11 +199,13 @@ class PreferenceTraining(abc.ABC):
         sub_ctx = RunContext(sub, sft_dir, registry=ctx.registry, console=ctx.console)
         train(SFT(sub.objective_config), sub_ctx, resume=(sft_dir / "checkpoints").is_dir())
 
-    def _train_groups(self, ctx: RunContext) -> tuple[list[PreferenceGroup], list[list[float]]]:
+    def _train_groups(self, ctx: RunContext) -> list[PreferenceGroup]:
+        """The task's preference data, else groups sampled and labelled once (and kept
+        in ``RUN_DIR/data/preferences.jsonl``, which a resumed run reads back)."""
         provided = getattr(self.task, "preference_groups", None)
         groups = list(provided("train")) if provided is not None else []
         if groups:
-            return groups, []
+            return groups
         reward = self.task.reward()
         if reward is None:
             raise BadConfig(f"task {ctx.spec.components['task'].name!r} has neither preference "
@@ -211,7 +213,7 @@ class PreferenceTraining(abc.ABC):
                             f"--data FILE.jsonl with {{prompt, chosen, rejected}} records")
         path = ctx.run_dir / "data" / "preferences.jsonl"
         if path.is_file():
-            return read_groups(path)
+            return read_groups(path)[0]
         cfg = self.config
         prompts = list(self.task.prompts("train"))
         prompts = prompts[:cfg.prompts] if cfg.prompts else prompts
@@ -225,7 +227,7 @@ class PreferenceTraining(abc.ABC):
                 rule=cfg.labels, temperature=cfg.label_temperature,
                 generator=ctx.generator(stream=11))
         write_groups(ctx.path("data", "preferences.jsonl"), groups, rewards)
-        return groups, rewards
+        return groups
 
     def _check_lengths(self, groups: list[PreferenceGroup]) -> list[PreferenceGroup]:
         """Drop (or refuse, ``too_long = "raise"``) groups with an example that does
