@@ -135,9 +135,6 @@ class SequenceLogProbs:
         """The rows ``index`` (a ``(N,)`` int64 tensor) as a new ``SequenceLogProbs``."""
         return SequenceLogProbs(self.sum[index], self.count[index])
 
-    def detach(self) -> SequenceLogProbs:
-        return SequenceLogProbs(self.sum.detach(), self.count.detach())
-
 
 # ------------------------------------------------------------------- language side
 

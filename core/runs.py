@@ -14,6 +14,9 @@ Layout of ``runs/<date>-<objective>-<id>/``:
 ``<module>/``
     each trained module exported as a component (``gaf.json`` + ``model.safetensors``),
     e.g. ``policy/``, so ``--policy RUN_DIR`` and ``gaf.load("policy", RUN_DIR)`` work.
+``sft/``, ``data/``
+    DPO-family runs only: the SFT stage (a run directory of its own) and the sampled,
+    labelled preference data that ``--resume`` reuses.
 ``samples/``, ``plots/``
     samples written by the objective's evaluation, PNG training curves.
 """

@@ -39,6 +39,7 @@ from __future__ import annotations
 import abc
 import copy
 import json
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -163,8 +164,8 @@ class PreferenceTraining(abc.ABC):
         self.offsets = [0]
         for g in self.groups[:-1]:
             self.offsets.append(self.offsets[-1] + len(g.responses))
-        self.ref_logps = None if self.reference_free else self._score_groups(
-            self.reference, self.groups).detach()
+        self.ref_logps = (None if self.reference_free
+                          else self._score_groups(self.reference, self.groups))
         self.data_stats = {"data_groups": float(len(self.groups)),
                            f"data_{self.unit}": float(sum(counts))}
         ctx.log(f"preference data: {len(self.groups)} prompts, {sum(counts)} {self.unit}"
@@ -237,8 +238,6 @@ class PreferenceTraining(abc.ABC):
         if problems and self.config.too_long == "raise":
             raise problems[0]
         if problems:
-            import warnings
-
             warnings.warn(f"skipped {len(problems)} preference group(s) longer than the "
                           f"policy's context; the first: {problems[0]}", stacklevel=2)
         if not kept:
