@@ -4,7 +4,8 @@
 
 The shape and data are those of ``../shared/peers/trl_dpo_bench.py`` (TRL's
 ``DPOTrainer``): a randomly initialised gpt2-tiny (4 layers, 4 heads, d=128, 256
-positions, byte vocabulary of 259), 8 pairs a step, prompts of 6 random words and
+positions) with the byte vocabulary of 259 (``policy.tokenizer = "byte"``; gpt2-tiny's
+default is the 1,122-id ``sentiment-bpe``), 8 pairs a step, prompts of 6 random words and
 completions of 8 (same word list and seed), AdamW at lr 1e-4, β = 0.1, CPU, fp32.
 
 It runs ``gaf.run("dpo", ...)`` on those pairs written as TRL-format JSONL
@@ -56,6 +57,7 @@ def main(steps: int = 30) -> None:
         _, summary = gaf.run("dpo", task="jsonl", sets=[
             f"task.path={json.dumps(str(data))}", "task.eval_fraction=0.001",
             f"out_dir={json.dumps(tmp)}", "device=cpu", "progress=false",
+            "policy.tokenizer=\"byte\"",  # the peer's byte vocabulary, not gpt2-tiny's BPE
             "objective.sft_steps=0", "objective.beta=0.1", "objective.eval_prompts=1",
             "objective.max_new_tokens=1", f"train.steps={steps}", f"train.batch_size={BATCH}",
             "train.lr=1e-4", "train.warmup_steps=0", "train.max_grad_norm=1.0",

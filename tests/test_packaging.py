@@ -30,6 +30,8 @@ def test_wheel_contains_catalogue_and_every_module(wheel):
     expected |= {f"gaf/{p.relative_to(ROOT / 'core')}" for p in (ROOT / "core").rglob("*.py")}
     expected |= {f"gaf/plugins/{p.relative_to(ROOT / 'plugins')}"
                  for p in (ROOT / "plugins").rglob("*.py")}
+    expected |= {f"gaf/plugins/lm/tokenizers/sentiment-bpe/{f}" for f in ("vocab.json",
+                                                                         "merges.txt")}
     missing = sorted(expected - names)
     assert not missing, f"missing from the wheel: {missing}"
     catalogue = zipfile.ZipFile(wheel).read("gaf/registry.toml").decode()
@@ -49,6 +51,8 @@ def test_installed_wheel_resolves_every_builtin(wheel, tmp_path):
         "for kind in r.kinds():\n"
         "    for e in r.entries(kind):\n"
         "        e.load()\n"
+        "tok = gaf.create('policy', 'gpt2-tiny').tokenizer\n"
+        "assert tok.vocab_size > 259 and tok.decode(tok.encode(' a fine film.')) == ' a fine film.'\n"
         "print('OK', len(r.names('policy')))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(target), "GAF_DISABLE_PLUGIN_AUTOLOAD": "1"}

@@ -34,7 +34,7 @@ from gaf.interfaces import CompletionLogProbs, Sampler, Tokenizer
 
 from .batching import LMBatch, build_batch, prompt_ids
 from .generation import generate_ids
-from .tokenizer import BPETokenizer, ByteTokenizer
+from .tokenizer import BPETokenizer, make_tokenizer
 
 __all__ = ["GPT2Config", "GPT2Policy", "KVCache"]
 
@@ -46,7 +46,7 @@ KVCache = tuple[tuple[Tensor, Tensor], ...]
 class GPT2Config:
     """Shape of a GPT-2 model (embeddings are always tied to the output layer)."""
 
-    vocab_size: int = option(259, "number of token ids (259 = bytes + BOS/EOS/PAD)")
+    vocab_size: int = option(0, "number of token ids; 0 = the tokenizer's (259 for byte)")
     n_positions: int = option(256, "longest sequence, in tokens (learned positions)")
     d_model: int = option(128, "width of the residual stream")
     n_layer: int = option(4, "number of transformer blocks")
@@ -54,12 +54,15 @@ class GPT2Config:
     mlp_ratio: int = option(4, "MLP hidden width as a multiple of d_model")
     dropout: float = option(0.0, "dropout on embeddings, attention weights and residual branches")
     layer_norm_eps: float = option(1e-5, "LayerNorm epsilon")
+    tokenizer: str = option("byte", "byte, sentiment-bpe, or a directory with vocab.json "
+                            "and merges.txt")
 
     def __attrs_post_init__(self) -> None:
         for name in ("vocab_size", "n_positions", "d_model", "n_layer", "n_head", "mlp_ratio"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise BadConfig(f"gpt2: {name} must be a positive integer, got {value!r}")
+            least = 0 if name == "vocab_size" else 1
+            if not isinstance(value, int) or value < least:
+                raise BadConfig(f"gpt2: {name} must be an integer >= {least}, got {value!r}")
         if self.d_model % self.n_head:
             raise BadConfig(f"gpt2: n_head ({self.n_head}) must divide d_model ({self.d_model})")
         if not 0.0 <= self.dropout < 1.0:
@@ -169,18 +172,23 @@ def attention_mask_4d(attention_mask: Tensor | None, batch: int, n_query: int, p
 class GPT2Policy(nn.Module):
     """A GPT-2 language model implementing :class:`gaf.interfaces.Policy`.
 
-    Build it as ``GPT2Policy(GPT2Config(...))``. ``tokenizer`` defaults to
-    :class:`~gaf.plugins.lm.tokenizer.ByteTokenizer` and may be replaced (the HF
-    loader installs a :class:`~gaf.plugins.lm.tokenizer.BPETokenizer`); its ids must
-    be below ``config.vocab_size``.
+    Build it as ``GPT2Policy(GPT2Config(...))``. The tokenizer is the one
+    ``config.tokenizer`` names (:func:`~gaf.plugins.lm.tokenizer.make_tokenizer`)
+    unless ``tokenizer`` is given (the HF loader passes the checkpoint's); its ids must
+    be below ``config.vocab_size``, and ``vocab_size = 0`` is replaced by the
+    tokenizer's size.
     """
 
     Config = GPT2Config
 
     def __init__(self, config: GPT2Config | None = None, tokenizer: Tokenizer | None = None):
         super().__init__()
-        self.config = config if config is not None else GPT2Config()
-        self.tokenizer: Tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
+        config = config if config is not None else GPT2Config()
+        self.tokenizer: Tokenizer = (tokenizer if tokenizer is not None
+                                     else make_tokenizer(config.tokenizer))
+        if config.vocab_size == 0:
+            config = attrs.evolve(config, vocab_size=self.tokenizer.vocab_size)
+        self.config = config
         if self.config.vocab_size < self.tokenizer.vocab_size:
             raise BadConfig(f"gpt2: vocab_size {self.config.vocab_size} is smaller than the "
                             f"tokenizer's {self.tokenizer.vocab_size}")

@@ -12,6 +12,12 @@ Two implementations of :class:`gaf.interfaces.Tokenizer`:
 
 Neither ``encode`` adds special tokens; text that happens to contain
 ``<|endoftext|>`` is encoded as ordinary text.
+
+:func:`make_tokenizer` builds one from the name a policy config gives: ``byte``,
+``sentiment-bpe`` (a byte-level BPE of 1,122 ids learned from the embedded
+``sentiment`` task's training text by :func:`gaf.plugins.lm.bpe_training.learn_bpe`,
+shipped in ``tokenizers/sentiment-bpe/``), or a directory holding ``vocab.json`` and
+``merges.txt``.
 """
 
 from __future__ import annotations
@@ -24,9 +30,14 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from gaf.errors import BadData
+from gaf.errors import BadConfig, BadData
 
-__all__ = ["ByteTokenizer", "BPETokenizer", "bytes_to_unicode", "gpt2_split", "GPT2_PATTERN"]
+__all__ = ["ByteTokenizer", "BPETokenizer", "bytes_to_unicode", "gpt2_split", "GPT2_PATTERN",
+           "make_tokenizer", "BUILTIN_TOKENIZERS"]
+
+#: tokenizers that need no files of the user's: ``byte`` and the shipped BPEs
+BUILTIN_TOKENIZERS = ("byte", "sentiment-bpe")
+_SHIPPED = Path(__file__).parent / "tokenizers"
 
 
 def _utf8(text: str) -> bytes:
@@ -269,3 +280,26 @@ class BPETokenizer:
 
     def __repr__(self) -> str:
         return f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)})"
+
+
+# ------------------------------------------------------------------------ factory
+
+@lru_cache(maxsize=8)
+def _shipped_bpe(name: str) -> BPETokenizer:
+    return BPETokenizer.from_files(_SHIPPED / name / "vocab.json", _SHIPPED / name / "merges.txt")
+
+
+def make_tokenizer(spec: str) -> ByteTokenizer | BPETokenizer:
+    """The tokenizer named by ``spec``: ``"byte"``, a shipped BPE (``"sentiment-bpe"``)
+    or a directory with a Hugging Face GPT-2 ``vocab.json`` + ``merges.txt`` pair.
+
+    Raises :class:`~gaf.errors.BadConfig` for anything else, naming the choices."""
+    if spec == "byte":
+        return ByteTokenizer()
+    if spec in BUILTIN_TOKENIZERS:
+        return _shipped_bpe(spec)
+    path = Path(spec).expanduser()
+    if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+        return BPETokenizer.from_files(path / "vocab.json", path / "merges.txt")
+    raise BadConfig(f"unknown tokenizer {spec!r}: use one of {', '.join(BUILTIN_TOKENIZERS)} "
+                    "or a directory with vocab.json and merges.txt")

@@ -81,10 +81,12 @@ def test_logged_metrics_use_trl_names(tmp_path):
                             "rewards/accuracies", "logps/chosen", "logps/rejected"}
 
 
-def test_dpo_loss_matches_a_float64_reference(tmp_path):
+@pytest.mark.parametrize("tokenizer", ["byte", "sentiment-bpe"])
+def test_dpo_loss_matches_a_float64_reference(tmp_path, tokenizer):
     """The objective's loss equals −log σ(β h) computed from float64 sequence log-probs
     of each (prompt, completion) scored on its own, after the policy moved."""
-    obj = build(tmp_path, "dpo", PAIRS, "train.batch_size=6", "objective.beta=0.5")
+    obj = build(tmp_path, "dpo", PAIRS, "train.batch_size=6", "objective.beta=0.5",
+                f"policy.tokenizer={tokenizer}")
     with torch.no_grad():
         for p in obj.policy.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -93,11 +95,13 @@ def test_dpo_loss_matches_a_float64_reference(tmp_path):
     scored, _ = batch
     pol, ref = obj.policy.double(), obj.reference.double()
 
+    tok = pol.tokenizer
+
     def seq_logp(model, prompt, completion):
-        ids = [256, *prompt.encode(), *completion.encode(), 257]
+        ids = [tok.bos_id, *tok.encode(prompt), *tok.encode(completion), tok.eos_id]
         with torch.no_grad():
             logp = torch.log_softmax(model.logits(model(torch.tensor([ids[:-1]]))), -1)[0]
-        start = 1 + len(prompt.encode())
+        start = 1 + len(tok.encode(prompt))
         return sum(float(logp[t - 1, ids[t]]) for t in range(start, len(ids)))
 
     total = 0.0
@@ -290,7 +294,14 @@ def test_sampled_pipeline_with_sft_stage_and_win_rate(tmp_path):
         assert key in summary, key
     assert 0.0 <= summary["win_rate"] <= 1.0
     rows = [json.loads(x) for x in (run_dir / "samples" / "samples.jsonl").read_text().splitlines()]
-    assert len(rows) == 5 and {"reward", "reference_reward", "log_ratio"} <= set(rows[0])
+    # 4 completions of each held-out prompt from each policy (eval_samples), in pairs
+    assert len(rows) == 20 and summary["eval_samples"] == 20 and summary["eval_prompts"] == 5
+    assert [r["prompt"] for r in rows[:4]] == [rows[0]["prompt"]] * 4
+    assert {"reward", "reference_reward", "log_ratio"} <= set(rows[0])
+    wins = [1.0 if r["reward"] > r["reference_reward"] else
+            0.5 if r["reward"] == r["reference_reward"] else 0.0 for r in rows]
+    assert abs(summary["win_rate"] - sum(wins) / 20) < 1e-9
+    assert abs(summary["mean_reward"] - sum(r["reward"] for r in rows) / 20) < 1e-5
     # the default sampler (top-p) truncates, so KL comes from separate ancestral samples
     assert "kl_sample" in rows[0]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,9 +32,10 @@ ROWS = [{"prompt": "The film", "completion": " was great."},
         {"prompt": "Honestly,", "completion": " the plot is weak."}] * 3
 
 
-def test_loss_is_nll_over_completion_tokens_only(tmp_path):
+@pytest.mark.parametrize("tokenizer", ["byte", "sentiment-bpe"])
+def test_loss_is_nll_over_completion_tokens_only(tmp_path, tokenizer):
     torch.manual_seed(0)
-    ctx = context(tmp_path, ROWS, "train.batch_size=4")
+    ctx = context(tmp_path, ROWS, "train.batch_size=4", f"policy.tokenizer={tokenizer}")
     sft = SFT()
     sft.setup(ctx)
     batch = sft.train_batch(0)
@@ -42,9 +44,10 @@ def test_loss_is_nll_over_completion_tokens_only(tmp_path):
     policy = sft.policy.double()
     examples = [sft.examples[i] for i in sft.order.slice(0, 4)]
     total, count = 0.0, 0
+    tokenizer = policy.tokenizer
     for ex in examples:
-        prompt = [256, *ex.prompt.encode()]
-        completion = [*ex.completion.encode(), 257]
+        prompt = [tokenizer.bos_id, *tokenizer.encode(ex.prompt)]
+        completion = [*tokenizer.encode(ex.completion), tokenizer.eos_id]
         ids = torch.tensor([prompt + completion])
         with torch.no_grad():
             logp = torch.log_softmax(policy.logits(policy(ids)), -1)[0]

@@ -1,0 +1,119 @@
+"""Learn a GPT-2 style byte-level BPE from a corpus: :func:`learn_bpe`.
+
+The algorithm is GPT-2's (Sennrich et al. 2016 over bytes): split each text with
+GPT-2's pre-tokenisation pattern (:func:`~gaf.plugins.lm.tokenizer.gpt2_split`),
+spell every piece with the 256 printable byte symbols
+(:func:`~gaf.plugins.lm.tokenizer.bytes_to_unicode`), then repeatedly merge the most
+frequent adjacent pair of symbols (counted over the whole corpus, pieces weighted by
+their frequency) until ``max_merges`` merges are made or no pair occurs at least
+``min_frequency`` times. Ties go to the lexicographically largest pair, so the result
+depends only on the corpus and the two limits.
+
+The vocabulary is the 256 byte symbols (ids 0-255, in byte order), then one id per
+merge in merge order, then ``<|endoftext|>`` (BOS, EOS and PAD, as in GPT-2). Text
+the corpus never showed still encodes, byte by byte: the tokenizer is lossless.
+
+``gpt2-tiny``'s default tokenizer, ``sentiment-bpe``, is this function applied to the
+embedded ``sentiment`` task's training split (prompts and completions; the held-out
+split is not seen). Regenerate the shipped files with::
+
+    python -m gaf.plugins.lm.bpe_training plugins/lm/tokenizers/sentiment-bpe
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from gaf.errors import BadConfig
+
+from .tokenizer import BPETokenizer, bytes_to_unicode, gpt2_split
+
+__all__ = ["learn_bpe", "sentiment_corpus", "SENTIMENT_MERGES"]
+
+#: merge limit of the shipped ``sentiment-bpe`` tokenizer
+SENTIMENT_MERGES = 1024
+
+Word = tuple[str, ...]
+
+
+def _merge(word: Word, a: str, b: str) -> Word:
+    out: list[str] = []
+    i = 0
+    while i < len(word):
+        if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
+            out.append(a + b)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return tuple(out)
+
+
+def learn_bpe(texts: Iterable[str], max_merges: int = SENTIMENT_MERGES,
+              min_frequency: int = 2) -> BPETokenizer:
+    """A byte-level BPE tokenizer learned from ``texts`` (see the module docstring).
+
+    ``max_merges`` caps the merges (the vocabulary has ``257 + merges`` ids);
+    ``min_frequency`` is the fewest occurrences a pair needs to be merged.
+    """
+    if max_merges < 0:
+        raise BadConfig(f"learn_bpe: max_merges must be >= 0, got {max_merges}")
+    if min_frequency < 1:
+        raise BadConfig(f"learn_bpe: min_frequency must be >= 1, got {min_frequency}")
+    spell = bytes_to_unicode()
+    pieces: Counter[Word] = Counter()
+    for text in texts:
+        for piece in gpt2_split().findall(text):
+            pieces[tuple(spell[b] for b in piece.encode("utf-8"))] += 1
+    words = dict(pieces)
+    merges: list[tuple[str, str]] = []
+    while len(merges) < max_merges:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, count in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += count
+        if not pairs:
+            break
+        pair, count = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
+        if count < min_frequency:
+            break
+        merges.append(pair)
+        merged: dict[Word, int] = {}
+        for word, n in words.items():
+            new = _merge(word, *pair) if len(word) > 1 else word
+            merged[new] = merged.get(new, 0) + n
+        words = merged
+    vocab = {spell[b]: b for b in range(256)}
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    vocab["<|endoftext|>"] = len(vocab)
+    return BPETokenizer(vocab, merges)
+
+
+def sentiment_corpus() -> list[str]:
+    """The texts ``sentiment-bpe`` is learned from: prompt + completion of every
+    example of the ``sentiment`` task's training split, at its default options."""
+    from gaf.plugins.tasks.sentiment import SentimentTask
+
+    return [ex.prompt + ex.completion for ex in SentimentTask().sft_examples("train")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m gaf.plugins.lm.bpe_training OUT_DIR", file=sys.stderr)
+        return 2
+    out = Path(args[0])
+    out.mkdir(parents=True, exist_ok=True)
+    tok = learn_bpe(sentiment_corpus())
+    tok.save_files(out)
+    print(f"wrote {out}/vocab.json and merges.txt: {len(tok.merges)} merges, "
+          f"{tok.vocab_size} ids")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
