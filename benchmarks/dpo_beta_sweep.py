@@ -7,7 +7,7 @@ Runs ``gaf run --objective dpo --init SFT_DIR --set objective.beta=β`` for β i
 preference data from the same SFT policy), then plots each run's held-out mean true
 reward against its sequence KL(π‖π_ref), with the SFT policy at (0, its reward), and
 prints one line per β. SFT_DIR is an SFT policy, e.g. ``runs/<a dpo run>/sft``.
-Takes about 2 minutes per β on a 2-core CPU.
+Takes about 1 minute per β on a 2-core CPU.
 """
 
 from __future__ import annotations
