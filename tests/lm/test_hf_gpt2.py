@@ -218,3 +218,18 @@ def test_not_safetensors_rejected(tmp_path):
     (d / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(BadData, match="cannot read safetensors"):
         HFGPT2Loader.load(d)
+
+
+def test_sentiment_bpe_policy_exports_a_tokenizer_transformers_reads(tmp_path):
+    """gpt2-tiny's learned BPE is written in GPT-2's file format: transformers' own
+    GPT-2 tokenizer reads it and encodes exactly as gaf does, and it loads back."""
+    policy = gaf.create("policy", "gpt2-tiny", n_layer=1, d_model=32, n_head=2)
+    save_hf(policy, tmp_path / "out")
+    theirs = transformers.GPT2Tokenizer(str(tmp_path / "out" / "vocab.json"),
+                                        str(tmp_path / "out" / "merges.txt"))
+    text = "I watched Morning Star last night and the plot was superb, truly!"
+    assert theirs.encode(text) == policy.tokenizer.encode(text)
+    again = HFGPT2Loader.load(tmp_path / "out")
+    assert isinstance(again.tokenizer, BPETokenizer)
+    assert again.tokenizer.merges == policy.tokenizer.merges
+    assert again.config.vocab_size == 1122
