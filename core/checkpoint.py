@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,9 +154,12 @@ def load_state(module: Any, tensors: Mapping[str, torch.Tensor], *, where: str) 
 
 def save_training_state(ckpt_dir: Path, step: int, modules: Mapping[str, Any],
                         optimizer: Any, scheduler: Any, extra: Mapping[str, Any] | None = None,
-                        keep: int = 2) -> Path:
+                        keep: int = 2, rank_rng: Sequence[Any] | None = None) -> Path:
     """Write checkpoint ``step`` under ``ckpt_dir`` atomically, update ``latest.json`` and
-    keep only the newest ``keep`` checkpoints. Returns the checkpoint directory."""
+    keep only the newest ``keep`` checkpoints. Returns the checkpoint directory.
+
+    ``rank_rng`` (distributed runs): every rank's CPU RNG state, in rank order, saved
+    as ``rng.cpu.rank<r>`` so that each rank resumes its own stream."""
     import torch
 
     final = ckpt_dir / f"step-{step:08d}"
@@ -169,6 +172,8 @@ def save_training_state(ckpt_dir: Path, step: int, modules: Mapping[str, Any],
 
     opt_state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
+    for r, rng in enumerate(rank_rng or ()):
+        tensors[f"rng.cpu.rank{r}"] = rng
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     plain_state: dict[str, dict[str, Any]] = {}
@@ -205,8 +210,9 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def load_training_state(ckpt: Path, modules: Mapping[str, Any], optimizer: Any,
-                        scheduler: Any) -> dict[str, Any]:
-    """Restore modules, optimiser, scheduler and RNG from checkpoint ``ckpt``; return state.json."""
+                        scheduler: Any, rank: int = 0) -> dict[str, Any]:
+    """Restore modules, optimiser, scheduler and RNG (``rank``'s own stream when the
+    checkpoint has one) from checkpoint ``ckpt``; return state.json."""
     import torch
 
     weights = load_tensors(ckpt / "modules.safetensors")
@@ -226,7 +232,7 @@ def load_training_state(ckpt: Path, modules: Mapping[str, Any], optimizer: Any,
     optimizer.load_state_dict(opt)
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(tensors["rng.cpu"])
+    torch.set_rng_state(tensors.get(f"rng.cpu.rank{rank}", tensors["rng.cpu"]))
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return state

@@ -7,8 +7,11 @@ with code 2 (3 for a non-finite loss); they never end in a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -206,15 +209,24 @@ def _run_options(func: Any) -> Any:
 @click.option("--resume", type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="continue an interrupted run from its last checkpoint")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+@click.option("--nproc", type=click.IntRange(1), default=1, metavar="N",
+              help="train data-parallel in N processes on this machine (launches torchrun; "
+                   "see docs/distributed.md) [default: 1]")
 def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...],
             data: str | None, init: str | None, device: str | None, seed: int | None,
             out_dir: str | None, name: str | None, resume: str | None, quiet: bool,
-            **comps: str | None) -> None:
+            nproc: int, **comps: str | None) -> None:
     """Train an objective (gaf run --objective sft --policy gpt2-tiny)."""
     from rich.console import Console
 
     from .runs import execute, load_run_spec
     from .spec import resolve
+
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        raise SystemExit(_launch_torchrun(nproc))
+    with contextlib.suppress(ValueError):  # (not in the main thread: keep the default)
+        signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops like Ctrl-C: resumable
+    main_rank = os.environ.get("RANK", "0") == "0"
 
     components = {k[len("comp_"):].replace("_", "-"): v for k, v in comps.items() if v}
     if data:
@@ -229,7 +241,7 @@ def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...
                             "with --policy")
         components["policy"] = str(init)
     top = {"device": device, "seed": seed, "out_dir": out_dir, "name": name}
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=not main_rank)
     if resume:
         if objective or components or config_file or any(v is not None for v in top.values()):
             raise BadConfig("--resume continues a run as it was configured; only --set may "
@@ -246,7 +258,35 @@ def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...
     run_dir, summary = execute(spec, resume=Path(resume) if resume else None, console=console)
     shown = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and k != "steps"}
     console.print(" ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
-    click.echo(f"run directory: {run_dir}")
+    if main_rank:
+        click.echo(f"run directory: {run_dir}")
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _launch_torchrun(nproc: int) -> int:
+    """Run this same ``gaf run`` command under ``torchrun --standalone`` with ``nproc``
+    processes; returns torchrun's exit status."""
+    import subprocess
+
+    args = sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv else []
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "gaf", "run", *kept]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 130
 
 
 def _build_run_command() -> click.Command:

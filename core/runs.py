@@ -47,12 +47,19 @@ class RunContext:
     def __init__(self, spec: RunSpec, run_dir: Path, *, registry: Registry = REGISTRY,
                  console: Any = None):
         from .device import resolve_device
+        from .distributed import current_world
 
         self.spec = spec
         self.run_dir = Path(run_dir)
         self.registry = registry
         self.device: torch.device = resolve_device(spec.device)
-        self.console = console
+        #: this process's rank and the number of processes (1 outside torchrun)
+        self.world = current_world(self.device)
+        if self.world.enabled and self.device.type == "cuda":
+            import torch
+
+            self.device = torch.device("cuda", self.world.local_rank)
+        self.console = console if self.world.is_main else None
         self.hook = plugin_manager().hook
         self._components: dict[str, Any] = {}
 
@@ -150,20 +157,26 @@ def execute(spec: RunSpec, *, resume: Path | None = None, registry: Registry = R
             console: Any = None) -> tuple[Path, dict[str, Any]]:
     """Run ``spec`` (or continue the run in ``resume``); returns (run_dir, summary)."""
     from .device import resolve_device
+    from .distributed import current_world
     from .train import train
 
-    resolve_device(spec.device)  # fail before creating anything
+    device = resolve_device(spec.device)  # fail before creating anything
+    world = current_world(device)
     obj_cls = registry.get("objective", spec.objective)
     objective = obj_cls(spec.objective_config) if spec.objective_config is not None else obj_cls()
-    run_dir = Path(resume) if resume is not None else new_run_dir(spec)
-    write_config(spec, run_dir)  # on resume this records any --set changes
+    if resume is not None:
+        run_dir = Path(resume)
+    else:  # rank 0 names and creates the directory; the other ranks use the same one
+        run_dir = Path(world.broadcast(str(new_run_dir(spec)) if world.is_main else None))
+    if world.is_main:
+        write_config(spec, run_dir)  # on resume this records any --set changes
     ctx = RunContext(spec, run_dir, registry=registry, console=console)
     try:
         summary = train(objective, ctx, resume=resume is not None)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; continue with: gaf run --resume {run_dir}") from None
     except GafError:
-        if resume is None and not (run_dir / "metrics.jsonl").exists():
+        if world.is_main and resume is None and not (run_dir / "metrics.jsonl").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no stub behind
             _point_latest_to_newest(run_dir.parent)
         raise

@@ -11,6 +11,7 @@ before the optimiser step, so the newest checkpoint on disk stays the last good 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -77,9 +78,13 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
     import torch
 
     cfg = ctx.spec.train
+    world = ctx.world
+    world.shard(0, cfg.batch_size)  # a batch that does not split evenly fails here
     t_start = time.perf_counter()
-    torch.manual_seed(ctx.spec.seed)
+    torch.manual_seed(ctx.spec.seed)  # the same on every rank: identical models
     objective.setup(ctx)
+    if world.enabled:
+        torch.manual_seed(ctx.spec.seed + world.rank)
     setup_s = time.perf_counter() - t_start
     modules = dict(objective.modules())
     params = _trainable(modules)
@@ -93,55 +98,77 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
     if resume:
         latest = checkpoint.latest_checkpoint(ckpt_dir)
         if latest is not None:
-            start = checkpoint.load_training_state(latest, modules, optimizer, scheduler)["step"]
+            start = checkpoint.load_training_state(latest, modules, optimizer, scheduler,
+                                                   rank=world.rank)["step"]
             ctx.log(f"resuming from {latest} (step {start})")
-        _truncate_metrics(metrics_path, start)
+        world.barrier()  # every rank has read the checkpoint before rank 0 edits the log
+        if world.is_main:
+            _truncate_metrics(metrics_path, start)
     last_good = checkpoint.latest_checkpoint(ckpt_dir)
+    routes = None
+    if world.enabled:
+        from .distributed import DDPRoutes
+
+        routes = DDPRoutes(modules, world, ctx.device)
 
     ctx.hook.gaf_train_start(ctx=ctx)
     for mod in modules.values():
         mod.train()
     record: dict[str, Any] = {}
     train_time = 0.0
-    progress = _progress(ctx, cfg.steps, start)
+    progress = _progress(ctx, cfg.steps, start) if world.is_main else None
     try:
-        with metrics_path.open("a", encoding="utf-8") as log:
+        with contextlib.ExitStack() as files:
+            log = (files.enter_context(metrics_path.open("a", encoding="utf-8"))
+                   if world.is_main else None)
             for step in range(start + 1, cfg.steps + 1):
                 t0 = time.perf_counter()
-                record = _step(objective, ctx, optimizer, params, step, last_good)
+                record = _step(objective, ctx, optimizer, params, step, last_good, routes)
                 scheduler.step()
                 dt = time.perf_counter() - t0
                 train_time += dt
                 record[f"{unit}_per_s"] = round(cfg.batch_size * cfg.grad_accum / dt, 2)
                 record["elapsed_s"] = round(time.perf_counter() - t_start, 3)
                 ctx.hook.gaf_step_end(ctx=ctx, step=step, metrics=record)
-                if step % cfg.log_every == 0 or step == cfg.steps:
+                if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                 if step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
-                    last_good = checkpoint.save_training_state(
-                        ckpt_dir, step, modules, optimizer, scheduler, keep=cfg.keep_checkpoints)
-                    ctx.hook.gaf_checkpoint_saved(ctx=ctx, step=step, path=last_good)
+                    rng = world.gather(_rng_state())
+                    if world.is_main:
+                        last_good = checkpoint.save_training_state(
+                            ckpt_dir, step, modules, optimizer, scheduler,
+                            keep=cfg.keep_checkpoints, rank_rng=rng)
+                        ctx.hook.gaf_checkpoint_saved(ctx=ctx, step=step, path=last_good)
                 if progress is not None:
                     progress.advance(record)
     except NonFiniteLoss as exc:
-        _write_summary(ctx, {"status": "failed", "error": str(exc),
-                             "last_checkpoint": str(last_good) if last_good else None})
+        if world.is_main:
+            _write_summary(ctx, {"status": "failed", "error": str(exc),
+                                 "last_checkpoint": str(last_good) if last_good else None})
         raise
     finally:
         if progress is not None:
             progress.close()
+        if routes is not None:
+            routes.remove()
 
-    for name, mod in modules.items():  # registry-built modules become loadable components
-        if getattr(mod, "gaf_name", None):
-            checkpoint.save_component(mod, ctx.run_dir / name, kind=getattr(mod, "gaf_kind", name))
     for mod in modules.values():
         mod.eval()
+    eval_metrics: dict[str, Any] = {}
     t_eval = time.perf_counter()
-    with torch.no_grad():
-        eval_metrics = objective.evaluate(ctx) or {}
+    if world.is_main:  # the other ranks wait at the barrier below
+        for name, mod in modules.items():  # registry-built modules become components
+            if getattr(mod, "gaf_name", None):
+                checkpoint.save_component(mod, ctx.run_dir / name,
+                                          kind=getattr(mod, "gaf_kind", name))
+        with torch.no_grad():
+            eval_metrics = objective.evaluate(ctx) or {}
+        ctx.hook.gaf_eval_end(ctx=ctx, step=cfg.steps, metrics=eval_metrics)
     eval_s = time.perf_counter() - t_eval
-    ctx.hook.gaf_eval_end(ctx=ctx, step=cfg.steps, metrics=eval_metrics)
+    if not world.is_main:
+        world.barrier()
+        return world.broadcast(None)
 
     records = read_metrics(metrics_path)
     plot_metrics(records, ctx.run_dir / "plots" / "training.png",
@@ -165,27 +192,44 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
         "device": str(ctx.device),
         "versions": _versions(),
     }
+    if world.is_main:
+        summary["world_size"] = world.size
     _write_summary(ctx, summary)
     ctx.hook.gaf_train_end(ctx=ctx, summary=summary)
-    return summary
+    world.barrier()
+    return world.broadcast(summary)
+
+
+def _rng_state() -> Any:
+    import torch
+
+    return torch.get_rng_state()
 
 
 def _step(objective: Objective, ctx: RunContext, optimizer: Any, params: list[Any], step: int,
-          last_good: Any) -> dict[str, Any]:
+          last_good: Any, routes: Any = None) -> dict[str, Any]:
     import torch
 
     cfg = ctx.spec.train
+    world = ctx.world
     optimizer.zero_grad(set_to_none=True)
     totals: dict[str, float] = {}
     for micro in range(cfg.grad_accum):
         batch = objective.train_batch((step - 1) * cfg.grad_accum + micro)
-        with ctx.autocast():
-            loss, metrics = objective.loss(batch)
-        if not torch.isfinite(loss.detach()).all():
-            raise NonFiniteLoss(_nonfinite("loss", loss.item(), step, last_good))
-        (loss / cfg.grad_accum).backward()
+        last = micro == cfg.grad_accum - 1
+        with contextlib.ExitStack() as stack:
+            if routes is not None:
+                stack.enter_context(routes.no_sync(skip=not last))
+            with ctx.autocast():
+                loss, metrics = objective.loss(batch)
+            bad = not bool(torch.isfinite(loss.detach()).all())
+            if world.any(bad):  # every rank stops at the same step
+                value = loss.item() if bad else float("nan")
+                raise NonFiniteLoss(_nonfinite("loss", value, step, last_good))
+            (loss / cfg.grad_accum).backward()
         for key, value in {"loss": loss.item(), **metrics}.items():
             totals[key] = totals.get(key, 0.0) + float(value) / cfg.grad_accum
+    totals = world.mean_metrics(totals)
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     if not math.isfinite(grad_norm):

@@ -73,7 +73,8 @@ class PairwiseObjective(PreferenceTraining):
         loss = self.pair_loss(chosen, rejected, ref_c, ref_r).mean()
         metrics = self.pair_metrics(chosen, rejected, ref_c, ref_r)
         if self.config.rpo_alpha:
-            nll = -chosen.sum.sum() / chosen.count.sum()  # token-mean NLL of the chosen
+            # token-mean NLL of the chosen (over all ranks' tokens when distributed)
+            nll = self.ctx.world.mean(-chosen.sum.sum(), chosen.count.sum())
             loss = loss + self.config.rpo_alpha * nll
             metrics["nll_loss"] = float(nll.detach())
         return loss, metrics
@@ -225,7 +226,9 @@ class KTO(PreferenceTraining):
         good = torch.tensor([u[1] for _, u in batch.units], device=device)
         logp, ref_logp = policy.sum[rows], ref.sum[rows]
         r = logp - ref_logp
-        z0 = losses.kto_reference_point(r)
+        world = self.ctx.world
+        z0 = (losses.kto_reference_point(r) if not world.enabled  # else over all ranks
+              else (world.sum(r.detach().sum()) / world.sum(float(r.numel()))).clamp_min(0))
         cfg = self.config
         per = losses.kto_loss(r, good, z0, self.beta, cfg.desirable_weight,
                               cfg.undesirable_weight)

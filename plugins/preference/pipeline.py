@@ -199,7 +199,8 @@ class PreferenceTraining(abc.ABC):
         data["train"] = {"steps": self.config.sft_steps}
         sub = resolve(data, objective="sft", registry=ctx.registry, where="SFT stage")
         sft_dir.mkdir(parents=True, exist_ok=True)
-        write_config(sub, sft_dir)
+        if ctx.world.is_main:
+            write_config(sub, sft_dir)
         ctx.log(f"stage 1: supervised fine-tuning ({self.config.sft_steps} steps) in {sft_dir}")
         sub_ctx = RunContext(sub, sft_dir, registry=ctx.registry, console=ctx.console)
         train(SFT(sub.objective_config), sub_ctx, resume=(sft_dir / "checkpoints").is_dir())
@@ -231,7 +232,8 @@ class PreferenceTraining(abc.ABC):
                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generation_batch_size,
                 rule=cfg.labels, temperature=cfg.label_temperature,
                 generator=ctx.generator(stream=11))
-        write_groups(ctx.path("data", "preferences.jsonl"), groups, rewards)
+        if ctx.world.is_main:  # every rank sampled the same groups (same seed)
+            write_groups(ctx.path("data", "preferences.jsonl"), groups, rewards)
         return groups
 
     def _check_lengths(self, groups: list[PreferenceGroup]) -> list[PreferenceGroup]:
@@ -271,7 +273,8 @@ class PreferenceTraining(abc.ABC):
         return {"policy": self.policy}
 
     def train_batch(self, index: int) -> tuple[ScoredBatch, Any]:
-        picks = self.order.slice(index * self.batch_size, self.batch_size)
+        start, count = self.ctx.world.shard(index * self.batch_size, self.batch_size)
+        picks = self.order.slice(start, count)
         units = [(g, self.units[g][u]) for g, u in picks]
         scored = assemble(self.groups, self.offsets, units, self.responses_of)
         return scored, self.policy.prepare(scored.prompts, scored.completions)

@@ -51,20 +51,21 @@ class SFT:
         if not self.examples:
             raise BadData("the task has no training examples")
         self.batch_size = ctx.spec.train.batch_size
+        self.world = ctx.world
         self.order = EpochOrder(len(self.examples), ctx.spec.seed)
 
     def modules(self) -> dict[str, Any]:
         return {"policy": self.policy}
 
     def train_batch(self, index: int) -> Any:
-        picks = [self.examples[i] for i in self.order.slice(index * self.batch_size,
-                                                            self.batch_size)]
+        start, count = self.world.shard(index * self.batch_size, self.batch_size)
+        picks = [self.examples[i] for i in self.order.slice(start, count)]
         return self.policy.prepare([e.prompt for e in picks], [e.completion for e in picks])
 
     def loss(self, batch: Any) -> tuple[Any, dict[str, float]]:
         lp = self.policy.completion_logprobs(batch)
         tokens = lp.mask.sum()
-        nll = -lp.token_logps.sum() / tokens.clamp_min(1)
+        nll = self.world.mean(-lp.token_logps.sum(), tokens)  # global token mean
         return nll, {"tokens": float(tokens)}
 
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
