@@ -154,12 +154,17 @@ def load_state(module: Any, tensors: Mapping[str, torch.Tensor], *, where: str) 
 
 def save_training_state(ckpt_dir: Path, step: int, modules: Mapping[str, Any],
                         optimizer: Any, scheduler: Any, extra: Mapping[str, Any] | None = None,
-                        keep: int = 2, rank_rng: Sequence[Any] | None = None) -> Path:
+                        keep: int = 2, rank_rng: Sequence[Any] | None = None,
+                        weights: Mapping[str, Any] | None = None,
+                        optimizer_state: Mapping[str, Any] | None = None) -> Path:
     """Write checkpoint ``step`` under ``ckpt_dir`` atomically, update ``latest.json`` and
     keep only the newest ``keep`` checkpoints. Returns the checkpoint directory.
 
     ``rank_rng`` (distributed runs): every rank's CPU RNG state, in rank order, saved
-    as ``rng.cpu.rank<r>`` so that each rank resumes its own stream."""
+    as ``rng.cpu.rank<r>`` so that each rank resumes its own stream. ``weights``
+    (``{module: state_dict}``) and ``optimizer_state`` (an ``optimizer.state_dict()``
+    with parameters numbered in module order) replace what ``modules`` and
+    ``optimizer`` hold, for sharded models gathered by the caller."""
     import torch
 
     final = ckpt_dir / f"step-{step:08d}"
@@ -167,10 +172,12 @@ def save_training_state(ckpt_dir: Path, step: int, modules: Mapping[str, Any],
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
 
-    weights = {f"{m}.{k}": v for m, mod in modules.items() for k, v in mod.state_dict().items()}
-    atomic_save_tensors(weights, tmp / "modules.safetensors")
+    states = weights if weights is not None else {m: mod.state_dict()
+                                                  for m, mod in modules.items()}
+    flat = {f"{m}.{k}": v for m, sd in states.items() for k, v in sd.items()}
+    atomic_save_tensors(flat, tmp / "modules.safetensors")
 
-    opt_state = optimizer.state_dict()
+    opt_state = optimizer_state if optimizer_state is not None else optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
     for r, rng in enumerate(rank_rng or ()):
         tensors[f"rng.cpu.rank{r}"] = rng
@@ -213,13 +220,22 @@ def load_training_state(ckpt: Path, modules: Mapping[str, Any], optimizer: Any,
                         scheduler: Any, rank: int = 0) -> dict[str, Any]:
     """Restore modules, optimiser, scheduler and RNG (``rank``'s own stream when the
     checkpoint has one) from checkpoint ``ckpt``; return state.json."""
-    import torch
+    load_module_weights(ckpt, modules)
+    optimizer.load_state_dict(read_optimizer_state(ckpt))
+    return load_schedule_and_rng(ckpt, scheduler, rank)
 
+
+def load_module_weights(ckpt: Path, modules: Mapping[str, Any]) -> None:
+    """Load every module's weights from checkpoint ``ckpt`` (strict)."""
     weights = load_tensors(ckpt / "modules.safetensors")
     for m, mod in modules.items():
         prefix = f"{m}."
         load_state(mod, {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)},
                    where=str(ckpt / "modules.safetensors"))
+
+
+def read_optimizer_state(ckpt: Path) -> dict[str, Any]:
+    """The ``optimizer.state_dict()`` saved in checkpoint ``ckpt``."""
     state = read_json(ckpt / "state.json")
     tensors = load_tensors(ckpt / "optimizer.safetensors")
     opt: dict[str, Any] = {"param_groups": state["optimizer"]["param_groups"], "state": {}}
@@ -229,7 +245,15 @@ def load_training_state(ckpt: Path, modules: Mapping[str, Any], optimizer: Any,
             opt["state"].setdefault(int(pid), {})[name] = value
     for pid, plain in state["optimizer"]["plain_state"].items():
         opt["state"].setdefault(int(pid), {}).update(plain)
-    optimizer.load_state_dict(opt)
+    return opt
+
+
+def load_schedule_and_rng(ckpt: Path, scheduler: Any, rank: int = 0) -> dict[str, Any]:
+    """Restore the LR scheduler and this rank's RNG from ``ckpt``; return state.json."""
+    import torch
+
+    state = read_json(ckpt / "state.json")
+    tensors = load_tensors(ckpt / "optimizer.safetensors")
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(tensors.get(f"rng.cpu.rank{rank}", tensors["rng.cpu"]))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
 import functools
 import os
 from collections.abc import Iterator, Mapping
@@ -37,7 +38,8 @@ import attrs
 
 from .errors import BadConfig
 
-__all__ = ["World", "current_world", "DDPRoutes", "DDP_METHODS"]
+__all__ = ["World", "current_world", "Parallel", "DDPRoutes", "FSDPRoutes", "make_parallel",
+           "DDP_METHODS"]
 
 #: methods of a trainable module that objectives call and that must run through DDP
 DDP_METHODS = ("forward", "completion_logprobs")
@@ -146,9 +148,15 @@ class World:
 
 
 def _leave() -> None:
+    """At exit: wait for every rank, then leave the group together (a rank that leaves
+    while a peer's connections are still open can make the peer abort)."""
+    import datetime
+
     import torch.distributed as dist
 
     if dist.is_initialized():
+        with contextlib.suppress(Exception):  # a peer that died is torchrun's business
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
         dist.destroy_process_group()
 
 
@@ -191,8 +199,8 @@ def _method_module(module: Any) -> Any:
     import torch
 
     class MethodCall(torch.nn.Module):
-        # DDP wraps this; its forward runs ``module.<name>(...)`` (a registered child,
-        # so DDP sees the parameters), with the routes switched off inside.
+        # The wrapper's forward runs ``module.<name>(...)`` (a registered child, so
+        # DDP/FSDP see its parameters), with the routes switched off inside.
         def __init__(self, inner: Any):
             super().__init__()
             self.inner = inner
@@ -208,34 +216,81 @@ def _method_module(module: Any) -> Any:
     return MethodCall(module)
 
 
-class DDPRoutes:
-    """Wrap trainable modules in ``DistributedDataParallel`` without changing objectives.
+def _route(module: Any, holder: Any, wrapper: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+    if holder.inside:  # a call from inside a routed call: run it plainly
+        return getattr(type(module), name)(module, *args, **kwargs)
+    return wrapper(name, *args, **kwargs)
+
+
+def _trainable(module: Any) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
+class Parallel:
+    """How the trainable modules of a run are shared by the ranks (the base does the
+    bookkeeping of routed methods; :class:`DDPRoutes` and :class:`FSDPRoutes` wrap).
 
     Objectives call methods of their modules (``policy.completion_logprobs(batch)``),
-    not a wrapper's ``forward``. For each module with trainable parameters this wraps a
-    small module whose ``forward(name, ...)`` calls ``module.name(...)`` in DDP, and
-    routes the module's :data:`DDP_METHODS` (and a module's own
-    ``gaf_ddp_methods``) through it, so gradients are averaged across ranks on
-    backward. :meth:`remove` restores the plain modules (for evaluation and export).
+    not a wrapper's ``forward``. Each trainable module's :data:`DDP_METHODS` (and a
+    module's own ``gaf_ddp_methods``) are routed through a small wrapper module whose
+    ``forward(name, ...)`` calls the method, so the wrapper's hooks run: DDP averages
+    gradients on backward, FSDP gathers shards for the call. :meth:`remove` restores
+    the plain modules (for evaluation and export).
     """
 
+    params: list[Any]
+
+    def __init__(self) -> None:
+        self._patched: list[tuple[Any, str]] = []
+
+    def _install(self, module: Any, holder: Any, wrapper: Any) -> None:
+        names = tuple(getattr(module, "gaf_ddp_methods", ())) + DDP_METHODS
+        for name in dict.fromkeys(names):
+            if callable(getattr(type(module), name, None)):
+                setattr(module, name, functools.partial(_route, module, holder, wrapper, name))
+                self._patched.append((module, name))
+
+    def _uninstall(self) -> None:
+        for module, name in self._patched:
+            module.__dict__.pop(name, None)
+        self._patched.clear()
+
+    def no_sync(self, skip: bool) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def gather(self, optimizer: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """``(weights, optimizer_state)`` for a checkpoint (a collective: every rank
+        calls it); ``(None, None)`` means the plain modules and optimizer hold them."""
+        return None, None
+
+    def load_optimizer(self, optimizer: Any, state: dict[str, Any]) -> None:
+        """Load a checkpoint's ``optimizer.state_dict()`` (parameters numbered in module
+        order) on every rank."""
+        optimizer.load_state_dict(state)
+
+    def remove(self) -> None:
+        self._uninstall()
+
+
+class DDPRoutes(Parallel):
+    """``DistributedDataParallel``: every rank holds the whole model and optimizer;
+    gradients are averaged across ranks (bucketed all-reduce) during backward."""
+
     def __init__(self, modules: Mapping[str, Any], world: World, device: Any):
+        super().__init__()
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         self.wrappers: list[Any] = []
-        self._patched: list[tuple[Any, str]] = []
+        self.params = []
         for module in modules.values():
-            if not any(p.requires_grad for p in module.parameters()):
+            if not _trainable(module):
                 continue
             holder = _method_module(module)
             ids = [device.index] if getattr(device, "type", "cpu") == "cuda" else None
             ddp = DDP(holder, device_ids=ids, forward_sync_buffers=False)
             self.wrappers.append(ddp)
-            names = tuple(getattr(module, "gaf_ddp_methods", ())) + DDP_METHODS
-            for name in dict.fromkeys(names):
-                if callable(getattr(type(module), name, None)):
-                    setattr(module, name, functools.partial(_route, module, holder, ddp, name))
-                    self._patched.append((module, name))
+            self.params += [p for p in module.parameters() if p.requires_grad]
+            self._install(module, holder, ddp)
 
     @contextlib.contextmanager
     def no_sync(self, skip: bool) -> Iterator[None]:
@@ -246,13 +301,114 @@ class DDPRoutes:
                     stack.enter_context(ddp.no_sync())
             yield
 
+
+class FSDPRoutes(Parallel):
+    """FSDP (``torch.distributed.fsdp.fully_shard``): parameters, gradients and
+    optimizer state are split across the ranks and gathered layer by layer for each
+    call. Every ``nn.ModuleList`` entry (a transformer block) is its own shard unit,
+    the rest of the module one more.
+
+    The shards live in a copy of each trainable module; the original's parameter
+    storage is released while training (its methods are routed to the copy) and the
+    gathered weights are put back by :meth:`remove`. Checkpoints hold the gathered,
+    unsharded tensors, so they load in any number of processes.
+    """
+
+    def __init__(self, modules: Mapping[str, Any], world: World, device: Any):
+        super().__init__()
+        import warnings
+
+        import torch
+        from torch.distributed.fsdp import fully_shard
+
+        # GPT-2 blocks also return their (key, value) views for the KV cache; nothing
+        # modifies them in place, which is what this warning is about.
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view")
+        self.container = torch.nn.ModuleDict()
+        self.originals: dict[str, Any] = {}
+        self.fqns: list[str] = []
+        self.params = []
+        for name, module in modules.items():
+            if not _trainable(module):
+                continue
+            twin = copy.deepcopy(module)
+            holder = _method_module(twin)
+            for sub in list(twin.modules()):
+                if isinstance(sub, torch.nn.ModuleList):
+                    for block in sub:
+                        if _trainable(block):
+                            fully_shard(block)
+            fully_shard(holder)
+            self.container[name] = holder
+            self.originals[name] = module
+            for pname, p in twin.named_parameters():
+                if p.requires_grad:
+                    self.fqns.append(f"{name}.inner.{pname}")
+                    self.params.append(p)
+            self._install(module, holder, holder)
+            with torch.no_grad():  # the copy holds the values now: free the original's
+                for p in module.parameters():
+                    p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+
+    @contextlib.contextmanager
+    def no_sync(self, skip: bool) -> Iterator[None]:
+        for holder in self.container.values():
+            holder.set_requires_gradient_sync(not skip)
+        try:
+            yield
+        finally:
+            for holder in self.container.values():
+                holder.set_requires_gradient_sync(True)
+
+    def _full_weights(self, everywhere: bool) -> dict[str, dict[str, Any]]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, \
+            get_model_state_dict
+
+        full = get_model_state_dict(self.container, options=StateDictOptions(
+            full_state_dict=True, cpu_offload=not everywhere))
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.originals:
+            prefix = f"{name}.inner."
+            out[name] = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+        return out
+
+    def gather(self, optimizer: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, \
+            get_optimizer_state_dict
+
+        weights = self._full_weights(everywhere=False)
+        osd = get_optimizer_state_dict(self.container, optimizer, options=StateDictOptions(
+            full_state_dict=True, cpu_offload=True))
+        index = {fqn: i for i, fqn in enumerate(self.fqns)}
+        state = {index[k]: v for k, v in osd.get("state", {}).items() if k in index}
+        groups = [{**g, "params": [index[k] for k in g["params"]]}
+                  for g in osd.get("param_groups", [])]
+        return weights, {"state": state, "param_groups": groups}
+
+    def load_optimizer(self, optimizer: Any, state: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, \
+            set_optimizer_state_dict
+
+        named = {"state": {self.fqns[int(i)]: v for i, v in state["state"].items()},
+                 "param_groups": [{**g, "params": [self.fqns[int(i)] for i in g["params"]]}
+                                  for g in state["param_groups"]]}
+        set_optimizer_state_dict(self.container, optimizer, optim_state_dict=named,
+                                 options=StateDictOptions(full_state_dict=True))
+
     def remove(self) -> None:
-        for module, name in self._patched:
-            module.__dict__.pop(name, None)
-        self._patched.clear()
+        import torch
+
+        full = self._full_weights(everywhere=True)
+        for name, module in self.originals.items():
+            with torch.no_grad():
+                for pname, p in module.named_parameters():
+                    p.data = full[name][pname].to(device=p.device, dtype=p.dtype)
+        self._uninstall()
 
 
-def _route(module: Any, holder: Any, ddp: Any, name: str, *args: Any, **kwargs: Any) -> Any:
-    if holder.inside:  # a call from inside a routed call: run it plainly
-        return getattr(type(module), name)(module, *args, **kwargs)
-    return ddp(name, *args, **kwargs)
+def make_parallel(strategy: str, modules: Mapping[str, Any], world: World,
+                  device: Any) -> Parallel:
+    """The :class:`Parallel` for ``train.parallel`` (``"ddp"`` or ``"fsdp"``)."""
+    if strategy == "fsdp":
+        return FSDPRoutes(modules, world, device)
+    return DDPRoutes(modules, world, device)

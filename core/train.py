@@ -87,33 +87,39 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
         torch.manual_seed(ctx.spec.seed + world.rank)
     setup_s = time.perf_counter() - t_start
     modules = dict(objective.modules())
-    params = _trainable(modules)
-    optimizer = make_optimizer(cfg, params)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
     unit = getattr(objective, "unit", "examples")
     ckpt_dir = ctx.run_dir / "checkpoints"
     metrics_path = ctx.run_dir / "metrics.jsonl"
+    latest = checkpoint.latest_checkpoint(ckpt_dir) if resume else None
+    if latest is not None:  # weights first: a sharded model is built from them
+        checkpoint.load_module_weights(latest, modules)
+    for mod in modules.values():
+        mod.train()  # (before wrapping: an FSDP shard copy keeps the mode)
+    parallel = None
+    if world.enabled:
+        from .distributed import make_parallel
+
+        parallel = make_parallel(cfg.parallel, modules, world, ctx.device)
+    params = parallel.params if parallel is not None else _trainable(modules)
+    optimizer = make_optimizer(cfg, params)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
 
     start = 0
     if resume:
-        latest = checkpoint.latest_checkpoint(ckpt_dir)
         if latest is not None:
-            start = checkpoint.load_training_state(latest, modules, optimizer, scheduler,
-                                                   rank=world.rank)["step"]
+            opt_state = checkpoint.read_optimizer_state(latest)
+            if parallel is not None:
+                parallel.load_optimizer(optimizer, opt_state)
+            else:
+                optimizer.load_state_dict(opt_state)
+            start = checkpoint.load_schedule_and_rng(latest, scheduler, world.rank)["step"]
             ctx.log(f"resuming from {latest} (step {start})")
         world.barrier()  # every rank has read the checkpoint before rank 0 edits the log
         if world.is_main:
             _truncate_metrics(metrics_path, start)
     last_good = checkpoint.latest_checkpoint(ckpt_dir)
-    routes = None
-    if world.enabled:
-        from .distributed import DDPRoutes
-
-        routes = DDPRoutes(modules, world, ctx.device)
 
     ctx.hook.gaf_train_start(ctx=ctx)
-    for mod in modules.values():
-        mod.train()
     record: dict[str, Any] = {}
     train_time = 0.0
     progress = _progress(ctx, cfg.steps, start) if world.is_main else None
@@ -123,7 +129,7 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
                    if world.is_main else None)
             for step in range(start + 1, cfg.steps + 1):
                 t0 = time.perf_counter()
-                record = _step(objective, ctx, optimizer, params, step, last_good, routes)
+                record = _step(objective, ctx, optimizer, params, step, last_good, parallel)
                 scheduler.step()
                 dt = time.perf_counter() - t0
                 train_time += dt
@@ -135,10 +141,13 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
                     log.flush()
                 if step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
                     rng = world.gather(_rng_state())
+                    weights, opt_state = (parallel.gather(optimizer) if parallel is not None
+                                          else (None, None))
                     if world.is_main:
                         last_good = checkpoint.save_training_state(
                             ckpt_dir, step, modules, optimizer, scheduler,
-                            keep=cfg.keep_checkpoints, rank_rng=rng)
+                            keep=cfg.keep_checkpoints, rank_rng=rng, weights=weights,
+                            optimizer_state=opt_state)
                         ctx.hook.gaf_checkpoint_saved(ctx=ctx, step=step, path=last_good)
                 if progress is not None:
                     progress.advance(record)
@@ -150,8 +159,8 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
     finally:
         if progress is not None:
             progress.close()
-        if routes is not None:
-            routes.remove()
+        if parallel is not None:
+            parallel.remove()
 
     for mod in modules.values():
         mod.eval()
@@ -207,7 +216,7 @@ def _rng_state() -> Any:
 
 
 def _step(objective: Objective, ctx: RunContext, optimizer: Any, params: list[Any], step: int,
-          last_good: Any, routes: Any = None) -> dict[str, Any]:
+          last_good: Any, parallel: Any = None) -> dict[str, Any]:
     import torch
 
     cfg = ctx.spec.train
@@ -218,8 +227,8 @@ def _step(objective: Objective, ctx: RunContext, optimizer: Any, params: list[An
         batch = objective.train_batch((step - 1) * cfg.grad_accum + micro)
         last = micro == cfg.grad_accum - 1
         with contextlib.ExitStack() as stack:
-            if routes is not None:
-                stack.enter_context(routes.no_sync(skip=not last))
+            if parallel is not None:
+                stack.enter_context(parallel.no_sync(skip=not last))
             with ctx.autocast():
                 loss, metrics = objective.loss(batch)
             bad = not bool(torch.isfinite(loss.detach()).all())
@@ -231,7 +240,8 @@ def _step(objective: Objective, ctx: RunContext, optimizer: Any, params: list[An
             totals[key] = totals.get(key, 0.0) + float(value) / cfg.grad_accum
     totals = world.mean_metrics(totals)
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
     if not math.isfinite(grad_norm):
         raise NonFiniteLoss(_nonfinite("gradient norm", grad_norm, step, last_good))
     optimizer.step()

@@ -30,6 +30,9 @@ class TrainConfig:
     log_every: int = option(10, "write metrics.jsonl every N steps")
     save_every: int = option(0, "checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = option(2, "how many checkpoints to keep")
+    parallel: Literal["ddp", "fsdp"] = option(
+        "ddp", "with several processes: 'ddp' replicates the model, 'fsdp' shards "
+               "parameters, gradients and optimizer state (docs/distributed.md)")
 
     def __attrs_post_init__(self) -> None:
         from .errors import BadConfig
@@ -39,6 +42,8 @@ class TrainConfig:
                 raise BadConfig(f"train.{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise BadConfig(f"train.lr must be positive, got {self.lr}")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise BadConfig(f"train.parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
         for name in ("warmup_steps", "save_every", "max_grad_norm", "weight_decay"):
             if getattr(self, name) < 0:
                 raise BadConfig(f"train.{name} must not be negative, got {getattr(self, name)}")

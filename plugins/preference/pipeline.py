@@ -196,7 +196,7 @@ class PreferenceTraining(abc.ABC):
         for kind in ("policy", "task"):
             comp = spec.components[kind]
             data[kind] = {"name": comp.name, **comp.options}
-        data["train"] = {"steps": self.config.sft_steps}
+        data["train"] = {"steps": self.config.sft_steps, "parallel": spec.train.parallel}
         sub = resolve(data, objective="sft", registry=ctx.registry, where="SFT stage")
         sft_dir.mkdir(parents=True, exist_ok=True)
         if ctx.world.is_main:

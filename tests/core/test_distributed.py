@@ -86,8 +86,10 @@ def launch(tmp_path, name, objective, sets, nproc=1, resume=False, env=None):
     prefix = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
     clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=300,
-                          env={**clean, **(env or {})})
+    out = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=300,
+                         env={**clean, **(env or {})})
+    (tmp_path / f"{name}.log").write_text(out.stderr)  # kept by pytest for a post-mortem
+    return out
 
 
 def final_weights(tmp_path, name, rank=0):
@@ -99,10 +101,12 @@ def metrics(tmp_path, name):
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 @pytest.mark.parametrize("objective, make_sets", [("sft", sft_sets), ("dpo", dpo_sets)])
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path, objective, make_sets):
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, objective, make_sets,
+                                                            parallel):
     sets = make_sets(tmp_path)
-    two = launch(tmp_path, "two", objective, sets, nproc=2)
+    two = launch(tmp_path, "two", objective, [*sets, f"train.parallel={parallel}"], nproc=2)
     assert two.returncode == 0, two.stderr[-3000:]
     one = launch(tmp_path, "one", objective, sets)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -144,8 +148,10 @@ def test_sigkilled_single_process_run_resumes_bit_identically(tmp_path):
                       and k != "elapsed_s"} for r in metrics(tmp_path, "cut")]
 
 
-def test_sigkilled_rank_stops_the_run_and_two_processes_resume(tmp_path):
-    sets = [*dpo_sets(tmp_path), "train.steps=10", "train.save_every=4"]
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_sigkilled_rank_stops_the_run_and_two_processes_resume(tmp_path, parallel):
+    sets = [*dpo_sets(tmp_path), "train.steps=10", "train.save_every=4",
+            f"train.parallel={parallel}"]
     whole = launch(tmp_path, "whole", "dpo", sets, nproc=2)
     assert whole.returncode == 0, whole.stderr[-3000:]
     killed = launch(tmp_path, "cut", "dpo", sets, nproc=2, env={"KILL_AT": "6", "KILL_RANK": "1"})
@@ -159,6 +165,22 @@ def test_sigkilled_rank_stops_the_run_and_two_processes_resume(tmp_path):
     for a, b in zip(log_whole, log_cut):
         for key in ("loss", "grad_norm", "lr", "rewards/margins"):
             assert abs(a[key] - b[key]) < 1e-6, (a["step"], key)
+
+
+def test_fsdp_checkpoint_resumes_in_one_process(tmp_path):
+    """FSDP checkpoints hold gathered tensors and plain optimizer state: a sharded run
+    stopped at step 4 finishes in a single process like an unsharded one would."""
+    sets = [*sft_sets(tmp_path), "train.steps=8", "train.save_every=4"]
+    cut = launch(tmp_path, "cut", "sft", [*sets, "train.parallel=fsdp"], nproc=2,
+                 env={"KILL_AT": "5", "KILL_RANK": "0"})
+    assert cut.returncode != 0
+    whole = launch(tmp_path, "whole", "sft", [*sets, "train.parallel=fsdp"], nproc=2)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    again = launch(tmp_path, "cut", "sft", sets, resume=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a, b = final_weights(tmp_path, "whole"), final_weights(tmp_path, "cut")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=0), k
 
 
 def test_world_shards_and_means():
@@ -225,3 +247,22 @@ def test_sigterm_stops_a_run_that_then_resumes(tmp_path):
                     tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming from" in again.stderr
+
+
+def test_dpo_pipeline_with_sft_stage_on_two_processes(tmp_path):
+    """The whole default DPO path (SFT sub-run, sampled pairs, DPO, evaluation) under
+    torchrun: the SFT stage runs distributed too, and rank 0 writes each stage once."""
+    args = ["run", "--nproc", "2", "--objective", "dpo", "-q", "--out", "runs", "--name", "d",
+            *[a for s in TINY for a in ("--set", s)], "--set", "objective.sft_steps=4",
+            "--set", "objective.prompts=8", "--set", "objective.max_new_tokens=8",
+            "--set", "objective.eval_prompts=4", "--set", "train.steps=3",
+            "--set", "train.batch_size=4", "--set", "train.parallel=fsdp"]
+    out = gaf_cli(args, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "runs" / "d"
+    sft = json.loads((run / "sft" / "summary.json").read_text())
+    assert sft["world_size"] == 2 and sft["steps"] == 4
+    assert "parallel = \"fsdp\"" in (run / "sft" / "config.toml").read_text()
+    assert len((run / "data" / "preferences.jsonl").read_text().splitlines()) == 8
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and "win_rate" in summary
