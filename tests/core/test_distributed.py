@@ -266,3 +266,28 @@ def test_dpo_pipeline_with_sft_stage_on_two_processes(tmp_path):
     assert len((run / "data" / "preferences.jsonl").read_text().splitlines()) == 8
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and "win_rate" in summary
+
+
+def test_two_launchers_meet_at_a_rendezvous_like_two_machines(tmp_path):
+    """The several-machines command of docs/distributed.md, with both "machines" on
+    this one: two torchrun launchers of one process each, c10d rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+           "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+           "--rdzv_endpoint", f"localhost:{port}", "--rdzv_id", "test-job",
+           "-m", "gaf", "run", "--objective", "sft", "-q", "--out", "shared", "--name", "job",
+           *[a for s in TINY for a in ("--set", s)], "--set", "train.steps=3",
+           "--set", "train.batch_size=4", "--set", "objective.samples=0"]
+    nodes = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=clean) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in nodes]
+    for p, (_, err) in zip(nodes, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert sum(o.count("run directory:") for o, _ in outs) == 1
+    summary = json.loads((tmp_path / "shared" / "job" / "summary.json").read_text())
+    assert summary["world_size"] == 2
