@@ -224,6 +224,10 @@ def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         raise SystemExit(_launch_torchrun(nproc))
+    if nproc > 1 and os.environ.get("WORLD_SIZE") != str(nproc):
+        raise BadConfig(f"--nproc {nproc} under a launcher that started "
+                        f"{os.environ.get('WORLD_SIZE')} processes; drop --nproc when you "
+                        "call torchrun yourself")
     with contextlib.suppress(ValueError):  # (not in the main thread: keep the default)
         signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops like Ctrl-C: resumable
     main_rank = os.environ.get("RANK", "0") == "0"

@@ -76,7 +76,8 @@ class World:
         import torch
         import torch.distributed as dist
 
-        t = value.detach().clone() if torch.is_tensor(value) else torch.tensor(float(value))
+        t = (value.detach().clone() if torch.is_tensor(value)
+             else torch.tensor(float(value), device=_comm_device()))
         dist.all_reduce(t)
         return t if torch.is_tensor(value) else float(t)
 
@@ -116,7 +117,7 @@ class World:
         import torch
         import torch.distributed as dist
 
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=_comm_device())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
@@ -147,6 +148,16 @@ class World:
             dist.barrier()
 
 
+def _comm_device() -> Any:
+    """Where a collective's tensors must live: the current GPU for nccl, else CPU."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def _leave() -> None:
     """At exit: wait for every rank, then leave the group together (a rank that leaves
     while a peer's connections are still open can make the peer abort)."""
@@ -156,7 +167,10 @@ def _leave() -> None:
 
     if dist.is_initialized():
         with contextlib.suppress(Exception):  # a peer that died is torchrun's business
-            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+            else:
+                dist.barrier()
         dist.destroy_process_group()
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from gaf.errors import BadConfig
 
-from .tokenizer import BPETokenizer, bytes_to_unicode, gpt2_split
+from .tokenizer import BPETokenizer, bytes_to_unicode, gpt2_split, merge_pair
 
 __all__ = ["learn_bpe", "sentiment_corpus", "SENTIMENT_MERGES"]
 
@@ -37,19 +37,6 @@ __all__ = ["learn_bpe", "sentiment_corpus", "SENTIMENT_MERGES"]
 SENTIMENT_MERGES = 1024
 
 Word = tuple[str, ...]
-
-
-def _merge(word: Word, a: str, b: str) -> Word:
-    out: list[str] = []
-    i = 0
-    while i < len(word):
-        if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
-            out.append(a + b)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return tuple(out)
 
 
 def learn_bpe(texts: Iterable[str], max_merges: int = SENTIMENT_MERGES,
@@ -83,7 +70,7 @@ def learn_bpe(texts: Iterable[str], max_merges: int = SENTIMENT_MERGES,
         merges.append(pair)
         merged: dict[Word, int] = {}
         for word, n in words.items():
-            new = _merge(word, *pair) if len(word) > 1 else word
+            new = tuple(merge_pair(word, *pair)) if len(word) > 1 else word
             merged[new] = merged.get(new, 0) + n
         words = merged
     vocab = {spell[b]: b for b in range(256)}

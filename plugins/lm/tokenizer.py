@@ -149,6 +149,21 @@ def bytes_to_unicode() -> dict[int, str]:
     return table
 
 
+def merge_pair(symbols: Sequence[str], first: str, second: str) -> list[str]:
+    """``symbols`` with every occurrence of ``first`` followed by ``second`` merged into
+    one symbol, left to right (``a a a`` with the pair ``a a`` gives ``aa a``)."""
+    merged: list[str] = []
+    i = 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and symbols[i] == first and symbols[i + 1] == second:
+            merged.append(first + second)
+            i += 2
+        else:
+            merged.append(symbols[i])
+            i += 1
+    return merged
+
+
 class BPETokenizer:
     """GPT-2 byte-level BPE over a Hugging Face ``vocab.json`` / ``merges.txt`` pair.
 
@@ -231,16 +246,7 @@ class BPETokenizer:
             rank, _ = min(ranked)
             if rank == len(self.ranks):
                 break
-            first, second = self.merges[rank]
-            merged, i = [], 0
-            while i < len(symbols):  # merge every occurrence, left to right
-                if i + 1 < len(symbols) and symbols[i] == first and symbols[i + 1] == second:
-                    merged.append(first + second)
-                    i += 2
-                else:
-                    merged.append(symbols[i])
-                    i += 1
-            symbols = merged
+            symbols = merge_pair(symbols, *self.merges[rank])
         ids = [self.encoder[s] for s in symbols]
         if len(self._cache) < 100_000:
             self._cache[piece] = ids
