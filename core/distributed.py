@@ -26,6 +26,7 @@ What the shared training loop (:func:`gaf.train.train`) does with a world of N:
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import copy
@@ -240,7 +241,7 @@ def _trainable(module: Any) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
 
-class Parallel:
+class Parallel(abc.ABC):
     """How the trainable modules of a run are shared by the ranks (the base does the
     bookkeeping of routed methods; :class:`DDPRoutes` and :class:`FSDPRoutes` wrap).
 
@@ -269,8 +270,10 @@ class Parallel:
             module.__dict__.pop(name, None)
         self._patched.clear()
 
+    @abc.abstractmethod
     def no_sync(self, skip: bool) -> contextlib.AbstractContextManager[None]:
-        raise NotImplementedError
+        """Inside, backward keeps gradients local (when ``skip``: an accumulation
+        micro-batch that is not the last)."""
 
     def gather(self, optimizer: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """``(weights, optimizer_state)`` for a checkpoint (a collective: every rank
