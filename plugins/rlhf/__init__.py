@@ -1,0 +1,1 @@
+"""RLHF components: the learned reward model and the objectives that train with it."""
