@@ -65,7 +65,9 @@ def test_head_starts_small_and_centred():
     rm = tiny_model()
     assert float(rm.score.bias.detach().abs().max()) == 0.0
     assert abs(float(rm.score.weight.detach().std()) - 1 / math.sqrt(33)) < 0.07
-    assert float(rm(["The film"] * 3, [" was a joy.", " was dull.", " ok."]).abs().max()) < 3
+    with torch.no_grad():
+        scores = rm(["The film"] * 3, [" was a joy.", " was dull.", " ok."])
+    assert float(scores.abs().max()) < 3
 
 
 def test_score_is_read_at_the_last_real_token_never_a_pad():
