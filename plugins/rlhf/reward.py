@@ -64,7 +64,13 @@ class RewardConfig(PreferenceConfig):
 
 
 class RewardTraining(PreferenceTraining):
-    """Train a ``gpt2-reward`` model on ranked lists (module docstring)."""
+    """Train a ``gpt2-reward`` model (the SFT transformer plus a scalar head) on K-ranked
+    lists: ``−1/C(K,2) Σ_{i<j} log σ(r(x, y_i) − r(x, y_j) − margin)`` per prompt, all
+    pairs from K forward passes (``batch_size`` counts rankings). The rankings are the
+    task's (``--data``) or K SFT samples per prompt ranked by the task's reward, as for
+    ``dpo``. Evaluates pairwise accuracy, reward mean/std and the correlation with the
+    ground truth on held-out prompts; the model loads as ``--reward RUN_DIR``.
+    ``beta``, ``rpo_alpha`` and ``eval_samples`` are not used."""
 
     Config = RewardConfig
     unit = "rankings"
