@@ -216,15 +216,6 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return path if path.is_dir() else None
 
 
-def load_training_state(ckpt: Path, modules: Mapping[str, Any], optimizer: Any,
-                        scheduler: Any, rank: int = 0) -> dict[str, Any]:
-    """Restore modules, optimiser, scheduler and RNG (``rank``'s own stream when the
-    checkpoint has one) from checkpoint ``ckpt``; return state.json."""
-    load_module_weights(ckpt, modules)
-    optimizer.load_state_dict(read_optimizer_state(ckpt))
-    return load_schedule_and_rng(ckpt, scheduler, rank)
-
-
 def load_module_weights(ckpt: Path, modules: Mapping[str, Any]) -> None:
     """Load every module's weights from checkpoint ``ckpt`` (strict)."""
     weights = load_tensors(ckpt / "modules.safetensors")
