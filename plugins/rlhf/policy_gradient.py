@@ -1,0 +1,144 @@
+"""``reinforce`` and ``rloo``: on-policy policy gradient with a KL penalty.
+
+Each step takes ``batch_size`` training prompts, samples ``samples_per_prompt`` (k)
+completions of each from the current policy with the run's sampler (``temperature``
+at 1 by default: the gradient assumes samples of π itself), and scores them:
+
+    R(x, y) = r(x, y) − β · Σ_t [log π(y_t | …) − log π_ref(y_t | …)]
+
+with ``r`` the run's reward (the task's ground truth by default, ``--reward RUN_DIR``
+for a learned reward model) and the sequence KL to the frozen SFT policy estimated by
+k1 on the sample. The loss is the likelihood-ratio (REINFORCE) estimator
+
+    L = −1/N Σ_i A_i · log π(y_i | x_i),   A_i = R_i − b_i
+
+* ``reinforce``: ``b`` is the mean of R over the step's batch (a baseline that does
+  not depend on the sample, up to its own 1/N share);
+* ``rloo``: ``b_i`` is the mean of the other k − 1 samples of the same prompt
+  (REINFORCE leave-one-out, Ahmadian et al. 2024): unbiased, no value network.
+
+Logged (TRL's names): ``objective/kl``, ``objective/scores``, ``objective/rlhf_reward``,
+``objective/advantage_std``. The SFT stage, the reference copy and the evaluation
+(win rate, mean reward, KL on held-out prompts) are those of the DPO family.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from gaf.config import option
+from gaf.errors import BadConfig
+from gaf.interfaces import PreferenceGroup, SequenceLogProbs
+from gaf.plugins.preference.data_order import EpochOrder
+from gaf.plugins.preference.pipeline import PreferenceConfig, PreferenceTraining
+from gaf.plugins.preference.units import ScoredBatch
+from gaf.runs import RunContext
+
+from .advantages import rloo_advantages
+
+__all__ = ["PolicyGradientConfig", "Reinforce", "RLOO"]
+
+
+@attrs.define
+class PolicyGradientConfig(PreferenceConfig):
+    """Options of ``reinforce`` and ``rloo`` (``labels``, ``label_temperature``,
+    ``prompts``, ``rpo_alpha`` and ``too_long`` are not used)."""
+
+    beta: float = option(0.05, "β: weight of the sequence KL(π‖π_ref) penalty in the reward")
+
+
+class PolicyGradient(PreferenceTraining):
+    """Shared rollout, scoring and loss of ``reinforce`` and ``rloo`` (module docstring)."""
+
+    Config = PolicyGradientConfig
+    uses = {"policy": "gpt2-tiny", "task": "sentiment", "sampler": "temperature",
+            "reward": "sentiment-oracle"}
+    unit = "prompts"
+    train_defaults = {"steps": 200, "batch_size": 16, "lr": 1e-4, "warmup_steps": 10,
+                      "log_every": 10, "max_grad_norm": 1.0}
+    plot_keys = ("loss", "objective/scores", "objective/rlhf_reward", "objective/kl",
+                 "objective/advantage_std", "grad_norm")
+
+    def setup(self, ctx: RunContext) -> None:
+        if ctx.world.enabled and ctx.spec.train.parallel == "fsdp":
+            raise BadConfig(f"{ctx.spec.objective} samples inside each training step, which "
+                            "train.parallel='fsdp' does not support yet; use 'ddp'")
+        self.ctx = ctx
+        self.task = ctx.component("task")
+        self.sampler = ctx.component("sampler")
+        self.reward_fn = ctx.component("reward")
+        self.policy = self._sft_policy(ctx)
+        self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self.batch_size = ctx.spec.train.batch_size
+        self.train_prompts = list(self.task.prompts("train"))
+        self.order = EpochOrder(len(self.train_prompts), ctx.spec.seed)
+        self.skipped = 0
+        self.data_stats = {"train_prompts": float(len(self.train_prompts))}
+
+    def units_of(self, group: PreferenceGroup) -> list[Any]:  # no preference data
+        return []
+
+    def batch_loss(self, batch: ScoredBatch, policy: SequenceLogProbs,
+                   ref: SequenceLogProbs | None) -> tuple[Tensor, dict[str, float]]:
+        raise TypeError("policy-gradient objectives score rollouts, not preference pairs")
+
+    @abc.abstractmethod
+    def baseline(self, rewards: Tensor) -> Tensor:
+        """``(P, k)`` rewards → ``(P, k)`` advantages."""
+
+    def train_batch(self, index: int) -> dict[str, Any]:
+        cfg, world = self.config, self.ctx.world
+        start, count = world.shard(index * self.batch_size, self.batch_size)
+        prompts = [self.train_prompts[i] for i in self.order.slice(start, count)]
+        k = cfg.samples_per_prompt
+        flat = [p for p in prompts for _ in range(k)]
+        gen = torch.Generator(device=self.policy.device)
+        gen.manual_seed(self.ctx.spec.seed * 1_000_003 + 7919 * index + world.rank)
+        self.policy.eval()
+        with torch.no_grad():
+            completions = self._generate(self.policy, flat, gen)
+            scores = torch.as_tensor(self.reward_fn(flat, completions), dtype=torch.float32)
+            batch = self.policy.prepare(flat, completions)
+            logp = self.policy.completion_logprobs(batch).sequence().sum
+            ref_logp = self.reference.completion_logprobs(batch).sequence().sum
+        self.policy.train()
+        scores = scores.to(logp.device)
+        kl = (logp - ref_logp).float()
+        total = scores - cfg.beta * kl
+        advantages = self.baseline(total.view(len(prompts), k)).flatten()
+        return {"batch": batch, "advantages": advantages, "scores": scores, "kl": kl,
+                "metrics": {"objective/kl": float(kl.mean()),
+                            "objective/scores": float(scores.mean()),
+                            "objective/rlhf_reward": float(total.mean()),
+                            "objective/advantage_std": float(advantages.std())
+                            if advantages.numel() > 1 else 0.0}}
+
+    def loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        logp = self.policy.completion_logprobs(batch["batch"]).sequence().sum
+        loss = -(batch["advantages"].to(logp.dtype) * logp).mean()
+        return loss, dict(batch["metrics"])
+
+
+class Reinforce(PolicyGradient):
+    """REINFORCE with the batch-mean baseline: ``A_i = R_i − mean_j R_j`` over the
+    step's whole batch, all ranks included (module docstring of
+    :mod:`gaf.plugins.rlhf.policy_gradient`)."""
+
+    def baseline(self, rewards: Tensor) -> Tensor:
+        world = self.ctx.world
+        mean = world.sum(rewards.sum()) / world.sum(float(rewards.numel()))
+        return rewards - mean
+
+
+class RLOO(PolicyGradient):
+    """REINFORCE leave-one-out: ``A_i = R_i − mean_{j≠i} R_j`` over the k samples of a
+    prompt (``samples_per_prompt`` ≥ 2)."""
+
+    def baseline(self, rewards: Tensor) -> Tensor:
+        return rloo_advantages(rewards)
