@@ -219,6 +219,7 @@ def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...
     """Train an objective (gaf run --objective sft --policy gpt2-tiny)."""
     from rich.console import Console
 
+    from .distributed import env_world
     from .runs import execute, load_run_spec
     from .spec import resolve
 
@@ -230,7 +231,7 @@ def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...
                         "call torchrun yourself")
     with contextlib.suppress(ValueError):  # (not in the main thread: keep the default)
         signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops like Ctrl-C: resumable
-    main_rank = os.environ.get("RANK", "0") == "0"
+    main_rank = env_world().is_main
 
     components = {k[len("comp_"):].replace("_", "-"): v for k, v in comps.items() if v}
     if data:

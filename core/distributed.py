@@ -39,7 +39,7 @@ import attrs
 
 from .errors import BadConfig
 
-__all__ = ["World", "current_world", "Parallel", "DDPRoutes", "FSDPRoutes", "make_parallel",
+__all__ = ["World", "env_world", "current_world", "Parallel", "DDPRoutes", "FSDPRoutes", "make_parallel",
            "DDP_METHODS"]
 
 #: methods of a trainable module that objectives call and that must run through DDP
@@ -175,7 +175,10 @@ def _leave() -> None:
         dist.destroy_process_group()
 
 
-def _env_world() -> World:
+def env_world() -> World:
+    """The world that torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` describe, without
+    joining the process group (no torch import)."""
+
     def num(name: str, default: int) -> int:
         raw = os.environ.get(name, "")
         try:
@@ -196,7 +199,7 @@ def current_world(device: Any = None) -> World:
     ``device`` (a ``torch.device``) picks the backend: nccl for CUDA (and this process
     moves to ``cuda:LOCAL_RANK``), gloo otherwise.
     """
-    world = _env_world()
+    world = env_world()
     if world.enabled:
         import torch
         import torch.distributed as dist

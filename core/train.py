@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import checkpoint
-from .errors import NonFiniteLoss
+from .errors import GafError, NonFiniteLoss
 from .interfaces import Objective
 from .plots import plot_metrics, read_metrics
 from .runs import RunContext
@@ -129,7 +129,8 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
                    if world.is_main else None)
             for step in range(start + 1, cfg.steps + 1):
                 t0 = time.perf_counter()
-                record = _step(objective, ctx, optimizer, params, step, last_good, parallel)
+                record = _step(objective, ctx, optimizer, params, step, last_good, parallel,
+                               check_sync=parallel is not None and step == start + 1)
                 scheduler.step()
                 dt = time.perf_counter() - t0
                 train_time += dt
@@ -201,8 +202,7 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
         "device": str(ctx.device),
         "versions": _versions(),
     }
-    if world.is_main:
-        summary["world_size"] = world.size
+    summary["world_size"] = world.size
     _write_summary(ctx, summary)
     ctx.hook.gaf_train_end(ctx=ctx, summary=summary)
     world.barrier()
@@ -216,7 +216,7 @@ def _rng_state() -> Any:
 
 
 def _step(objective: Objective, ctx: RunContext, optimizer: Any, params: list[Any], step: int,
-          last_good: Any, parallel: Any = None) -> dict[str, Any]:
+          last_good: Any, parallel: Any = None, check_sync: bool = False) -> dict[str, Any]:
     import torch
 
     cfg = ctx.spec.train
@@ -244,6 +244,14 @@ def _step(objective: Objective, ctx: RunContext, optimizer: Any, params: list[An
     grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
     if not math.isfinite(grad_norm):
         raise NonFiniteLoss(_nonfinite("gradient norm", grad_norm, step, last_good))
+    if check_sync:  # once: averaged gradients have the same norm on every rank
+        norms = world.gather(grad_norm)
+        if max(norms) - min(norms) > 1e-4 * max(1.0, max(norms)):
+            raise GafError(
+                f"gradient norms differ across ranks after step {step} ({norms}): the "
+                f"objective calls a method of a trained module that is not routed through "
+                f"DDP, so gradients were not averaged; add its name to the module's "
+                f"gaf_ddp_methods (docs/distributed.md)")
     optimizer.step()
     return {"step": step, **totals, "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm}
 

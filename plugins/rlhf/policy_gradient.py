@@ -34,7 +34,7 @@ from torch import Tensor
 
 from gaf.config import option
 from gaf.errors import BadConfig
-from gaf.interfaces import PreferenceGroup, SequenceLogProbs
+from gaf.interfaces import SequenceLogProbs
 from gaf.plugins.preference.data_order import EpochOrder
 from gaf.plugins.preference.pipeline import PreferenceConfig, PreferenceTraining
 from gaf.plugins.preference.units import ScoredBatch
@@ -80,9 +80,6 @@ class PolicyGradient(PreferenceTraining):
         self.order = EpochOrder(len(self.train_prompts), ctx.spec.seed)
         self.skipped = 0
         self.data_stats = {"train_prompts": float(len(self.train_prompts))}
-
-    def units_of(self, group: PreferenceGroup) -> list[Any]:  # no preference data
-        return []
 
     def batch_loss(self, batch: ScoredBatch, policy: SequenceLogProbs,
                    ref: SequenceLogProbs | None) -> tuple[Tensor, dict[str, float]]:

@@ -43,6 +43,9 @@ SCRIPT = textwrap.dedent('''
                 os.kill(os.getpid(), signal.SIGKILL)
 
     gaf.hooks.register(Killer())
+    if os.environ.get("UNROUTED"):  # an objective whose module calls bypass DDP
+        import gaf.distributed
+        gaf.distributed.DDP_METHODS = ()
     spec = resolve(objective=objective, components={"task": "jsonl"}, sets=sets)
     obj = REGISTRY.get("objective", objective)(spec.objective_config)
     (out / "run").mkdir(parents=True, exist_ok=True)
@@ -291,3 +294,12 @@ def test_two_launchers_meet_at_a_rendezvous_like_two_machines(tmp_path):
     assert sum(o.count("run directory:") for o, _ in outs) == 1
     summary = json.loads((tmp_path / "shared" / "job" / "summary.json").read_text())
     assert summary["world_size"] == 2
+
+
+def test_gradients_that_bypass_ddp_stop_the_run_with_a_clear_error(tmp_path):
+    """If an objective calls a method of its module that is not routed through DDP,
+    gradients are not averaged and the ranks would drift apart silently: the first
+    step compares the gradient norms across ranks and stops."""
+    out = launch(tmp_path, "bad", "sft", sft_sets(tmp_path), nproc=2, env={"UNROUTED": "1"})
+    assert out.returncode != 0
+    assert "gaf_ddp_methods" in out.stderr and "not routed through DDP" in out.stderr
