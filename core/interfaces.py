@@ -6,10 +6,10 @@ named here. This module does not import torch; tensor types are named in strings
 
 Language-model side (implemented by the built-in plugins today):
 
-* :class:`Tokenizer`, :class:`Policy`, :class:`Sampler`, :class:`RewardFn`,
-  :class:`Task`, :class:`Objective`, :class:`PreferenceObjective`;
+* :class:`Tokenizer`, :class:`Policy` (and :class:`RolloutPolicy`), :class:`Sampler`,
+  :class:`RewardFn`, :class:`Task`, :class:`Objective`, :class:`PreferenceObjective`;
 * data: :class:`SFTExample`, :class:`PreferenceGroup`, :class:`CompletionLogProbs`,
-  :class:`SequenceLogProbs`.
+  :class:`SequenceLogProbs`, :class:`Rollout`.
 
 Image side (defined now so that later plugins fit; no implementation yet):
 
@@ -216,6 +216,39 @@ class Policy(Protocol):
                  generator: torch.Generator | None = None) -> list[str]: ...
 
 
+@attrs.frozen
+class Rollout:
+    """Completions sampled from a policy, kept as the very tokens that were drawn.
+
+    ``batch`` is what :meth:`Policy.completion_logprobs` scores: each row is ``BOS +
+    prompt`` followed by the sampled tokens, ending with EOS only where the policy
+    emitted it (nothing is re-tokenised, nothing appended), so the log-probabilities
+    are those of the sampled actions. ``batch.select(index)`` (an int64 tensor)
+    gives the rows ``index`` (a minibatch). ``completions`` are the decoded strings
+    (what a :class:`RewardFn` reads) and ``ended`` a ``(B,)`` bool tensor, True
+    where the completion stopped on EOS (False when it ran out of
+    ``max_new_tokens`` or of context).
+    """
+
+    batch: Any
+    completions: list[str]
+    ended: Tensor
+
+
+@runtime_checkable
+class RolloutPolicy(Protocol):
+    """A :class:`Policy` that can also sample :class:`Rollout` objects (what on-policy
+    RL objectives such as ``ppo`` need).
+
+    ``rollout(prompts, sampler=..., max_new_tokens=..., generator=...)`` samples one
+    completion per prompt, like :meth:`Policy.generate`, and returns them as a
+    :class:`Rollout` whose batch scores exactly the sampled tokens.
+    """
+
+    def rollout(self, prompts: Sequence[str], *, sampler: Sampler, max_new_tokens: int = 64,
+                generator: torch.Generator | None = None) -> Rollout: ...
+
+
 @runtime_checkable
 class RewardFn(Protocol):
     """Scores completions: ``reward(prompts, completions) -> Tensor`` of shape ``(B,)``.
@@ -268,6 +301,11 @@ class Objective(Protocol):
     4. ``loss(batch)`` returns ``(scalar loss, {metric: float})``;
     5. ``evaluate(ctx)`` runs the final evaluation, may write samples into the run
        directory and returns metrics for ``summary.json``.
+
+    An objective that carries state of its own across steps (PPO's adaptive KL
+    coefficient) may also define ``training_state() -> dict`` (JSON values, saved in
+    every checkpoint's ``state.json``) and ``load_training_state(dict)`` (called on
+    resume, after ``setup``).
     """
 
     def setup(self, ctx: RunContext) -> None: ...

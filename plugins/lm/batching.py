@@ -79,7 +79,7 @@ from torch import Tensor
 
 from gaf.interfaces import Tokenizer
 
-__all__ = ["LMBatch", "build_batch", "packing_pays", "pair_ids", "prompt_ids"]
+__all__ = ["LMBatch", "batch_from_ids", "build_batch", "packing_pays", "pair_ids", "prompt_ids"]
 
 
 @attrs.frozen
@@ -121,6 +121,17 @@ class LMBatch:
 
     def __len__(self) -> int:
         return self.n_pairs
+
+    def select(self, index: Tensor) -> LMBatch:
+        """The rows ``index`` (an int64 tensor) of an unpacked batch, trimmed to their
+        longest sequence (e.g. a minibatch of a PPO rollout)."""
+        if self.packed:
+            raise ValueError("select needs an unpacked batch (one row per pair)")
+        index = index.to(self.input_ids.device)
+        keep = self.attention_mask[index]
+        T = int(keep.sum(1).max()) if index.numel() else 1
+        return LMBatch(self.input_ids[index, :T], self.target_ids[index, :T], keep[:, :T],
+                       self.completion_mask[index, :T])
 
     def to(self, device: torch.device | str) -> LMBatch:
         """The same batch on ``device``."""
@@ -205,15 +216,31 @@ def build_batch(tokenizer: Tokenizer, prompts: Sequence[str], completions: Seque
                        for g in groups)
         if key_cost is None or packing_pays((B, T), (len(groups), T_packed), key_cost):
             return _packed_batch(tokenizer, pairs, groups).to(device)
-    input_ids = torch.full((B, T), tokenizer.pad_id, dtype=torch.long)
+    return batch_from_ids(pairs, tokenizer.pad_id, device)
+
+
+def batch_from_ids(pairs: Sequence[tuple[Sequence[int], int]], pad_id: int,
+                   device: torch.device | str = "cpu") -> LMBatch:
+    """The plain right-padded :class:`LMBatch` of already-tokenised pairs, one row each.
+
+    ``pairs`` holds ``(ids, n_context)`` with ``ids`` the whole sequence (BOS and
+    prompt first, then the completion tokens, ending with EOS only if it has one)
+    and ``ids[n_context:]`` the scored completion, as :func:`pair_ids` returns; a
+    policy's sampled tokens go in as they were drawn, without re-tokenising."""
+    B = len(pairs)
+    T = max((len(ids) for ids, _ in pairs), default=1)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((B, T), dtype=torch.bool)
     completion_mask = torch.zeros((B, T), dtype=torch.bool)
     for b, (ids, n_context) in enumerate(pairs):
-        input_ids[b, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        if not 1 <= n_context < len(ids):
+            raise ValueError(f"pair {b}: n_context {n_context} leaves no completion in "
+                             f"{len(ids)} tokens (a context of at least BOS is needed)")
+        input_ids[b, :len(ids)] = torch.tensor(list(ids), dtype=torch.long)
         attention_mask[b, :len(ids)] = True
         # targets ids[n_context:] sit at output positions n_context-1 .. len(ids)-2
         completion_mask[b, n_context - 1:len(ids) - 1] = True
-    target_ids = torch.full_like(input_ids, tokenizer.pad_id)
+    target_ids = torch.full_like(input_ids, pad_id)
     target_ids[:, :-1] = input_ids[:, 1:]
     return LMBatch(input_ids, target_ids, attention_mask, completion_mask).to(device)
 

@@ -30,9 +30,9 @@ from torch import Tensor, nn
 
 from gaf.config import option
 from gaf.errors import BadConfig
-from gaf.interfaces import CompletionLogProbs, Sampler, Tokenizer
+from gaf.interfaces import CompletionLogProbs, Rollout, Sampler, Tokenizer
 
-from .batching import LMBatch, build_batch, prompt_ids
+from .batching import LMBatch, batch_from_ids, build_batch, prompt_ids
 from .generation import generate_ids
 from .tokenizer import BPETokenizer, make_tokenizer
 
@@ -366,3 +366,21 @@ class GPT2Policy(nn.Module):
                                 generator=generator)
         eos = self.tokenizer.eos_id
         return [self.tokenizer.decode(t[:-1] if t and t[-1] == eos else t) for t in new]
+
+    def rollout(self, prompts: Sequence[str], *, sampler: Sampler, max_new_tokens: int = 64,
+                generator: torch.Generator | None = None) -> Rollout:
+        """Sample one completion per prompt, as :meth:`generate` does, and keep the drawn
+        tokens: a :class:`~gaf.interfaces.Rollout` whose batch (unpacked, right-padded)
+        scores exactly them, with EOS only where it was sampled."""
+        if max_new_tokens < 1:
+            raise ValueError(f"a rollout needs max_new_tokens >= 1, got {max_new_tokens}")
+        ids = [prompt_ids(self.tokenizer, p, self.config.n_positions) for p in prompts]
+        new = self.generate_ids(ids, sampler=sampler, max_new_tokens=max_new_tokens,
+                                generator=generator)
+        eos = self.tokenizer.eos_id
+        ended = [bool(t) and t[-1] == eos for t in new]
+        batch = batch_from_ids([(p + t, len(p)) for p, t in zip(ids, new)],
+                               self.tokenizer.pad_id, self.device)
+        texts = [self.tokenizer.decode(t[:-1] if e else t) for t, e in zip(new, ended)]
+        return Rollout(batch=batch, completions=texts,
+                       ended=torch.tensor(ended, dtype=torch.bool, device=self.device))

@@ -18,14 +18,13 @@ k1 on the sample. The loss is the likelihood-ratio (REINFORCE) estimator
   (REINFORCE leave-one-out, Ahmadian et al. 2024): unbiased, no value network.
 
 Logged (TRL's names): ``objective/kl``, ``objective/scores``, ``objective/rlhf_reward``,
-``objective/advantage_std``. The SFT stage, the reference copy and the evaluation
-(win rate, mean reward, KL on held-out prompts) are those of the DPO family.
+``objective/advantage_std``. The SFT stage, the reference copy, the rollouts and the
+evaluation are those of :mod:`gaf.plugins.rlhf.on_policy`.
 """
 
 from __future__ import annotations
 
 import abc
-import copy
 from typing import Any
 
 import attrs
@@ -34,56 +33,36 @@ from torch import Tensor
 
 from gaf.config import option
 from gaf.errors import BadConfig
-from gaf.interfaces import SequenceLogProbs
-from gaf.plugins.preference.data_order import EpochOrder
-from gaf.plugins.preference.pipeline import PreferenceConfig, PreferenceTraining
-from gaf.plugins.preference.units import ScoredBatch
-from gaf.runs import RunContext
 
 from .advantages import rloo_advantages
+from .on_policy import OnPolicy, OnPolicyConfig
 
 __all__ = ["PolicyGradientConfig", "Reinforce", "RLOO"]
 
 
 @attrs.define
-class PolicyGradientConfig(PreferenceConfig):
-    """Options of ``reinforce`` and ``rloo`` (``labels``, ``label_temperature``,
-    ``prompts``, ``rpo_alpha`` and ``too_long`` are not used)."""
+class PolicyGradientConfig(OnPolicyConfig):
+    """Options of ``reinforce`` and ``rloo``."""
 
-    beta: float = option(0.05, "β: weight of the sequence KL(π‖π_ref) penalty in the reward")
+    samples_per_prompt: int = option(4, "completions sampled per training prompt (k); each "
+                                        "step trains on batch_size × k of them")
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.samples_per_prompt < 1:
+            raise BadConfig(f"samples_per_prompt must be at least 1, got "
+                            f"{self.samples_per_prompt}")
 
 
-class PolicyGradient(PreferenceTraining):
+class PolicyGradient(OnPolicy):
     """Shared rollout, scoring and loss of ``reinforce`` and ``rloo`` (module docstring)."""
 
     Config = PolicyGradientConfig
-    uses = {"policy": "gpt2-tiny", "task": "sentiment", "sampler": "temperature",
-            "reward": "sentiment-oracle"}
     unit = "prompts"
     train_defaults = {"steps": 200, "batch_size": 16, "lr": 1e-4, "warmup_steps": 10,
                       "log_every": 10, "max_grad_norm": 1.0}
     plot_keys = ("loss", "objective/scores", "objective/rlhf_reward", "objective/kl",
                  "objective/advantage_std", "grad_norm")
-
-    def setup(self, ctx: RunContext) -> None:
-        if ctx.world.enabled and ctx.spec.train.parallel == "fsdp":
-            raise BadConfig(f"{ctx.spec.objective} samples inside each training step, which "
-                            "train.parallel='fsdp' does not support yet; use 'ddp'")
-        self.ctx = ctx
-        self.task = ctx.component("task")
-        self.sampler = ctx.component("sampler")
-        self.reward_fn = ctx.component("reward")
-        self.policy = self._sft_policy(ctx)
-        self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
-        self.batch_size = ctx.spec.train.batch_size
-        self.train_prompts = list(self.task.prompts("train"))
-        self.order = EpochOrder(len(self.train_prompts), ctx.spec.seed)
-        self.skipped = 0
-        self.data_stats = {"train_prompts": float(len(self.train_prompts))}
-
-    def batch_loss(self, batch: ScoredBatch, policy: SequenceLogProbs,
-                   ref: SequenceLogProbs | None) -> tuple[Tensor, dict[str, float]]:
-        raise TypeError("policy-gradient objectives score rollouts, not preference pairs")
 
     @abc.abstractmethod
     def baseline(self, rewards: Tensor) -> Tensor:
@@ -95,21 +74,18 @@ class PolicyGradient(PreferenceTraining):
         prompts = [self.train_prompts[i] for i in self.order.slice(start, count)]
         k = cfg.samples_per_prompt
         flat = [p for p in prompts for _ in range(k)]
-        gen = torch.Generator(device=self.policy.device)
-        gen.manual_seed(self.ctx.spec.seed * 1_000_003 + 7919 * index + world.rank)
+        rollout = self.sample(flat, index)
+        was_training = self.policy.training
         self.policy.eval()
         with torch.no_grad():
-            completions = self._generate(self.policy, flat, gen)
-            scores = torch.as_tensor(self.reward_fn(flat, completions), dtype=torch.float32)
-            batch = self.policy.prepare(flat, completions)
-            logp = self.policy.completion_logprobs(batch).sequence().sum
-            ref_logp = self.reference.completion_logprobs(batch).sequence().sum
-        self.policy.train()
-        scores = scores.to(logp.device)
+            logp = self.policy.completion_logprobs(rollout.batch).sequence().sum
+            ref_logp = self.reference.completion_logprobs(rollout.batch).sequence().sum
+        self.policy.train(was_training)
+        scores = self.score(flat, rollout, logp.device)
         kl = (logp - ref_logp).float()
         total = scores - cfg.beta * kl
         advantages = self.baseline(total.view(len(prompts), k)).flatten()
-        return {"batch": batch, "advantages": advantages, "scores": scores, "kl": kl,
+        return {"batch": rollout.batch, "advantages": advantages, "scores": scores, "kl": kl,
                 "metrics": {"objective/kl": float(kl.mean()),
                             "objective/scores": float(scores.mean()),
                             "objective/rlhf_reward": float(total.mean()),
@@ -136,6 +112,13 @@ class Reinforce(PolicyGradient):
 class RLOO(PolicyGradient):
     """REINFORCE leave-one-out: ``A_i = R_i − mean_{j≠i} R_j`` over the k samples of a
     prompt (``samples_per_prompt`` ≥ 2)."""
+
+    def setup(self, ctx: Any) -> None:
+        if self.config.samples_per_prompt < 2:
+            raise BadConfig(f"rloo needs samples_per_prompt >= 2 (the leave-one-out baseline "
+                            f"of a sample is the mean of the others), got "
+                            f"{self.config.samples_per_prompt}")
+        super().setup(ctx)
 
     def baseline(self, rewards: Tensor) -> Tensor:
         return rloo_advantages(rewards)
