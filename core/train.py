@@ -112,7 +112,11 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
                 parallel.load_optimizer(optimizer, opt_state)
             else:
                 optimizer.load_state_dict(opt_state)
-            start = checkpoint.load_schedule_and_rng(latest, scheduler, world.rank)["step"]
+            state = checkpoint.load_schedule_and_rng(latest, scheduler, world.rank)
+            start = state["step"]
+            saved = state.get("extra", {}).get("objective")
+            if saved is not None and hasattr(objective, "load_training_state"):
+                objective.load_training_state(saved)
             ctx.log(f"resuming from {latest} (step {start})")
         world.barrier()  # every rank has read the checkpoint before rank 0 edits the log
         if world.is_main:
@@ -144,9 +148,11 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
                     rng = world.gather(_rng_state())
                     weights, opt_state = (parallel.gather(optimizer) if parallel is not None
                                           else (None, None))
+                    extra = ({"objective": objective.training_state()}
+                             if hasattr(objective, "training_state") else None)
                     if world.is_main:
                         last_good = checkpoint.save_training_state(
-                            ckpt_dir, step, modules, optimizer, scheduler,
+                            ckpt_dir, step, modules, optimizer, scheduler, extra=extra,
                             keep=cfg.keep_checkpoints, rank_rng=rng, weights=weights,
                             optimizer_state=opt_state)
                         ctx.hook.gaf_checkpoint_saved(ctx=ctx, step=step, path=last_good)

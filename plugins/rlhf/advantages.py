@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["kl_k1", "kl_k3", "gae", "whiten", "masked_mean", "rloo_advantages"]
+__all__ = ["kl_k1", "kl_k3", "gae", "whiten", "masked_mean", "rloo_advantages", "token_rewards",
+           "explained_variance"]
 
 
 def kl_k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
@@ -74,3 +75,29 @@ def rloo_advantages(rewards: Tensor) -> Tensor:
         raise ValueError(f"RLOO needs at least 2 samples per prompt, got {k}")
     others = (rewards.sum(-1, keepdim=True) - rewards) / (k - 1)
     return rewards - others
+
+
+def token_rewards(scores: Tensor, kl: Tensor, mask: Tensor, beta: float) -> Tensor:
+    """PPO's per-token reward ``r_t = −β·k_t + [t = last real token]·score``.
+
+    ``scores`` ``(B,)`` are the sequence rewards (after any missing-EOS penalty), ``kl``
+    ``(B, T)`` the per-token KL estimates. The score goes on each row's *last real*
+    token (index ``mask.sum(1) − 1`` in the left-packed completion layout), never on
+    a pad after it; padding stays 0. A row with no real token gets nothing.
+    """
+    m = mask.to(kl.dtype)
+    rewards = -beta * kl * m
+    last = (mask.long().sum(1) - 1).clamp_min(0)
+    has = mask.any(1)
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    bonus = torch.where(has, scores.to(rewards.dtype), torch.zeros_like(rewards[:, 0]))
+    return rewards.index_put((rows, last), rewards[rows, last] + bonus)
+
+
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
+    """``1 − Var(R − V) / Var(R)`` over the real tokens: 1 for a perfect critic, 0 for
+    one that predicts the mean, negative for a worse one (0 when ``Var(R)`` is 0)."""
+    var_r = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    diff = returns - values
+    var_d = masked_mean((diff - masked_mean(diff, mask)) ** 2, mask)
+    return torch.where(var_r > 0, 1 - var_d / var_r.clamp_min(1e-12), torch.zeros_like(var_r))

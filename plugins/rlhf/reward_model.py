@@ -36,7 +36,7 @@ class RewardModel(nn.Module):
 
     Config = GPT2Config
     #: methods the trainer routes through DDP/FSDP (besides ``forward``)
-    gaf_ddp_methods = ("scores",)
+    gaf_ddp_methods = ("scores", "values")
 
     def __init__(self, config: GPT2Config | None = None):
         super().__init__()
@@ -81,6 +81,28 @@ class RewardModel(nn.Module):
         last = batch.attention_mask.long().sum(1) - 1
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return self.score(hidden[rows, last]).squeeze(-1).float()
+
+    def values(self, batch: LMBatch) -> Tensor:
+        """``(B, L)`` float32 per-token values of a policy's batch, laid out like
+        :meth:`GPT2Policy.completion_logprobs` (completion positions packed to the left,
+        0 elsewhere): entry ``t`` is the head applied where the model predicts
+        completion token ``t``, i.e. ``V(x, y_<t)`` (PPO's critic)."""
+        if batch.packed:
+            hidden = self.body(batch.input_ids, position_ids=batch.position_ids,
+                               mask_4d=batch.attention_mask_4d)
+            pairs, slots = batch.score_pair, batch.score_slot
+            at = hidden.flatten(0, 1)[batch.score_index]
+            B = batch.n_pairs
+        else:
+            hidden = self.body(batch.input_ids)
+            cmask = batch.completion_mask
+            pairs, cols = cmask.nonzero(as_tuple=True)
+            slots = cmask.long().cumsum(1)[pairs, cols] - 1
+            at = hidden[pairs, cols]
+            B = cmask.shape[0]
+        L = int(slots.max()) + 1 if slots.numel() else 0
+        v = self.score(at).squeeze(-1).float()
+        return v.new_zeros(B, L).index_put((pairs, slots), v)
 
     def forward(self, prompts: Sequence[str], completions: Sequence[str]) -> Tensor:
         """The :class:`~gaf.interfaces.RewardFn` call: ``(B,)`` float32 rewards."""

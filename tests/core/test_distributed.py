@@ -303,3 +303,25 @@ def test_gradients_that_bypass_ddp_stop_the_run_with_a_clear_error(tmp_path):
     out = launch(tmp_path, "bad", "sft", sft_sets(tmp_path), nproc=2, env={"UNROUTED": "1"})
     assert out.returncode != 0
     assert "gaf_ddp_methods" in out.stderr and "not routed through DDP" in out.stderr
+
+
+def test_ppo_with_critic_and_ptx_keeps_two_ranks_in_lockstep(tmp_path):
+    """PPO trains two modules (policy and critic, whose ``values`` goes through DDP)
+    on per-rank rollouts, with globally whitened advantages and the ptx term: both
+    ranks end identical, and β adapts the same way on both."""
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in SFT_ROWS))
+    sets = [f"task.path={json.dumps(str(data))}", *TINY, "objective.sft_steps=0",
+            "objective.eval_prompts=2", "objective.eval_samples=1",
+            "objective.max_new_tokens=4", "objective.ppo_epochs=2", "objective.ptx_coef=0.5",
+            "objective.target_kl=0.01", "objective.kl_horizon=8", "train.steps=4",
+            "train.batch_size=4", "train.lr=1e-3", "train.log_every=1"]
+    out = launch(tmp_path, "ppo", "ppo", [*sets, "train.parallel=ddp"], nproc=2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r0, r1 = final_weights(tmp_path, "ppo", 0), final_weights(tmp_path, "ppo", 1)
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    summary = json.loads((tmp_path / "ppo" / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["beta_final"] != 0.05
+    log = metrics(tmp_path, "ppo")
+    assert "loss/ptx" in log[-1] and "value/explained_variance" in log[-1]
