@@ -53,7 +53,7 @@ def main(rollouts: int = 4, size: int = 64, new_tokens: int = 64) -> None:
         optimizer = make_optimizer(spec.train, params)
         per_rollout = obj.updates
         t_sample = t_rollout = t_update = 0.0
-        tokens = samples = 0
+        tokens = sampled = samples = 0
         for r in range(rollouts + 1):  # rollout 0 warms up
             prompts = obj.train_prompts[:size]
             t0 = time.perf_counter()
@@ -77,10 +77,11 @@ def main(rollouts: int = 4, size: int = 64, new_tokens: int = 64) -> None:
                 t_rollout += t2 - t1
                 t_update += t4 - t3
                 tokens += n_tokens
+                sampled += int(rollout.batch.completion_mask.sum())
                 samples += per_rollout * mini
             del rollout
     print(f"ppo rollout_tokens_per_s={tokens / t_rollout:.1f} "
-          f"sampling_tokens_per_s={tokens / t_sample:.1f} "
+          f"sampling_tokens_per_s={sampled / t_sample:.1f} "
           f"update_samples_per_s={samples / t_update:.1f} rollouts={rollouts} "
           f"rollout_size={size} new_tokens={new_tokens} "
           f"mean_completion_tokens={tokens / (rollouts * size):.1f} "

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from gaf.config import option
 from gaf.errors import BadConfig
-from gaf.interfaces import Rollout, RolloutPolicy, SequenceLogProbs
+from gaf.interfaces import Rollout, RolloutPolicy, SequenceLogProbs, batched
 from gaf.plugins.preference.data_order import EpochOrder
 from gaf.plugins.preference.pipeline import PreferenceTraining
 from gaf.plugins.preference.units import ScoredBatch
@@ -106,6 +106,31 @@ class OnPolicy(PreferenceTraining):
                                            generator=gen)
         finally:
             self.policy.train(was_training)
+
+    def evaluate(self, ctx: RunContext) -> dict[str, float]:
+        """The DPO family's evaluation, plus ``sft_nll`` and ``reference_sft_nll``: the
+        mean per-token NLL of held-out SFT examples (up to ``eval_batch_size`` × 2) under
+        the policy and under the SFT reference, which shows what RL cost the language
+        model (the "alignment tax" PPO-ptx is meant to reduce)."""
+        out = super().evaluate(ctx)
+        examples = list(self.task.sft_examples("eval"))[:2 * self.config.eval_batch_size]
+        if examples:
+            out["sft_nll"] = self._nll(self.policy, examples)
+            out["reference_sft_nll"] = self._nll(self.reference, examples)
+        return out
+
+    def _nll(self, model: Any, examples: Sequence[Any]) -> float:
+        total, count = 0.0, 0.0
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            for chunk in batched(list(examples), self.config.eval_batch_size):
+                lp = model.completion_logprobs(model.prepare([e.prompt for e in chunk],
+                                                             [e.completion for e in chunk]))
+                total += float(-lp.token_logps.sum())
+                count += float(lp.mask.sum())
+        model.train(was_training)
+        return total / max(count, 1.0)
 
     def score(self, prompts: Sequence[str], rollout: Rollout, device: Any) -> Tensor:
         """``(B,)`` float32 rewards of a rollout's completions."""

@@ -74,9 +74,10 @@ class PPOConfig(OnPolicyConfig):
 
     target_kl: float = option(0.0, "target sequence KL (nats) of the adaptive KL controller "
                                    "(Ziegler et al.); 0 = fixed beta")
-    kl_horizon: int = option(200, "horizon of the adaptive controller, in episodes (Ziegler "
-                                  "et al. used 10,000 for runs of ~10^5 episodes; the default "
-                                  "run has 1,600)")
+    kl_horizon: int = option(32, "horizon of the adaptive controller, in episodes: β moves "
+                                 "by at most 20% × rollout / horizon per rollout (Ziegler et "
+                                 "al. used 10,000 for ~10^5 episodes; the default run has "
+                                 "1,600 and a learned reward's scale may be far from 1)")
     kl_estimator: Literal["k1", "k3"] = option(
         "k1", "per-token KL in the reward: 'k1' (log-ratio) or 'k3' (non-negative)")
     ppo_epochs: int = option(4, "passes over each rollout")
