@@ -1,0 +1,1 @@
+"""Latent diffusion plugins: first-stage autoencoders, noise schedulers and the LDM pieces."""
