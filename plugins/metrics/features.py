@@ -1,0 +1,394 @@
+"""The in-domain feature network behind ``fd`` and ``kid``, and its training.
+
+Inception, CLIP and VGG weights are downloads that gaf cannot reach, so the features
+for Fréchet distance and KID come from a small classifier trained here, **on the
+real training split only**, with the dataset's class labels:
+
+    conv3×3(C→w) → [conv3×3 stride 2 → conv3×3] × 2 stages (w→2w→4w channels),
+    each conv followed by GroupNorm and ReLU → global average pool (4w)
+    → Linear(4w → feature_dim) → ReLU  = the **features** (penultimate activations)
+    → Linear(feature_dim → num_classes) = the logits (cross-entropy)
+
+Training is AdamW (weight decay 1e-4) with a cosine learning-rate decay, no
+augmentation, deterministic for a seed (initialisation and shuffling come from
+seeded generators). With the defaults (width 16, 128 features, 4 epochs, batch 128)
+10k 32×32 RGB images take about 35 s on one (busy) CPU core. The held-out split (``eval_ds``) is never
+trained on: it gives the network's held-out classification **accuracy** (how much
+the features know about the domain; a network at chance level gives meaningless
+distances) and, optionally, the **real-vs-real floor**: the Fréchet distance and
+KID between two disjoint random halves of the held-out split, i.e. the score that a
+perfect generator would get at that sample size.
+
+Saved as a directory (nothing is unpickled on load)::
+
+    model.safetensors     the weights
+    feature_net.json      {"format": "gaf.feature_net", "version": 1,
+                           "config": {in_channels, num_classes, width, feature_dim,
+                                      resolution},
+                           "dataset": description of the training data,
+                           "n_train": images trained on, "n_eval": held-out images,
+                           "accuracy": held-out accuracy in [0, 1],
+                           "training": {epochs, batch_size, lr, weight_decay, seed,
+                                        seconds},
+                           "floor": {"fd", "kid", "kid_std", "n_per_side",
+                                     "kid_subsets", "kid_subset_size", "split"} or null}
+
+Public API: :func:`train_feature_net`, :class:`FeatureNet` (``features(images)``,
+``save(dir)``, ``FeatureNet.load(dir)``), :func:`load_images` (a dataset, a tensor or
+an iterable of batches → one ``(N, C, H, W)`` tensor, and labels when present).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gaf.checkpoint import (atomic_save_tensors, atomic_write_text, load_state, load_tensors,
+                            read_json)
+from gaf.errors import BadConfig, BadData
+
+__all__ = ["FeatureNet", "FeatureNetConfig", "train_feature_net", "load_images",
+           "WEIGHTS_FILE", "META_FILE"]
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "feature_net.json"
+FORMAT = "gaf.feature_net"
+VERSION = 1
+
+
+@attrs.define
+class FeatureNetConfig:
+    """The architecture of a :class:`FeatureNet` (stored in its JSON sidecar)."""
+
+    in_channels: int = 3
+    num_classes: int = 10
+    width: int = 16
+    feature_dim: int = 128
+    resolution: int = 32  # the image side it was trained on (recorded, and checked on use)
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("in_channels", "num_classes", "width", "feature_dim", "resolution"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise BadConfig(f"feature net {name} must be an integer >= 1, got {value!r}")
+        if self.num_classes < 2:
+            raise BadConfig("a feature net needs at least 2 classes to learn from labels")
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    groups = math.gcd(cout, 8)
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(groups, cout),
+                         nn.ReLU())
+
+
+class FeatureNet(nn.Module):
+    """A small CNN classifier whose penultimate activations are the metric features.
+
+    ``info`` holds what the JSON sidecar records besides the architecture (dataset,
+    accuracy, sizes, training options, floor).
+    """
+
+    def __init__(self, config: FeatureNetConfig | None = None,
+                 info: Mapping[str, Any] | None = None):
+        super().__init__()
+        self.config = config or FeatureNetConfig()
+        self.info: dict[str, Any] = dict(info or {})
+        c, w = self.config, self.config.width
+        self.body = nn.Sequential(
+            _block(c.in_channels, w, 1),
+            _block(w, 2 * w, 2), _block(2 * w, 2 * w, 1),
+            _block(2 * w, 4 * w, 2), _block(4 * w, 4 * w, 1),
+        )
+        self.feature = nn.Linear(4 * w, c.feature_dim)
+        self.head = nn.Linear(c.feature_dim, c.num_classes)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Held-out classification accuracy recorded at training time."""
+        return self.info.get("accuracy")
+
+    @property
+    def floor(self) -> dict[str, Any] | None:
+        """The real-vs-real floor recorded at training time (or ``None``)."""
+        return self.info.get("floor")
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Penultimate activations ``(B, feature_dim)`` of images ``(B, C, H, W)`` in [-1, 1]."""
+        h = self.body(x).mean(dim=(2, 3))
+        return F.relu(self.feature(h))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``(B, num_classes)``."""
+        return self.head(self.embed(x))
+
+    def check_images(self, images: Tensor) -> None:
+        c = self.config
+        if images.dim() != 4 or images.shape[1] != c.in_channels:
+            raise ValueError(f"the feature net takes (N, {c.in_channels}, H, W) images, "
+                             f"got shape {tuple(images.shape)}")
+        if tuple(images.shape[2:]) != (c.resolution, c.resolution):
+            raise ValueError(f"the feature net was trained on {c.resolution}x{c.resolution} "
+                             f"images, got {images.shape[2]}x{images.shape[3]}: features of "
+                             "another resolution are not comparable")
+
+    @torch.no_grad()
+    def features(self, images: Tensor | Iterable[Any], batch_size: int = 256) -> Tensor:
+        """Features ``(N, feature_dim)`` float64 of ``images`` (see :func:`load_images`)."""
+        if not isinstance(images, Tensor):
+            images, _ = load_images(images)
+        self.check_images(images)
+        was_training = self.training
+        self.eval()
+        try:
+            out = [self.embed(images[i:i + batch_size].float())
+                   for i in range(0, images.shape[0], batch_size)]
+        finally:
+            self.train(was_training)
+        if not out:
+            return torch.zeros(0, self.config.feature_dim, dtype=torch.float64)
+        return torch.cat(out).to(torch.float64)
+
+    # ----------------------------------------------------------------- save / load
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.safetensors`` and ``feature_net.json`` into directory ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_save_tensors(self.state_dict(), path / WEIGHTS_FILE, {"gaf_kind": FORMAT})
+        meta = {"format": FORMAT, "version": VERSION, "config": attrs.asdict(self.config),
+                **self.info}
+        atomic_write_text(path / META_FILE, json.dumps(meta, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureNet:
+        """Rebuild a network written by :meth:`save` (safetensors + JSON; no pickle)."""
+        path = Path(path)
+        if not (path / META_FILE).is_file():
+            raise BadData(f"not a feature net directory (no {META_FILE}); make one with "
+                          "gaf.plugins.metrics.features.train_feature_net(train_ds, eval_ds)"
+                          ".save(dir)", path=str(path))
+        meta = read_json(path / META_FILE)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise BadData(f"not a feature net file (format is not {FORMAT!r})",
+                          path=str(path / META_FILE))
+        if meta.get("version") != VERSION:
+            raise BadData(f"unsupported feature net version {meta.get('version')!r}",
+                          path=str(path / META_FILE))
+        try:
+            config = FeatureNetConfig(**meta["config"])
+        except (KeyError, TypeError, BadConfig) as exc:
+            raise BadData(f"bad feature net config: {exc}", path=str(path / META_FILE)) from None
+        info = {k: v for k, v in meta.items() if k not in ("format", "version", "config")}
+        net = cls(config, info)
+        load_state(net, load_tensors(path / WEIGHTS_FILE), where=str(path / WEIGHTS_FILE))
+        net.eval()
+        return net
+
+
+# ---------------------------------------------------------------------- data
+
+
+def load_images(data: Any, limit: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """Gather images (and labels, when every item has one) into tensors.
+
+    ``data`` is a ``(N, C, H, W)`` tensor, a map-style dataset whose items are dicts
+    with ``"image"`` (and ``"label"``), or an iterable of such dicts, of image batches
+    ``(B, C, H, W)`` or of dict batches. Returns ``(images float32, labels int64 or
+    None)``; ``limit`` keeps the first ``limit`` images.
+    """
+    if isinstance(data, Tensor):
+        images = data if limit is None else data[:limit]
+        return images.float(), None
+    images: list[Tensor] = []
+    labels: list[Tensor] = []
+    has_labels = True
+    count = 0
+
+    def items() -> Iterable[Any]:
+        if hasattr(data, "__len__") and hasattr(data, "__getitem__"):  # map-style
+            for i in range(len(data)):
+                yield data[i]
+        else:
+            yield from data
+
+    for item in items():
+        if limit is not None and count >= limit:
+            break
+        if isinstance(item, Mapping):
+            img = torch.as_tensor(item["image"])
+            lab = item.get("label")
+        else:
+            img, lab = torch.as_tensor(item), None
+        if img.dim() == 3:
+            img = img.unsqueeze(0)
+            lab = None if lab is None else torch.as_tensor([int(lab)])
+        elif lab is not None:
+            lab = torch.as_tensor(lab).long().reshape(-1)
+        if img.dim() != 4:
+            raise ValueError(f"expected images (C, H, W) or batches (B, C, H, W), "
+                             f"got shape {tuple(img.shape)}")
+        if limit is not None:
+            img = img[:limit - count]
+            lab = None if lab is None else lab[:limit - count]
+        images.append(img.float())
+        if lab is None:
+            has_labels = False
+        else:
+            labels.append(lab.long())
+        count += img.shape[0]
+    if not images:
+        raise ValueError("no images")
+    out = torch.cat(images)
+    return out, (torch.cat(labels) if has_labels else None)
+
+
+def _describe(ds: Any) -> str:
+    for attr in ("description", "name"):
+        value = getattr(ds, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    parts = [type(ds).__name__]
+    for attr in ("split", "resolution", "channels", "num_classes"):
+        value = getattr(ds, attr, None)
+        if value is not None:
+            parts.append(f"{attr}={value}")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------- training
+
+
+def train_feature_net(train_ds: Any, eval_ds: Any, *, epochs: int = 4, batch_size: int = 128,
+                      lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0,
+                      width: int = 16, feature_dim: int = 128, num_classes: int | None = None,
+                      max_train: int | None = None, max_eval: int | None = None,
+                      description: str | None = None, compute_floor: bool = True,
+                      floor_subsets: int = 50, floor_subset_size: int = 1000,
+                      num_threads: int | None = None, verbose: bool = False) -> FeatureNet:
+    """Train a :class:`FeatureNet` on ``train_ds`` (the real training split) only.
+
+    ``train_ds`` and ``eval_ds`` give ``{"image", "label"}`` items (see
+    :func:`load_images`). ``eval_ds`` must be disjoint from ``train_ds``: it is used
+    only to measure the held-out accuracy and, when ``compute_floor``, the
+    real-vs-real floor (FD and KID between two disjoint random halves of it). The
+    returned network is in eval mode; its ``info`` records the dataset
+    (``description`` or one made from the dataset's attributes), ``n_train``,
+    ``n_eval``, ``accuracy``, the training options and the floor.
+
+    ``num_threads`` sets torch's intra-op threads for the call (restored after): on a
+    machine shared with other jobs, ``1`` can be many times faster than the default
+    (oversubscribed OpenMP threads wait on each other).
+    """
+    with _threads(num_threads):
+        return _train(train_ds, eval_ds, epochs=epochs, batch_size=batch_size, lr=lr,
+                      weight_decay=weight_decay, seed=seed, width=width,
+                      feature_dim=feature_dim, num_classes=num_classes, max_train=max_train,
+                      max_eval=max_eval, description=description, compute_floor=compute_floor,
+                      floor_subsets=floor_subsets, floor_subset_size=floor_subset_size,
+                      verbose=verbose)
+
+
+@contextlib.contextmanager
+def _threads(num_threads: int | None) -> Iterator[None]:
+    if num_threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(train_ds: Any, eval_ds: Any, *, epochs: int, batch_size: int, lr: float,
+           weight_decay: float, seed: int, width: int, feature_dim: int,
+           num_classes: int | None, max_train: int | None, max_eval: int | None,
+           description: str | None, compute_floor: bool, floor_subsets: int,
+           floor_subset_size: int, verbose: bool) -> FeatureNet:
+    from .frechet import fd_from_features, kid_from_features  # no import cycle at load
+
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise BadConfig("epochs and batch_size must be >= 1 and lr > 0")
+    if eval_ds is train_ds:
+        raise BadConfig("eval_ds must be a held-out split, not the training set itself")
+    x, y = load_images(train_ds, max_train)
+    if y is None:
+        raise BadData("train_feature_net needs labelled items ({'image', 'label'})")
+    ex, ey = load_images(eval_ds, max_eval)
+    if ey is None:
+        raise BadData("train_feature_net needs a labelled eval split ({'image', 'label'})")
+    if x.shape[2] != x.shape[3]:
+        raise ValueError(f"square images expected, got {x.shape[2]}x{x.shape[3]}")
+    if tuple(ex.shape[1:]) != tuple(x.shape[1:]):
+        raise ValueError(f"train and eval images differ: {tuple(x.shape[1:])} vs "
+                         f"{tuple(ex.shape[1:])}")
+    if num_classes is None:
+        num_classes = getattr(train_ds, "num_classes", None) or int(max(y.max(), ey.max())) + 1
+    if int(y.min()) < 0 or int(max(y.max(), ey.max())) >= num_classes:
+        raise BadData(f"labels must lie in [0, {num_classes})")
+    config = FeatureNetConfig(in_channels=int(x.shape[1]), num_classes=int(num_classes),
+                              width=width, feature_dim=feature_dim, resolution=int(x.shape[2]))
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = FeatureNet(config)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    n = x.shape[0]
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    net.train()
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        running = 0.0
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item()
+        if verbose:
+            print(f"feature net epoch {epoch + 1}/{epochs}: loss {running / steps_per_epoch:.4f}")
+    net.eval()
+    with torch.no_grad():
+        pred = torch.cat([net(ex[i:i + 512]).argmax(1) for i in range(0, ex.shape[0], 512)])
+    accuracy = float((pred == ey).float().mean())
+    seconds = time.perf_counter() - start
+    floor = None
+    if compute_floor and ex.shape[0] >= 4:
+        feats = net.features(ex)
+        perm = torch.randperm(ex.shape[0], generator=torch.Generator().manual_seed(seed + 1))
+        half = ex.shape[0] // 2
+        a, b = feats[perm[:half]], feats[perm[half:2 * half]]
+        kid = kid_from_features(a, b, subsets=floor_subsets, subset_size=floor_subset_size,
+                                seed=seed)
+        floor = {"fd": fd_from_features(a, b), "kid": kid["kid"], "kid_std": kid["kid_std"],
+                 "n_per_side": half, "kid_subsets": floor_subsets,
+                 "kid_subset_size": min(floor_subset_size, half),
+                 "split": "held-out eval split, two disjoint random halves"}
+    net.info = {"dataset": description or _describe(train_ds), "n_train": int(n),
+                "n_eval": int(ex.shape[0]), "accuracy": accuracy,
+                "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr,
+                             "weight_decay": weight_decay, "seed": seed,
+                             "seconds": round(seconds, 2)},
+                "floor": floor}
+    if verbose:
+        print(f"feature net: held-out accuracy {accuracy:.4f} on {ex.shape[0]} images "
+              f"({seconds:.1f} s)")
+    return net
