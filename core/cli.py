@@ -1,8 +1,9 @@
 """The ``gaf`` command line (click). Importing this module does not import torch.
 
 Commands: ``gaf list [KIND] [PATTERN]``, ``gaf show KIND NAME``, ``gaf run``,
-``gaf sample``, ``gaf --version``. Errors a user can cause print one line and exit
-with code 2 (3 for a non-finite loss); they never end in a traceback.
+``gaf sample``, ``gaf eval RUN_DIR``, ``gaf --version``. Errors a user can cause
+print one line and exit with code 2 (3 for a non-finite loss); they never end in a
+traceback.
 """
 
 from __future__ import annotations
@@ -346,6 +347,66 @@ def sample_cmd(policy: str, prompts: tuple[str, ...], sampler: str, sets: tuple[
             click.echo(json.dumps({"prompt": p, "completion": c}, ensure_ascii=False))
         else:
             click.echo(f"{p}{click.style(c, fg='green')}")
+
+
+# ------------------------------------------------------------------------- eval
+
+
+@main.command("eval")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="change an evaluation option, e.g. objective.eval_images=200 (repeatable)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="where to evaluate [default: the run's device]")
+@click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object")
+def eval_cmd(run_dir: str, sets: tuple[str, ...], device: str | None, as_json: bool) -> None:
+    """Re-run a finished run's evaluation on its saved model (gaf eval RUN_DIR).
+
+    Rebuilds the run's objective from RUN_DIR/config.toml, loads the trained weights
+    (the exported RUN_DIR/<module>/ components, else the newest checkpoint), runs the
+    objective's evaluation and writes the metrics to RUN_DIR/eval.json.
+    """
+    path = Path(run_dir)
+    if not (path / "config.toml").is_file():
+        raise BadConfig(f"{run_dir} is not a run directory (it has no config.toml)")
+    import torch
+
+    from . import checkpoint
+    from .runs import RunContext, load_run_spec
+
+    spec = load_run_spec(path, sets)
+    if device:
+        spec.device = device
+    obj_cls = REGISTRY.get("objective", spec.objective)
+    objective = obj_cls(spec.objective_config) if spec.objective_config is not None else obj_cls()
+    from rich.console import Console
+
+    ctx = RunContext(spec, path, console=Console(stderr=True))
+    torch.manual_seed(spec.seed)
+    objective.setup(ctx)
+    modules = dict(objective.modules())
+    latest = checkpoint.latest_checkpoint(path / "checkpoints")
+    if latest is not None:
+        checkpoint.load_module_weights(latest, modules)
+    exported = [n for n in modules if (path / n / checkpoint.WEIGHTS_FILE).is_file()]
+    for name in exported:  # the exported components win (they may hold more, e.g. a scale)
+        weights = path / name / checkpoint.WEIGHTS_FILE
+        checkpoint.load_state(modules[name], checkpoint.load_tensors(weights), where=str(weights))
+    if latest is None and not exported:
+        raise BadConfig(f"{run_dir} has no trained weights (no checkpoint and no exported "
+                        f"module directory); did the run finish?")
+    for mod in modules.values():
+        mod.eval()
+    with torch.no_grad():
+        metrics = objective.evaluate(ctx) or {}
+    checkpoint.atomic_write_text(path / "eval.json",
+                                 json.dumps(metrics, indent=2, default=str) + "\n")
+    if as_json:
+        click.echo(json.dumps(metrics, default=str))
+        return
+    for key, value in metrics.items():
+        click.echo(f"{key}: {_fmt(value)}")
+    click.echo(f"metrics written to {path / 'eval.json'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

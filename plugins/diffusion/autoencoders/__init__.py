@@ -1,0 +1,26 @@
+"""LDM first-stage autoencoders: ``kl-vae`` (:class:`KLAutoencoder`) and ``vqgan``
+(:class:`VQAutoencoder`), with the PatchGAN :class:`PatchDiscriminator` used to train them.
+
+Both implement :class:`gaf.interfaces.Autoencoder`: ``encode(x) -> z`` maps images
+``(B, C, H, W)`` in ``[-1, 1]`` to latents ``(B, c, H/f, W/f)``, ``decode(z) -> x``
+maps back, and ``scale_factor`` (fitted after training, saved in the state dict)
+multiplies latents before diffusion. See :mod:`.blocks` for the encoder/decoder
+architecture and its options, :mod:`.kl` and :mod:`.vq` for the two latent
+regularisers, :mod:`gaf.plugins.diffusion.autoencoder_training` for the losses and
+the training objective ``autoencoder``.
+
+Default size (``downsample=4, latent_channels=3, base_channels=16``, channel
+widths 16/32/64 from ``channel_mult=(1, 2, 4)``, ``num_res_blocks=1``, mid attention
+on): 0.68M parameters (``vqgan``: the same plus the codebook), ~88M multiply-adds per
+32x32 image, meant for 32x32 images on a CPU (a training step of 16 images takes
+~0.07 s on two cores).
+"""
+
+from .blocks import AutoencoderConfig, Decoder, Encoder
+from .discriminator import PatchDiscriminator
+from .kl import AutoencoderOutput, DiagonalGaussian, KLAutoencoder, KLConfig
+from .vq import QuantizerOutput, VectorQuantizer, VQAutoencoder, VQConfig
+
+__all__ = ["AutoencoderConfig", "AutoencoderOutput", "Decoder", "DiagonalGaussian", "Encoder",
+           "KLAutoencoder", "KLConfig", "PatchDiscriminator", "QuantizerOutput",
+           "VQAutoencoder", "VQConfig", "VectorQuantizer"]
