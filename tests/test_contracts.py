@@ -83,3 +83,55 @@ def test_pairwise_objectives_are_preference_objectives(name):
     loss = obj.pair_loss(seq, seq.select(torch.tensor([1, 0])), ref,
                          None if ref is None else ref.select(torch.tensor([1, 0])))
     assert loss.shape == (2,) and torch.isfinite(loss).all()
+
+
+def _image_options(kind, name, tmp_path):
+    """Small options that build each image-side component without outside data."""
+    if (kind, name) == ("dataset", "idx"):
+        import gzip
+        import struct
+
+        images = bytes(range(2 * 4 * 4))
+        (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(struct.pack(">IIII", 2051, 2, 4, 4) + images))
+        (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(struct.pack(">II", 2049, 2) + bytes([1, 7])))
+        return {"path": str(tmp_path)}
+    if (kind, name) == ("dataset", "folder"):
+        from PIL import Image
+
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "a.png")
+        (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "red"}\n')
+        return {"path": str(tmp_path), "resolution": 8}
+    if kind == "dataset":
+        return {"size": 8, "resolution": 16}
+    return {}
+
+
+IMAGE_INTERFACES = {"dataset": I.Dataset, "scheduler": I.Scheduler, "metric": I.Metric,
+                    "autoencoder": I.Autoencoder}
+
+
+@pytest.mark.parametrize("kind, name", [p for k in IMAGE_INTERFACES for p in entries(k)])
+def test_image_component_fits_its_interface(kind, name, tmp_path):
+    obj = gaf.create(kind, name, **_image_options(kind, name, tmp_path))
+    assert isinstance(obj, IMAGE_INTERFACES[kind]) and obj.gaf_name == name
+    if kind == "dataset":
+        item = obj[0]
+        assert item["image"].dtype == torch.float32 and item["image"].dim() == 3
+        assert float(item["image"].abs().max()) <= 1.0 and isinstance(item["caption"], str)
+        assert 0 <= item["label"] < obj.num_classes
+    if kind == "scheduler":
+        obj.set_timesteps(10)
+        ts = obj.timesteps.tolist()
+        assert len(ts) == 10 and ts == sorted(ts, reverse=True)
+        x = torch.randn(2, 3, 4, 4)
+        out = obj.step(torch.randn_like(x), ts[0], x, generator=torch.Generator().manual_seed(0))
+        assert out.shape == x.shape and torch.isfinite(out).all()
+    if kind == "metric" and name in ("psnr", "ssim"):
+        x = torch.rand(2, 3, 16, 16) * 2 - 1
+        assert set(obj(x, x)) == {name}
+    if kind == "autoencoder":
+        x = torch.rand(1, 3, 16, 16) * 2 - 1
+        with torch.no_grad():
+            assert obj.decode(obj.encode(x)).shape == x.shape
