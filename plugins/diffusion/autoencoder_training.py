@@ -79,7 +79,10 @@ Evaluation (``evaluate``, also ``gaf eval RUN_DIR``)
    training split (:mod:`gaf.plugins.metrics.features`, trained once and cached in
    ``RUN_DIR/features/``). Reported with ``feature_accuracy`` (its held-out
    accuracy) and ``rfd_floor``, the real-vs-real FD between those images and the
-   next ``eval_images`` real eval images (what a perfect autoencoder would score).
+   next ``eval_images`` real eval images: the FD between two different real samples
+   of this size, i.e. the scale of sampling noise. A perfect autoencoder scores 0
+   (its reconstructions *are* the real images); an rFD below the floor means the
+   reconstructions differ from their originals less than two real samples differ.
    Not comparable with published rFID values (no Inception network here).
 4. ``autoencoder_parameters``, ``discriminator_parameters``, ``latent_std`` (of the
    unscaled latents) and ``scale_factor``; ``samples/reconstructions.png`` is a grid
@@ -136,7 +139,7 @@ class AutoencoderTrainingConfig:
     scale_images: int = option(1000, "training images used to fit the latent scale factor")
     grid_images: int = option(8, "images in samples/reconstructions.png")
     fd: bool = option(True, "report in-domain rFD (trains a small feature net once)")
-    fd_epochs: int = option(4, "feature-net training epochs")
+    fd_epochs: int = option(12, "feature-net training epochs")
     fd_train_images: int = option(5000, "training images for the feature net (0 = all)")
 
     def __attrs_post_init__(self) -> None:

@@ -5,14 +5,19 @@ for Fréchet distance and KID come from a small classifier trained here, **on th
 real training split only**, with the dataset's class labels:
 
     conv3×3(C→w) → [conv3×3 stride 2 → conv3×3] × 2 stages (w→2w→4w channels),
-    each conv followed by GroupNorm and ReLU → global average pool (4w)
+    each conv followed by GroupNorm and ReLU → global max pool (4w)
     → Linear(4w → feature_dim) → ReLU  = the **features** (penultimate activations)
     → Linear(feature_dim → num_classes) = the logits (cross-entropy)
 
 Training is AdamW (weight decay 1e-4) with a cosine learning-rate decay, no
 augmentation, deterministic for a seed (initialisation and shuffling come from
-seeded generators). With the defaults (width 16, 128 features, 4 epochs, batch 128)
-10k 32×32 RGB images take about 35 s on one (busy) CPU core. The held-out split (``eval_ds``) is never
+seeded generators). With the defaults (width 16, 128 features, 12 epochs, batch 64)
+5,000 32×32 shapes train in about 20 s on 2 CPU cores and reach 0.61 held-out
+accuracy on the 30 (colour, shape) classes of the first object: 0.82 on one-object
+scenes, 0.39 on two-object ones, whose label the pixels alone leave ambiguous (which
+object is "first" is said only by the caption's relation), so ≈ 0.75 is the ceiling.
+Max pooling matters: objects are small and sparse, and a mean-pooled net reached
+0.21. The held-out split (``eval_ds``) is never
 trained on: it gives the network's held-out classification **accuracy** (how much
 the features know about the domain; a network at chance level gives meaningless
 distances) and, optionally, the **real-vs-real floor**: the Fréchet distance and
@@ -124,7 +129,10 @@ class FeatureNet(nn.Module):
 
     def embed(self, x: Tensor) -> Tensor:
         """Penultimate activations ``(B, feature_dim)`` of images ``(B, C, H, W)`` in [-1, 1]."""
-        h = self.body(x).mean(dim=(2, 3))
+        # global *max* pooling: objects in these datasets are small and sparse, and a
+        # spatial mean dilutes them into the background (on 32x32 shapes a mean-pooled
+        # net reached 0.21 held-out accuracy in 12 epochs, a max-pooled one 0.61)
+        h = self.body(x).amax(dim=(2, 3))
         return F.relu(self.feature(h))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -269,7 +277,7 @@ def _describe(ds: Any) -> str:
 # ------------------------------------------------------------------- training
 
 
-def train_feature_net(train_ds: Any, eval_ds: Any, *, epochs: int = 4, batch_size: int = 128,
+def train_feature_net(train_ds: Any, eval_ds: Any, *, epochs: int = 12, batch_size: int = 64,
                       lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0,
                       width: int = 16, feature_dim: int = 128, num_classes: int | None = None,
                       max_train: int | None = None, max_eval: int | None = None,
