@@ -86,6 +86,7 @@ held-out split when the network was trained.
 
 from __future__ import annotations
 
+import abc
 import math
 import warnings
 from pathlib import Path
@@ -205,7 +206,7 @@ def _check_common(cfg: Any) -> None:
         raise BadConfig(f"batch_size must be an integer >= 1, got {cfg.batch_size!r}")
 
 
-class _FeatureMetric:
+class _FeatureMetric(abc.ABC):
     """Shared loading of the feature network and feature extraction."""
 
     name = "fd"
@@ -254,9 +255,10 @@ class _FeatureMetric:
         out["feature_accuracy"] = self._accuracy()
         return out
 
+    @abc.abstractmethod
     def score_features(self, real: Tensor, fake: Tensor,
-                       real2: Tensor | None = None) -> dict[str, float]:  # pragma: no cover
-        raise NotImplementedError
+                       real2: Tensor | None = None) -> dict[str, float]:
+        """The metric and its floor from precomputed features."""
 
 
 @attrs.define

@@ -276,7 +276,8 @@ class PPO(OnPolicy):
 
     def loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         cfg = self.config
-        buf, rows = batch["buffer"], batch["rows"].to(self.buffer.mask.device)
+        buf = batch["buffer"]
+        rows = batch["rows"].to(buf.mask.device)
         lm_batch = buf.rollout.batch.select(rows)
         lp = self.policy.completion_logprobs(lm_batch)
         L = lp.mask.shape[1]

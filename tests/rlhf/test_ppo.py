@@ -248,7 +248,7 @@ def test_value_init_reward_copies_the_reward_model(tmp_path):
 
 
 class _Crash(Exception):
-    pass
+    """Raised by :class:`_CrashAt` to simulate a crash after a step."""
 
 
 class _CrashAt:
