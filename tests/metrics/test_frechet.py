@@ -15,7 +15,7 @@ import gaf
 from gaf import interfaces as I
 from gaf.errors import BadConfig, BadData
 from gaf.plugins.metrics.features import FeatureNet, load_images, train_feature_net
-from gaf.plugins.metrics.frechet import (InDomainFD, InDomainKID, fd_from_features,
+from gaf.plugins.metrics.frechet import (InDomainFD, fd_from_features,
                                          feature_statistics, frechet_distance,
                                          kid_from_features, mmd2_unbiased, sqrtm_psd,
                                          trace_sqrt_product)
