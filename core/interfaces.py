@@ -11,10 +11,12 @@ Language-model side (implemented by the built-in plugins today):
 * data: :class:`SFTExample`, :class:`PreferenceGroup`, :class:`CompletionLogProbs`,
   :class:`SequenceLogProbs`, :class:`Rollout`.
 
-Image side (defined now so that later plugins fit; no implementation yet):
+Image side:
 
-* :class:`Autoencoder`, :class:`NoiseModel`, :class:`Scheduler`,
-  :class:`Conditioner`, :class:`Dataset`, :class:`Metric`.
+* :class:`Dataset`, :class:`Scheduler`, :class:`Autoencoder`, :class:`Metric`
+  (implemented by the built-in plugins);
+* :class:`NoiseModel`, :class:`Conditioner` (defined so that the text-to-image
+  plugins fit; no implementation yet).
 """
 
 from __future__ import annotations
