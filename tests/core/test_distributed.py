@@ -89,6 +89,11 @@ def launch(tmp_path, name, objective, sets, nproc=1, resume=False, env=None):
     prefix = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
     clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    # Bit-identical comparisons across processes need MKL's conditional numerical
+    # reproducibility: without it, sgemm may take a different code path (and round
+    # differently) when a resumed process's buffers are aligned differently. Seen once
+    # in CI: a resumed run differed from the uninterrupted one at round-off level.
+    clean["MKL_CBWR"] = "AUTO,STRICT"
     out = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=300,
                          env={**clean, **(env or {})})
     (tmp_path / f"{name}.log").write_text(out.stderr)  # kept by pytest for a post-mortem
