@@ -21,6 +21,12 @@ Called by :func:`gaf.train.train` in this order: :func:`gaf_train_start`, then p
 :func:`gaf_step_end`, :func:`gaf_checkpoint_saved` when a checkpoint is written,
 :func:`gaf_eval_end` after an evaluation, and :func:`gaf_train_end` at the end.
 Hooks observe; an exception raised in a hook stops the run.
+
+Sampling hooks
+--------------
+:func:`gaf_sample_step` runs after every denoising step of a diffusion sampler
+(``gaf sample --pipeline``, :class:`gaf.plugins.t2i.pipeline.DiffusionPipeline`) and
+may replace the latents.
 """
 
 from __future__ import annotations
@@ -71,3 +77,14 @@ def gaf_checkpoint_saved(ctx: RunContext, step: int, path: Path) -> None:
 @hookspec
 def gaf_train_end(ctx: RunContext, summary: dict[str, Any]) -> None:
     """The run finished; ``summary`` is what was written to ``summary.json``."""
+
+
+@hookspec(firstresult=True)
+def gaf_sample_step(step: int, timestep: int, latents: Any) -> Any:
+    """A diffusion sampler finished denoising step ``step`` (0-based) at ``timestep``.
+
+    ``latents`` is the ``(B, C, H, W)`` sample after the step. Return a tensor of the
+    same shape to replace it (e.g. to paste known pixels back for inpainting), or
+    ``None`` to leave it. The first implementation that returns a tensor wins; a
+    pipeline's own ``callback=`` argument runs after the hook.
+    """

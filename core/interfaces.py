@@ -13,10 +13,8 @@ Language-model side (implemented by the built-in plugins today):
 
 Image side:
 
-* :class:`Dataset`, :class:`Scheduler`, :class:`Autoencoder`, :class:`Metric`
-  (implemented by the built-in plugins);
-* :class:`NoiseModel`, :class:`Conditioner` (defined so that the text-to-image
-  plugins fit; no implementation yet).
+* :class:`Dataset`, :class:`Scheduler`, :class:`Autoencoder`, :class:`Metric`,
+  :class:`NoiseModel`, :class:`Conditioner` (implemented by the built-in plugins).
 """
 
 from __future__ import annotations
@@ -307,7 +305,10 @@ class Objective(Protocol):
     An objective that carries state of its own across steps (PPO's adaptive KL
     coefficient) may also define ``training_state() -> dict`` (JSON values, saved in
     every checkpoint's ``state.json``) and ``load_training_state(dict)`` (called on
-    resume, after ``setup``).
+    resume, after ``setup``). An objective that keeps weights the optimiser does not
+    step (an EMA copy) may define ``after_step(step)``, called after every optimiser
+    step with its 1-based number; such weights live in modules whose parameters do
+    not require gradients, so they are checkpointed but never optimised.
     """
 
     def setup(self, ctx: RunContext) -> None: ...
@@ -377,9 +378,24 @@ class Autoencoder(Protocol):
 class Conditioner(Protocol):
     """Turns conditions (captions, labels) into token states for cross-attention.
 
-    ``__call__(conditions) -> Tensor`` of shape ``(B, L, D)``; ``null(batch_size)``
-    returns the unconditional embedding used by classifier-free guidance.
+    * ``__call__(conditions) -> Tensor`` of shape ``(B, tokens, width)``, one row per
+      condition (a caption string for ``text-transformer``, an int label for ``class``);
+      a condition it cannot encode (a prompt longer than its context, an unknown
+      label) raises :class:`~gaf.errors.BadData` naming it.
+    * ``null(batch_size) -> Tensor`` ``(batch_size, tokens, width)``: the
+      unconditional embedding that classifier-free guidance uses, and that training
+      substitutes for a dropped condition. It does not depend on any condition.
+    * ``condition_key``: the dataset item field it reads (``"caption"``, ``"label"``).
+    * ``tokens`` and ``width``: the shape of one condition's states (``width`` must equal
+      the noise model's ``context_dim``).
+    * ``trainable``: True when it is trained jointly with the noise model (the LDM
+      recipe); a frozen pretrained encoder says False and the objective leaves it be.
     """
+
+    condition_key: str
+    tokens: int
+    width: int
+    trainable: bool
 
     def __call__(self, conditions: Sequence[Any]) -> Tensor: ...
 
@@ -390,10 +406,24 @@ class Conditioner(Protocol):
 class NoiseModel(Protocol):
     """Predicts the diffusion target (ε, v or x0) from ``(x_t, t, context)``.
 
-    ``__call__(x_t (B,C,H,W), t (B,), context (B,L,D) or None) -> (B,C,H,W)``.
+    ``__call__(x_t (B,C,H,W), t, context=None, *, labels=None) -> (B,C,H,W)``, where
+    ``t`` is a ``(B,)`` tensor or one timestep for the whole batch (an int or a 0-d
+    tensor) and ``context`` is the conditioner's ``(B, L, D)`` states, or ``None`` for
+    a model without cross-attention. ``labels`` ``(B,)`` are class labels for a model
+    with a class embedding. ``prediction_type`` names what it predicts
+    (``"epsilon"``, ``"v_prediction"`` or ``"sample"``: the scheduler's names), and
+    ``in_channels`` the channels of ``x_t``.
+
+    Optional: ``cache_context(context) -> object``, accepted in place of ``context`` and
+    giving the same output, lets a sampler compute the context's cross-attention keys
+    and values once instead of at every step.
     """
 
-    def __call__(self, x_t: Tensor, t: Tensor, context: Tensor | None = None) -> Tensor: ...
+    prediction_type: str
+    in_channels: int
+
+    def __call__(self, x_t: Tensor, t: Any, context: Any = None, *,
+                 labels: Tensor | None = None) -> Tensor: ...
 
 
 @runtime_checkable
@@ -406,6 +436,18 @@ class Scheduler(Protocol):
     * ``step(model_output, t, sample, *, generator=None) -> Tensor`` returns the
       previous sample. There is no hidden step counter: the previous timestep is
       looked up in ``timesteps``, so one scheduler can serve several threads.
+    * ``from_config(dict)`` (a classmethod) builds one from another scheduler's saved
+      config, ignoring fields it does not know: a run trained with ``ddpm`` samples
+      with any scheduler.
+
+    Optional members, used by samplers when present (diffusers' names):
+
+    * ``init_noise_sigma`` (float, default 1): the scale of the initial noise;
+    * ``scale_model_input(sample, t) -> Tensor``: what the noise model sees at ``t``;
+    * ``new_state() -> dict`` for a multistep solver: a sampler calls it once per
+      sampling run and passes the dict as ``step(..., state=state)``; the scheduler
+      keeps its history (earlier model outputs) there, not on itself, so it stays
+      shareable across threads.
     """
 
     timesteps: Any

@@ -259,6 +259,9 @@ def _step(objective: Objective, ctx: RunContext, optimizer: Any, params: list[An
                 f"DDP, so gradients were not averaged; add its name to the module's "
                 f"gaf_ddp_methods (docs/distributed.md)")
     optimizer.step()
+    after = getattr(objective, "after_step", None)
+    if after is not None:  # e.g. an EMA update of the weights just stepped
+        after(step)
     return {"step": step, **totals, "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm}
 
 
