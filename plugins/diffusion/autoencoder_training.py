@@ -111,6 +111,7 @@ from gaf.config import field_names, option
 from gaf.errors import BadConfig, BadData, GafError
 from gaf.runs import RunContext
 
+from ..images.common import EpochOrder
 from .autoencoder_losses import (adaptive_weight, frozen_call, hinge_d_loss, hinge_g_loss,
                                  kl_per_pixel, reconstruction_loss)
 from .autoencoders.discriminator import PatchDiscriminator
@@ -199,7 +200,7 @@ class AutoencoderTraining:
         self.grad_accum = ctx.spec.train.grad_accum
         self.world = ctx.world
         self.seed = ctx.spec.seed
-        self._perms: dict[int, np.ndarray] = {}
+        self.order = EpochOrder(len(self.dataset), self.seed, stream=7)
 
     @property
     def plot_keys(self) -> tuple[str, ...]:
@@ -213,19 +214,9 @@ class AutoencoderTraining:
 
     # ------------------------------------------------------------------- data
 
-    def _position(self, k: int) -> int:
-        """Dataset index at position ``k`` of the seeded epoch-by-epoch order."""
-        n = len(self.dataset)
-        epoch, pos = divmod(k, n)
-        if epoch not in self._perms:
-            if len(self._perms) > 4:
-                self._perms.clear()
-            self._perms[epoch] = np.random.default_rng([self.seed, 7, epoch]).permutation(n)
-        return int(self._perms[epoch][pos])
-
     def train_batch(self, index: int) -> dict[str, Any]:
         start, count = self.world.shard(index * self.batch_size, self.batch_size)
-        picks = [self._position(k) for k in range(start, start + count)]
+        picks = [self.order.position(k) for k in range(start, start + count)]
         images = stack_images(self.dataset, picks)
         return {"image": images.to(self.device), "step": index // self.grad_accum}
 
@@ -353,7 +344,7 @@ class AutoencoderTraining:
     def rfd(self, ctx: RunContext, eval_ds: Any, real: Tensor, rec: Tensor) -> dict[str, float]:
         """In-domain rFD, its real-vs-real floor and the feature net's accuracy."""
         try:
-            from gaf.plugins.metrics.features import FeatureNet, train_feature_net
+            from gaf.plugins.metrics.features import cached_feature_net
             from gaf.plugins.metrics.frechet import InDomainFD
         except ImportError:  # pragma: no cover - metrics plugin absent
             return {}
@@ -362,20 +353,15 @@ class AutoencoderTraining:
         if len(eval_ds) < 2 * n or eval_ds is self.dataset:
             ctx.log("rFD skipped: it needs a labelled eval split with 2 x eval_images images")
             return {}
-        features_dir = ctx.run_dir / "features"
         t0 = time.perf_counter()
-        if (features_dir / "feature_net.json").is_file():
-            net = FeatureNet.load(features_dir)
-        else:
-            try:
-                with torch.enable_grad():
-                    net = train_feature_net(self.dataset, eval_ds, epochs=cfg.fd_epochs,
-                                            seed=self.seed, max_train=cfg.fd_train_images or None,
-                                            max_eval=2 * n, compute_floor=False)
-            except BadData as exc:
-                ctx.log(f"rFD skipped: {exc}")
-                return {}
-            net.save(features_dir)
+        try:
+            net = cached_feature_net(ctx.run_dir / "features", self.dataset, eval_ds,
+                                     epochs=cfg.fd_epochs, seed=self.seed,
+                                     max_train=cfg.fd_train_images or None, max_eval=2 * n,
+                                     compute_floor=False)
+        except BadData as exc:
+            ctx.log(f"rFD skipped: {exc}")
+            return {}
         metric = InDomainFD(net=net)
         real2 = stack_images(eval_ds, range(n, 2 * n))
         scores = metric(real, rec, real2)

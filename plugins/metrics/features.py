@@ -62,7 +62,7 @@ from gaf.checkpoint import (atomic_save_tensors, atomic_write_text, load_state, 
                             read_json)
 from gaf.errors import BadConfig, BadData
 
-__all__ = ["FeatureNet", "FeatureNetConfig", "train_feature_net", "load_images",
+__all__ = ["FeatureNet", "FeatureNetConfig", "train_feature_net", "cached_feature_net", "load_images",
            "WEIGHTS_FILE", "META_FILE"]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -399,4 +399,23 @@ def _train(train_ds: Any, eval_ds: Any, *, epochs: int, batch_size: int, lr: flo
     if verbose:
         print(f"feature net: held-out accuracy {accuracy:.4f} on {ex.shape[0]} images "
               f"({seconds:.1f} s)")
+    return net
+
+
+def cached_feature_net(directory: str | Path, train_ds: Any, eval_ds: Any,
+                       **train_kwargs: Any) -> FeatureNet:
+    """The feature net saved in ``directory``, else one trained with
+    :func:`train_feature_net` (``train_kwargs``) and saved there.
+
+    Evaluations that report an in-domain FD (the ``autoencoder`` and ``ldm``
+    objectives) keep theirs in ``RUN_DIR/features/`` so ``gaf eval`` reuses it.
+    """
+    directory = Path(directory)
+    if (directory / META_FILE).is_file():
+        return FeatureNet.load(directory)
+    import torch
+
+    with torch.enable_grad():
+        net = train_feature_net(train_ds, eval_ds, **train_kwargs)
+    net.save(directory)
     return net
