@@ -30,8 +30,8 @@ def test_wheel_contains_catalogue_and_every_module(wheel):
     expected |= {f"gaf/{p.relative_to(ROOT / 'core')}" for p in (ROOT / "core").rglob("*.py")}
     expected |= {f"gaf/plugins/{p.relative_to(ROOT / 'plugins')}"
                  for p in (ROOT / "plugins").rglob("*.py")}
-    expected |= {f"gaf/plugins/lm/tokenizers/sentiment-bpe/{f}" for f in ("vocab.json",
-                                                                         "merges.txt")}
+    expected |= {f"gaf/plugins/lm/tokenizers/{t}/{f}" for f in ("vocab.json", "merges.txt")
+                 for t in ("sentiment-bpe", "shapes-bpe")}
     missing = sorted(expected - names)
     assert not missing, f"missing from the wheel: {missing}"
     catalogue = zipfile.ZipFile(wheel).read("gaf/registry.toml").decode()

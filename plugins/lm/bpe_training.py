@@ -13,11 +13,24 @@ The vocabulary is the 256 byte symbols (ids 0-255, in byte order), then one id p
 merge in merge order, then ``<|endoftext|>`` (BOS, EOS and PAD, as in GPT-2). Text
 the corpus never showed still encodes, byte by byte: the tokenizer is lossless.
 
-``gpt2-tiny``'s default tokenizer, ``sentiment-bpe``, is this function applied to the
-embedded ``sentiment`` task's training split (prompts and completions; the held-out
-split is not seen). Regenerate the shipped files with::
+Two tokenizers learned this way are shipped in ``plugins/lm/tokenizers/``:
+
+* ``sentiment-bpe`` (``gpt2-tiny``'s default) is this function applied to the
+  embedded ``sentiment`` task's training split (prompts and completions; the held-out
+  split is not seen): :func:`sentiment_corpus`, at most :data:`SENTIMENT_MERGES`
+  merges.
+* ``shapes-bpe`` (the ``text-transformer`` conditioner's default) is this function
+  applied to the captions of the ``shapes`` dataset's ``train`` split at its default
+  options (10,000 captions drawn from every single- and two-object template), each
+  with the leading space that the conditioner adds: :func:`shapes_corpus`. Merging
+  runs until every pre-tokenised piece of that corpus is one symbol (97 merges,
+  354 ids; :data:`SHAPES_MERGES` is only a cap), so every caption word, with its
+  leading space, is one token, while other text still encodes byte by byte.
+
+Regenerate the shipped files with::
 
     python -m gaf.plugins.lm.bpe_training plugins/lm/tokenizers/sentiment-bpe
+    python -m gaf.plugins.lm.bpe_training --shapes plugins/lm/tokenizers/shapes-bpe
 """
 
 from __future__ import annotations
@@ -31,10 +44,13 @@ from gaf.errors import BadConfig
 
 from .tokenizer import BPETokenizer, bytes_to_unicode, gpt2_split, merge_pair
 
-__all__ = ["learn_bpe", "sentiment_corpus", "SENTIMENT_MERGES"]
+__all__ = ["learn_bpe", "sentiment_corpus", "shapes_corpus", "SENTIMENT_MERGES",
+           "SHAPES_MERGES"]
 
 #: merge limit of the shipped ``sentiment-bpe`` tokenizer
 SENTIMENT_MERGES = 1024
+#: merge cap of the shipped ``shapes-bpe`` tokenizer (learning ends earlier, at 97)
+SHAPES_MERGES = 1024
 
 Word = tuple[str, ...]
 
@@ -88,14 +104,30 @@ def sentiment_corpus() -> list[str]:
     return [ex.prompt + ex.completion for ex in SentimentTask().sft_examples("train")]
 
 
+def shapes_corpus() -> list[str]:
+    """The texts ``shapes-bpe`` is learned from: the captions of the ``shapes``
+    dataset's ``train`` split at its default options (no held-out or eval scene),
+    each prefixed with a space as the ``text-transformer`` conditioner encodes them
+    (so the first word is the same token as anywhere else)."""
+    from gaf.plugins.images.shapes import ShapesConfig, ShapesDataset
+
+    return [" " + c for c in ShapesDataset(ShapesConfig(split="train")).captions()]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    shapes = "--shapes" in args
+    args = [a for a in args if a != "--shapes"]
     if len(args) != 1:
-        print("usage: python -m gaf.plugins.lm.bpe_training OUT_DIR", file=sys.stderr)
+        print("usage: python -m gaf.plugins.lm.bpe_training [--shapes] OUT_DIR\n"
+              "  learns sentiment-bpe, or shapes-bpe with --shapes", file=sys.stderr)
         return 2
     out = Path(args[0])
     out.mkdir(parents=True, exist_ok=True)
-    tok = learn_bpe(sentiment_corpus())
+    if shapes:
+        tok = learn_bpe(shapes_corpus(), max_merges=SHAPES_MERGES)
+    else:
+        tok = learn_bpe(sentiment_corpus())
     tok.save_files(out)
     print(f"wrote {out}/vocab.json and merges.txt: {len(tok.merges)} merges, "
           f"{tok.vocab_size} ids")

@@ -16,7 +16,9 @@ Neither ``encode`` adds special tokens; text that happens to contain
 :func:`make_tokenizer` builds one from the name a policy config gives: ``byte``,
 ``sentiment-bpe`` (a byte-level BPE of 1,122 ids learned from the embedded
 ``sentiment`` task's training text by :func:`gaf.plugins.lm.bpe_training.learn_bpe`,
-shipped in ``tokenizers/sentiment-bpe/``), or a directory holding ``vocab.json`` and
+shipped in ``tokenizers/sentiment-bpe/``), ``shapes-bpe`` (354 ids learned from the
+``shapes`` dataset's training captions, every caption word one token; the
+``text-transformer`` conditioner's default), or a directory holding ``vocab.json`` and
 ``merges.txt``.
 """
 
@@ -36,7 +38,7 @@ __all__ = ["ByteTokenizer", "BPETokenizer", "bytes_to_unicode", "gpt2_split", "G
            "make_tokenizer", "BUILTIN_TOKENIZERS"]
 
 #: tokenizers that need no files of the user's: ``byte`` and the shipped BPEs
-BUILTIN_TOKENIZERS = ("byte", "sentiment-bpe")
+BUILTIN_TOKENIZERS = ("byte", "sentiment-bpe", "shapes-bpe")
 _SHIPPED = Path(__file__).parent / "tokenizers"
 
 
@@ -296,8 +298,8 @@ def _shipped_bpe(name: str) -> BPETokenizer:
 
 
 def make_tokenizer(spec: str) -> ByteTokenizer | BPETokenizer:
-    """The tokenizer named by ``spec``: ``"byte"``, a shipped BPE (``"sentiment-bpe"``)
-    or a directory with a Hugging Face GPT-2 ``vocab.json`` + ``merges.txt`` pair.
+    """The tokenizer named by ``spec``: ``"byte"``, a shipped BPE (``"sentiment-bpe"``,
+    ``"shapes-bpe"``) or a directory with a Hugging Face GPT-2 ``vocab.json`` + ``merges.txt`` pair.
 
     Raises :class:`~gaf.errors.BadConfig` for anything else, naming the choices."""
     if spec == "byte":
