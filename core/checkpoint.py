@@ -239,6 +239,24 @@ def read_optimizer_state(ckpt: Path) -> dict[str, Any]:
     return opt
 
 
+def match_state_layout(optimizer: Any) -> None:
+    """Give every loaded optimizer-state tensor its parameter's memory layout.
+
+    Checkpoints store contiguous tensors; a parameter kept in another layout (e.g. a
+    channels-last convolution weight) then gets state with other strides, which the
+    fused Adam kernels do not handle (they index the raw memory alike), so a resumed
+    step would differ from the uninterrupted one. Copies into ``empty_like(param)``.
+    """
+    import torch
+
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if (torch.is_tensor(value) and value.shape == p.shape
+                        and value.stride() != p.stride()):
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def load_schedule_and_rng(ckpt: Path, scheduler: Any, rank: int = 0) -> dict[str, Any]:
     """Restore the LR scheduler and this rank's RNG from ``ckpt``; return state.json."""
     import torch

@@ -112,6 +112,7 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
                 parallel.load_optimizer(optimizer, opt_state)
             else:
                 optimizer.load_state_dict(opt_state)
+                checkpoint.match_state_layout(optimizer)
             state = checkpoint.load_schedule_and_rng(latest, scheduler, world.rank)
             start = state["step"]
             saved = state.get("extra", {}).get("objective")

@@ -163,3 +163,36 @@ def test_resume_records_set_changes(registry, tmp_path):
     assert summary["steps"] == 6
     assert read_toml(run_dir / "config.toml")["train"]["steps"] == 6
     assert "name" not in read_toml(run_dir / "config.toml")
+
+
+def test_resumed_optimizer_state_takes_the_layout_of_channels_last_parameters(tmp_path):
+    """Checkpoints hold contiguous tensors; fused AdamW on a channels-last weight with
+    contiguous state computes a wrong step unless the state is given the weight's layout."""
+    from gaf.train import make_optimizer
+
+    def build():
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(3, 4, 3)
+        conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+        return conv, make_optimizer(TrainConfig(lr=1e-2), list(conv.parameters()))
+
+    x = torch.randn(2, 3, 6, 6)
+
+    def step(conv, opt):
+        opt.zero_grad()
+        conv(x).pow(2).mean().backward()
+        opt.step()
+
+    conv, opt = build()
+    assert opt.param_groups[0]["fused"]
+    step(conv, opt)
+    ckpt = checkpoint.save_training_state(tmp_path, 1, {"m": conv}, opt, None)
+    step(conv, opt)
+    again, opt2 = build()
+    checkpoint.load_module_weights(ckpt, {"m": again})
+    opt2.load_state_dict(checkpoint.read_optimizer_state(ckpt))
+    assert opt2.state[again.weight]["exp_avg"].is_contiguous()  # as stored
+    checkpoint.match_state_layout(opt2)
+    assert opt2.state[again.weight]["exp_avg"].stride() == again.weight.stride()
+    step(again, opt2)
+    assert torch.equal(conv.weight, again.weight) and torch.equal(conv.bias, again.bias)
