@@ -1,0 +1,54 @@
+"""Timestep conditioning: the sinusoidal embedding and the time MLP.
+
+Sinusoidal embedding (:func:`timestep_embedding`) of a timestep ``t`` with width ``dim``
+(``half = dim // 2``)::
+
+    freq_i = exp(-ln(max_period) * i / half),   i = 0 .. half - 1   (max_period = 10000)
+    emb(t) = [cos(t * freq_0), ..., cos(t * freq_{half-1}),
+              sin(t * freq_0), ..., sin(t * freq_{half-1})]
+
+cosines first, then sines (LDM's ``timestep_embedding`` and diffusers' ``Timesteps``
+with ``flip_sin_to_cos=True, downscale_freq_shift=0``, the setting of their UNet), with a
+zero column appended when ``dim`` is odd. ``t`` may be fractional.
+
+:class:`TimeEmbedding` maps it to the width used by every ResBlock:
+``Linear(dim, D) -> SiLU -> Linear(D, D)`` with ``D = time_embed_mult * dim``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["timestep_embedding", "TimeEmbedding"]
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """``(N,)`` timesteps -> ``(N, dim)`` float32 ``[cos(t f_i) | sin(t f_i)]`` (module doc)."""
+    if t.dim() != 1:
+        raise ValueError(f"timestep_embedding takes a (N,) tensor, got shape {tuple(t.shape)}")
+    half = dim // 2
+    exponent = torch.arange(half, dtype=torch.float32, device=t.device) * (
+        -math.log(max_period) / half)
+    args = t.to(torch.float32)[:, None] * torch.exp(exponent)[None, :]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class TimeEmbedding(nn.Module):
+    """``(N,)`` timesteps -> ``(N, out_dim)``: sinusoidal(dim) -> Linear -> SiLU -> Linear."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.dim = dim
+        self.fc1 = nn.Linear(dim, out_dim)
+        self.fc2 = nn.Linear(out_dim, out_dim)
+
+    def forward(self, t: Tensor) -> Tensor:
+        emb = timestep_embedding(t, self.dim).to(self.fc1.weight.dtype)
+        return self.fc2(F.silu(self.fc1(emb)))

@@ -1,0 +1,434 @@
+"""The ``unet`` noise model: block shapes, float64 references for attention, GEGLU and the
+time embedding, conditioning (context, cache, labels, timesteps), zero init, a small
+overfit, determinism, config round trips and the error messages."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import gaf.plugins.diffusion.unet.attention as attention_mod
+from gaf.config import dumps_toml, from_dict, loads_toml, to_dict
+from gaf.errors import BadConfig
+from gaf.interfaces import NoiseModel
+from gaf.plugins.diffusion.schedulers import DDIMScheduler, SchedulerConfig
+from gaf.plugins.diffusion.unet import (GEGLU, Attention, ContextCache, Downsample, ResBlock,
+                                        SpatialTransformer, TimeEmbedding, TransformerBlock, UNet,
+                                        UNetConfig, Upsample, timestep_embedding)
+from gaf.plugins.diffusion.unet.resnet import GroupNorm32
+
+TINY = dict(in_channels=4, channels=(8, 16), norm_groups=4, heads=2, context_dim=8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: one thread is faster, and immune to the 100x slowdown that
+    two OpenMP threads suffer when another process holds one of two cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(**overrides) -> UNet:
+    return UNet(UNetConfig(**{**TINY, **overrides}))
+
+
+def randomize(module: nn.Module, std: float = 0.1, seed: int = 0) -> nn.Module:
+    """Zero-initialised output layers make a fresh model blind to its inputs: re-draw."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return module
+
+
+# ------------------------------------------------------------------------------ shapes
+
+@settings(max_examples=12, deadline=None)
+@given(batch=st.integers(1, 3), c_in=st.sampled_from([4, 8, 12]), c_out=st.sampled_from([4, 8]),
+       side=st.integers(1, 4), shared_t=st.booleans())
+def test_resblock_and_resamplers_shapes(batch, c_in, c_out, side, shared_t):
+    size = 2 * side
+    x = torch.randn(batch, c_in, size, size)
+    emb = torch.randn(1 if shared_t else batch, 16)
+    block = ResBlock(c_in, c_out, 16, groups=4)
+    assert block(x, emb).shape == (batch, c_out, size, size)
+    assert Downsample(c_in)(x).shape == (batch, c_in, side, side)
+    assert Upsample(c_in)(x).shape == (batch, c_in, 2 * size, 2 * size)
+
+
+@settings(max_examples=12, deadline=None)
+@given(batch=st.integers(1, 3), tokens=st.integers(1, 20), heads=st.integers(1, 3),
+       head_dim=st.integers(1, 6), ctx_len=st.integers(1, 5), ctx_dim=st.integers(1, 7),
+       grad=st.booleans())
+def test_attention_and_mlp_shapes(batch, tokens, heads, head_dim, ctx_len, ctx_dim, grad):
+    dim = 6
+    x = torch.randn(batch, tokens, dim, requires_grad=grad)
+    ctx = torch.randn(batch, ctx_len, ctx_dim)
+    with torch.set_grad_enabled(grad):
+        assert Attention(dim, heads, head_dim)(x).shape == x.shape
+        assert Attention(dim, heads, head_dim, ctx_dim)(x, ctx).shape == x.shape
+        assert GEGLU(dim)(x).shape == x.shape
+        assert TransformerBlock(dim, heads, head_dim, ctx_dim)(x, ctx).shape == x.shape
+        assert TransformerBlock(dim, heads, head_dim, 0)(x).shape == x.shape
+
+
+@settings(max_examples=10, deadline=None)
+@given(batch=st.integers(1, 2), side=st.integers(1, 4), heads=st.integers(1, 3),
+       head_dim=st.integers(0, 5), depth=st.integers(1, 2), ctx_len=st.integers(1, 4),
+       with_context=st.booleans())
+def test_spatial_transformer_shape(batch, side, heads, head_dim, depth, ctx_len, with_context):
+    channels = 4 * heads
+    block = SpatialTransformer(channels, heads, head_dim or channels // heads, depth,
+                               context_dim=5 if with_context else 0, groups=4)
+    x = torch.randn(batch, channels, side, side + 1)
+    ctx = torch.randn(batch, ctx_len, 5) if with_context else None
+    assert block(x, ctx).shape == x.shape
+
+
+@settings(max_examples=10, deadline=None)
+@given(batch=st.integers(1, 2), widths=st.lists(st.sampled_from([4, 8, 12]), min_size=1,
+                                                 max_size=3),
+       layers=st.integers(1, 2), k=st.integers(1, 2), data=st.data())
+def test_unet_output_shape(batch, widths, layers, k, data):
+    levels = len(widths)
+    attention = data.draw(st.sets(st.integers(0, levels - 1)), label="attention_levels")
+    context_dim = data.draw(st.sampled_from([0, 6]), label="context_dim")
+    num_classes = data.draw(st.integers(0, 3), label="num_classes")
+    out_channels = data.draw(st.integers(0, 3), label="out_channels")
+    cfg = UNetConfig(in_channels=3, out_channels=out_channels, channels=tuple(widths),
+                     layers_per_level=layers, attention_levels=tuple(sorted(attention)),
+                     mid_attention=data.draw(st.booleans(), label="mid_attention"), heads=2,
+                     head_dim=data.draw(st.integers(0, 3), label="head_dim"),
+                     transformer_depth=data.draw(st.integers(1, 2), label="depth"),
+                     context_dim=context_dim, num_classes=num_classes, norm_groups=4)
+    model = UNet(cfg)
+    side = k * 2 ** (levels - 1)
+    x = torch.randn(batch, 3, side, 2 * side)
+    ctx = torch.randn(batch, 3, context_dim) if context_dim else None
+    labels = torch.randint(0, num_classes + 1, (batch,)) if num_classes else None
+    out = model(x, torch.randint(0, 1000, (batch,)), ctx, labels=labels)
+    assert out.shape == (batch, out_channels or 3, side, 2 * side)
+    assert out.is_contiguous()
+
+
+# ------------------------------------------------------------------- float64 references
+
+def reference_attention(x, ctx, attn: Attention):
+    """softmax(q k^T / sqrt(d)) v per head, written out in float64."""
+    x, ctx = x.double(), ctx.double()
+    h, e = attn.heads, attn.head_dim
+    if attn.is_cross:
+        wq = attn.to_q.weight.double()
+        wk, wv = attn.to_kv.weight.double().chunk(2, dim=0)
+    else:
+        wq, wk, wv = attn.to_qkv.weight.double().chunk(3, dim=0)
+    q, k, v = x @ wq.T, ctx @ wk.T, ctx @ wv.T
+    outs = []
+    for head in range(h):
+        sl = slice(head * e, (head + 1) * e)
+        scores = q[..., sl] @ k[..., sl].transpose(-1, -2) / math.sqrt(e)
+        outs.append(torch.softmax(scores, dim=-1) @ v[..., sl])
+    return torch.cat(outs, dim=-1) @ attn.to_out.weight.double().T + attn.to_out.bias.double()
+
+
+@pytest.mark.parametrize("cross", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+def test_attention_equals_float64_reference(cross, grad):
+    torch.manual_seed(1)
+    attn = randomize(Attention(12, 3, 5, 7 if cross else None), std=0.3)
+    x = torch.randn(2, 9, 12, requires_grad=grad)
+    ctx = torch.randn(2, 4, 7) if cross else x
+    with torch.set_grad_enabled(grad):
+        out = attn(x, ctx) if cross else attn(x)
+    ref = reference_attention(x.detach(), ctx.detach(), attn)
+    torch.testing.assert_close(out.detach().double(), ref, atol=2e-5, rtol=1e-4)
+
+
+def reference_geglu(x, mlp: GEGLU):
+    x = x.double()
+    h = x @ mlp.proj.weight.double().T + mlp.proj.bias.double()
+    a, g = h.chunk(2, dim=-1)
+    gelu = 0.5 * g * (1 + torch.erf(g / math.sqrt(2)))
+    return (a * gelu) @ mlp.out.weight.double().T + mlp.out.bias.double()
+
+
+@pytest.mark.parametrize("mode", ["autograd", "inference", "inference-chunked"])
+def test_geglu_equals_its_formula(mode, monkeypatch):
+    torch.manual_seed(2)
+    mlp = randomize(GEGLU(6), std=0.4)
+    x = torch.randn(3, 7, 6)
+    if mode == "inference-chunked":
+        monkeypatch.setattr(attention_mod, "GEGLU_ROWS", 4)  # 21 tokens: 6 chunks, one short
+    if mode == "autograd":
+        out = mlp(x)
+        assert out.requires_grad
+    else:
+        with torch.inference_mode():
+            out = mlp(x)
+    torch.testing.assert_close(out.detach().double(), reference_geglu(x, mlp), atol=2e-5,
+                               rtol=1e-4)
+
+
+def grads_of(fn, tensors):
+    out = fn()
+    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
+    return torch.autograd.grad((out * weight).sum(), tensors)
+
+
+@pytest.mark.parametrize("kind", ["geglu", "self", "cross"])
+def test_hand_written_backwards_equal_autograd_of_the_formula(kind):
+    """The custom autograd Functions (GEGLU, head split) against autograd through the
+    float64 reference formulas, for the input, the context and every weight."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 5, 4, dtype=torch.double, requires_grad=True)
+    ctx = torch.randn(2, 3, 5, dtype=torch.double, requires_grad=True)
+    if kind == "geglu":
+        module = randomize(GEGLU(4, mult=2), std=0.5).double()
+        inputs, ref = (x,), lambda: reference_geglu(x, module)
+    else:
+        module = randomize(Attention(4, 2, 3, 5 if kind == "cross" else None), std=0.5).double()
+        inputs = (x, ctx) if kind == "cross" else (x,)
+        ref = lambda: reference_attention(x, ctx if kind == "cross" else x, module)  # noqa: E731
+    tensors = [*inputs, *module.parameters()]
+    got = grads_of(lambda: module(*inputs), tensors)
+    want = grads_of(ref, tensors)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
+    assert torch.autograd.gradcheck(module, inputs)
+
+
+@pytest.mark.parametrize("dim", [8, 7])
+def test_timestep_embedding_closed_form(dim):
+    t = torch.tensor([0.0, 1.0, 17.5, 999.0])
+    emb = timestep_embedding(t, dim)
+    half = dim // 2
+    for row, tv in enumerate(t.tolist()):
+        for i in range(half):
+            freq = math.exp(-math.log(10000.0) * i / half)
+            assert emb[row, i].item() == pytest.approx(math.cos(tv * freq), abs=2e-4)
+            assert emb[row, half + i].item() == pytest.approx(math.sin(tv * freq), abs=2e-4)
+        if dim % 2:
+            assert emb[row, -1].item() == 0.0
+    module = TimeEmbedding(dim, 12)
+    assert module(t).shape == (4, 12)
+
+
+def test_groupnorm_runs_in_float32():
+    norm = GroupNorm32(2, 4)
+    x = torch.randn(2, 4, 3, 3) * 50
+    out = norm(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), norm(x.bfloat16().float()), atol=0.05, rtol=0.02)
+
+
+# ------------------------------------------------------------------------- conditioning
+
+def test_cross_attention_reads_the_context():
+    model = randomize(tiny()).eval()
+    x = torch.randn(2, 4, 8, 8)
+    c1, c2 = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    with torch.no_grad():
+        a, b, a2 = model(x, 10, c1), model(x, 10, c2), model(x, 10, c1)
+    assert torch.equal(a, a2)
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_without_cross_attention_context_is_not_used():
+    model = randomize(tiny(context_dim=0)).eval()
+    assert not any("to_kv" in name for name, _ in model.named_parameters())
+    assert any("attn1.to_qkv" in name for name, _ in model.named_parameters())
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        out = model(x, 10)
+    assert out.abs().max() > 0
+    with pytest.raises(ValueError, match="no cross-attention"):
+        model(x, 10, torch.randn(2, 5, 8))
+
+
+def test_class_labels_change_the_output_and_none_is_the_null_label():
+    model = randomize(tiny(num_classes=3)).eval()
+    x = torch.randn(2, 4, 8, 8)
+    ctx = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        a = model(x, 10, ctx, labels=torch.tensor([0, 1]))
+        b = model(x, 10, ctx, labels=torch.tensor([2, 2]))
+        null = model(x, 10, ctx, labels=torch.tensor([3, 3]))
+        none = model(x, 10, ctx)
+    assert (a - b).abs().max() > 1e-3
+    torch.testing.assert_close(none, null)
+    assert model.label_embed.num_embeddings == 4
+
+
+def test_cached_context_gives_the_same_output():
+    model = randomize(tiny(transformer_depth=2, attention_levels=(0, 1))).eval()
+    x, ctx = torch.randn(3, 4, 8, 8), torch.randn(3, 6, 8)
+    with torch.inference_mode():
+        cache = model.cache_context(ctx)
+        assert isinstance(cache, ContextCache)
+        torch.testing.assert_close(model(x, 7, cache), model(x, 7, ctx), atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        cache = model.cache_context(ctx)
+        torch.testing.assert_close(model(x, 7, cache), model(x, 7, ctx), atol=1e-6, rtol=1e-5)
+        with pytest.raises(ValueError, match="batch 3 but x_t has batch 2"):
+            model(x[:2], 7, cache)
+        with pytest.raises(ValueError, match="another model"):
+            tiny()(x, 7, cache)
+        model.down[0].stages[0].attn.blocks[0].attn2.to_kv.weight.add_(1.0)  # weights moved
+        with pytest.raises(RuntimeError, match="stale"):
+            model(x, 7, cache)
+
+
+def test_one_timestep_equals_a_batch_of_that_timestep():
+    model = randomize(tiny(num_classes=2)).eval()
+    x, ctx = torch.randn(3, 4, 8, 8), torch.randn(3, 5, 8)
+    with torch.no_grad():
+        ref = model(x, torch.full((3,), 421), ctx)
+        assert model.embed(421, 3).shape[0] == 1  # computed once for the batch
+        for t in (421, 421.0, torch.tensor(421), torch.tensor([421])):
+            torch.testing.assert_close(model(x, t, ctx), ref, atol=1e-6, rtol=1e-5)
+        assert (model(x, 420, ctx) - ref).abs().max() > 1e-4
+        per_row = model(x, torch.tensor([421, 5, 999]), ctx)
+        torch.testing.assert_close(per_row[0], ref[0], atol=1e-6, rtol=1e-5)
+
+
+def test_fresh_unet_outputs_exact_zeros():
+    model = tiny(num_classes=2)
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 8)
+    out = model(x, torch.tensor([3, 900]), ctx, labels=torch.tensor([0, 1]))
+    assert torch.count_nonzero(out) == 0
+    randomize(model.conv_out)
+    assert torch.count_nonzero(model(x, 3, ctx)) > 0
+
+
+def test_inference_mode_and_grad_mode_agree():
+    model = randomize(tiny())
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 8)
+    out = model(x, torch.tensor([5, 600]), ctx)
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x, torch.tensor([5, 600]), ctx), out.detach(),
+                                   atol=1e-6, rtol=1e-5)
+
+
+def test_is_a_noise_model():
+    model = tiny(prediction_type="v_prediction")
+    assert isinstance(model, NoiseModel)
+    assert model.prediction_type == "v_prediction" and model.in_channels == 4
+
+
+# ----------------------------------------------------------------------------- training
+
+def test_overfits_one_latent():
+    torch.manual_seed(0)
+    model = tiny()
+    sched = DDIMScheduler(SchedulerConfig(beta_schedule="linear", clip_sample=False))
+    x0 = torch.randn(4, 4, 8, 8)
+    noise, t, ctx = torch.randn_like(x0), torch.tensor([50, 300, 600, 900]), torch.randn(4, 5, 8)
+    xt = sched.add_noise(x0, noise, t)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = F.mse_loss(model(xt, t, ctx), noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_same_seed_same_model():
+    torch.manual_seed(5)
+    a = tiny()
+    torch.manual_seed(5)
+    b = tiny()
+    torch.manual_seed(6)
+    c = tiny()
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+    for m in (a, b):
+        randomize(m.conv_out, seed=1)
+        randomize(m.up, seed=2)
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 8)
+    assert torch.equal(a(x, 3, ctx), b(x, 3, ctx))
+
+
+def test_config_round_trips():
+    cfg = UNetConfig(channels=[16, 32, 32], attention_levels=[1, 2], norm_groups=8, heads=4,
+                     head_dim=6, num_classes=10, prediction_type="sample")
+    assert cfg.channels == (16, 32, 32) and cfg.attention_levels == (1, 2)
+    data = to_dict(cfg)
+    assert data["channels"] == [16, 32, 32]
+    assert from_dict(UNetConfig, data) == cfg
+    assert from_dict(UNetConfig, json.loads(json.dumps(data))) == cfg
+    assert from_dict(UNetConfig, loads_toml(dumps_toml(data))) == cfg
+    model = UNet(from_dict(UNetConfig, data))
+    assert model.config == cfg and len(model.down) == 3
+
+
+# ------------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("options, message", [
+    ({"channels": (8, 10)}, "norm_groups \\(4\\) must divide every level width; channels has 10"),
+    ({"channels": ()}, "channels must list at least one level"),
+    ({"channels": (8, 0)}, "channels must be integers >= 1"),
+    ({"heads": 3}, "heads \\(3\\) must divide the width 8"),
+    ({"attention_levels": (2,)}, "attention_levels entries must be level indices in \\[0, 2\\)"),
+    ({"attention_levels": (0, 0)}, "attention_levels has repeated levels"),
+    ({"prediction_type": "noise"}, "prediction_type must be one of"),
+    ({"layers_per_level": 0}, "layers_per_level must be an integer >= 1"),
+    ({"context_dim": -1}, "context_dim must be an integer >= 0"),
+    ({"dropout": 1.0}, "dropout must be in \\[0, 1\\)"),
+    ({"mid_attention": "yes"}, "mid_attention must be true or false"),
+])
+def test_bad_configs(options, message):
+    with pytest.raises(BadConfig, match=message):
+        UNetConfig(**{**TINY, **options})
+
+
+def test_bad_config_from_data_names_the_field():
+    with pytest.raises(BadConfig, match="attention_head_dim"):
+        from_dict(UNetConfig, {"attention_head_dim": 8})
+    assert UNetConfig(**{**TINY, "heads": 3, "head_dim": 4}).head_width(8) == 4  # explicit
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m(torch.randn(2, 3, 8, 8), 1, torch.randn(2, 5, 8)),
+     r"x_t must be \(B, in_channels=4, H, W\), got \(2, 3, 8, 8\)"),
+    (lambda m: m(torch.randn(2, 4, 8, 6 + 1), 1, torch.randn(2, 5, 8)),
+     r"must be divisible by 2 \*\* \(levels - 1\) = 2"),
+    (lambda m: m(torch.randn(2, 4, 8, 8), 1),
+     r"has cross-attention: pass context \(B, L, context_dim=8\)"),
+    (lambda m: m(torch.randn(2, 4, 8, 8), 1, torch.randn(2, 5, 6)),
+     r"context must be \(B, L, context_dim=8\) token states, got \(2, 5, 6\)"),
+    (lambda m: m(torch.randn(2, 4, 8, 8), 1, torch.randn(3, 5, 8)),
+     "context has batch 3 but x_t has batch 2"),
+    (lambda m: m(torch.randn(2, 4, 8, 8), torch.ones(3), torch.randn(2, 5, 8)),
+     r"t must be a number, a 0-d tensor or a \(B,\) tensor with B = 2"),
+    (lambda m: m(torch.randn(2, 4, 8, 8), "ten", torch.randn(2, 5, 8)),
+     "t must be a number or a tensor"),
+    (lambda m: m(torch.randn(2, 4, 8, 8), 1, torch.randn(2, 5, 8), labels=torch.tensor([0, 1])),
+     "no class embedding"),
+])
+def test_bad_inputs(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(tiny())
+
+
+def test_bad_labels():
+    model = tiny(num_classes=3)
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 8)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\]"):
+        model(x, 1, ctx, labels=torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match=r"labels must be a \(B,\) integer tensor"):
+        model(x, 1, ctx, labels=torch.tensor([0.0, 1.0]))
