@@ -311,26 +311,57 @@ def _fmt(value: float) -> str:
 
 
 @main.command("sample")
-@click.option("--policy", required=True, metavar="NAME|PATH", shell_complete=_complete("policy"),
-              help="a run directory, a saved policy, or a registered name (untrained)")
-@click.option("--prompt", "prompts", multiple=True, required=True, help="prompt text (repeatable)")
+@click.option("--policy", metavar="NAME|PATH", shell_complete=_complete("policy"),
+              help="text: a run directory, a saved policy, or a registered name (untrained)")
+@click.option("--pipeline", metavar="RUN_DIR", type=click.Path(file_okay=False),
+              help="images: a diffusion run directory (gaf run --objective ldm)")
+@click.option("--prompt", "prompts", multiple=True, required=True,
+              help="prompt text, or a class label for a class-conditional pipeline "
+                   "(repeatable)")
 @click.option("--sampler", default="top-p", show_default=True, shell_complete=_complete("sampler"),
-              help="decoding strategy (gaf list sampler)")
+              help="text: decoding strategy (gaf list sampler)")
+@click.option("--scheduler", default=None, shell_complete=_complete("scheduler"),
+              help="images: sampler (gaf list scheduler) [default: ddim]")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="sampler option, e.g. --set p=0.95 or --set temperature=0.7")
+              help="sampler or scheduler option, e.g. --set p=0.95 or --set eta=1.0")
 @click.option("-n", "--num", default=1, show_default=True, type=click.IntRange(1),
-              help="completions per prompt")
-@click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(1))
+              help="completions or images per prompt")
+@click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(1),
+              help="text: tokens to generate")
+@click.option("--steps", default=50, show_default=True, type=click.IntRange(1),
+              help="images: denoising steps")
+@click.option("--guidance", default=3.0, show_default=True, type=click.FloatRange(0),
+              help="images: classifier-free guidance scale (1 = none)")
+@click.option("--out", "out_path", default="samples.png", show_default=True,
+              type=click.Path(dir_okay=False), help="images: the PNG grid to write")
+@click.option("--ema/--no-ema", default=True, show_default=True,
+              help="images: sample with the moving-average weights")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per completion")
-def sample_cmd(policy: str, prompts: tuple[str, ...], sampler: str, sets: tuple[str, ...],
-               num: int, max_new_tokens: int, seed: int, device: str, as_json: bool) -> None:
-    """Generate completions from a trained policy (gaf sample --policy RUN_DIR --prompt "The film")."""
+@click.option("--json", "as_json", is_flag=True, help="text: one JSON object per completion")
+@click.option("-q", "--quiet", is_flag=True, help="images: no progress bar")
+def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...], sampler: str,
+               scheduler: str | None, sets: tuple[str, ...], num: int, max_new_tokens: int,
+               steps: int, guidance: float, out_path: str, ema: bool, seed: int, device: str,
+               as_json: bool, quiet: bool) -> None:
+    """Generate text from a policy or images from a diffusion run.
+
+    \b
+    gaf sample --policy RUN_DIR --prompt "The film"
+    gaf sample --pipeline RUN_DIR --prompt "a red circle above a blue square" \\
+               --scheduler ddim --steps 50 --guidance 3 --seed 0 --out grid.png
+    """
+    if (policy is None) == (pipeline is None):
+        raise BadConfig("gaf sample needs exactly one of --policy (text) and --pipeline "
+                        "(images)")
     options = {}
     for item in sets:
         key, value = _config.parse_assignment(item)
-        options[key.removeprefix("sampler.")] = value
+        options[key.removeprefix("sampler.").removeprefix("scheduler.")] = value
+    if pipeline is not None:
+        _sample_images(pipeline, prompts, scheduler, options, num, steps, guidance, out_path,
+                       ema, seed, device, quiet)
+        return
     decoder = REGISTRY.create("sampler", sampler, **options)
     import torch
 
@@ -347,6 +378,32 @@ def sample_cmd(policy: str, prompts: tuple[str, ...], sampler: str, sets: tuple[
             click.echo(json.dumps({"prompt": p, "completion": c}, ensure_ascii=False))
         else:
             click.echo(f"{p}{click.style(c, fg='green')}")
+
+
+def _sample_images(run_dir: str, prompts: tuple[str, ...], scheduler: str | None,
+                   options: dict[str, Any], num: int, steps: int, guidance: float,
+                   out_path: str, ema: bool, seed: int, device: str, quiet: bool) -> None:
+    """``gaf sample --pipeline``: one row of ``num`` images per prompt, written as a PNG."""
+    if scheduler is not None:
+        REGISTRY.entry("scheduler", scheduler)  # unknown names fail with close matches
+    from .device import resolve_device
+
+    try:
+        from gaf.plugins.t2i.pipeline import DiffusionPipeline
+    except ImportError as exc:  # pragma: no cover - plugins not installed
+        raise BadConfig(f"image sampling needs gaf's t2i plugins: {exc}") from None
+    pipe = DiffusionPipeline.from_run(run_dir, scheduler=scheduler or "ddim",
+                                      scheduler_options=options, ema=ema,
+                                      device=resolve_device(device))
+    batch = [p for p in prompts for _ in range(num)]
+    images = pipe(batch, steps=steps, guidance=guidance, seed=seed, progress=not quiet)
+    from gaf.plugins.diffusion.autoencoder_training import save_grid
+
+    rows = images.reshape(len(prompts), num, *images.shape[1:])
+    path = save_grid(rows, Path(out_path))
+    for i, p in enumerate(prompts):
+        click.echo(f"row {i + 1}: {p}")
+    click.echo(f"{len(batch)} image(s) written to {path}")
 
 
 # ------------------------------------------------------------------------- eval

@@ -109,7 +109,8 @@ def _image_options(kind, name, tmp_path):
 
 
 IMAGE_INTERFACES = {"dataset": I.Dataset, "scheduler": I.Scheduler, "metric": I.Metric,
-                    "autoencoder": I.Autoencoder}
+                    "autoencoder": I.Autoencoder, "noise-model": I.NoiseModel,
+                    "conditioner": I.Conditioner}
 
 
 @pytest.mark.parametrize("kind, name", [p for k in IMAGE_INTERFACES for p in entries(k)])
@@ -135,3 +136,15 @@ def test_image_component_fits_its_interface(kind, name, tmp_path):
         x = torch.rand(1, 3, 16, 16) * 2 - 1
         with torch.no_grad():
             assert obj.decode(obj.encode(x)).shape == x.shape
+    if kind == "conditioner":
+        conditions = ["a red circle", "a blue square above a green cross"] \
+            if obj.condition_key == "caption" else [0, 3]
+        with torch.no_grad():
+            states, null = obj(conditions), obj.null(2)
+        assert states.shape == null.shape == (2, obj.tokens, obj.width)
+    if kind == "noise-model":
+        x = torch.randn(2, obj.in_channels, 8, 8)
+        context = torch.randn(2, 5, obj.config.context_dim)
+        with torch.no_grad():
+            assert obj(x, torch.tensor([3, 700]), context).shape == x.shape
+        assert obj.prediction_type in ("epsilon", "v_prediction", "sample")

@@ -382,7 +382,7 @@ class ShapesDataset:
     splits train / eval (disjoint scenes), heldout (unseen colour-shape pairs) and
     swapped (colour-exchanged pairs). ``attributes(i)``, ``caption(i)``,
     ``captions()`` and ``labels()`` need no rendering. Score generated images with
-    :class:`gaf.plugins.images.shapes_eval.ShapesEvaluator`.
+    :class:`gaf.plugins.images.shapes_eval.ShapesEvaluator` (``evaluator()``).
     """
 
     Config = ShapesConfig
@@ -442,6 +442,13 @@ class ShapesDataset:
     def template(self, index: int) -> int:
         """The caption template number of item ``index``."""
         return int(self._items["template"][self._index(index)])
+
+    def evaluator(self) -> Any:
+        """The analytic :class:`~gaf.plugins.images.shapes_eval.ShapesEvaluator` at this
+        resolution (text-to-image objectives score their samples with it)."""
+        from .shapes_eval import ShapesEvaluator
+
+        return ShapesEvaluator(self.resolution)
 
     def captions(self) -> list[str]:
         """All captions of the split, in order, without rendering."""

@@ -1,5 +1,6 @@
-"""LDM first-stage autoencoders: ``kl-vae`` (:class:`KLAutoencoder`) and ``vqgan``
-(:class:`VQAutoencoder`), with the PatchGAN :class:`PatchDiscriminator` used to train them.
+"""LDM first-stage autoencoders: ``kl-vae`` (:class:`KLAutoencoder`), ``vqgan``
+(:class:`VQAutoencoder`) and ``none`` (:class:`IdentityAutoencoder`: pixel space),
+with the PatchGAN :class:`PatchDiscriminator` used to train the first two.
 
 Both implement :class:`gaf.interfaces.Autoencoder`: ``encode(x) -> z`` maps images
 ``(B, C, H, W)`` in ``[-1, 1]`` to latents ``(B, c, H/f, W/f)``, ``decode(z) -> x``
@@ -18,9 +19,11 @@ on): 0.68M parameters (``vqgan``: the same plus the codebook), ~88M multiply-add
 
 from .blocks import AutoencoderConfig, Decoder, Encoder
 from .discriminator import PatchDiscriminator
+from .identity import IdentityAutoencoder, IdentityConfig
 from .kl import AutoencoderOutput, DiagonalGaussian, KLAutoencoder, KLConfig
 from .vq import QuantizerOutput, VectorQuantizer, VQAutoencoder, VQConfig
 
 __all__ = ["AutoencoderConfig", "AutoencoderOutput", "Decoder", "DiagonalGaussian", "Encoder",
+           "IdentityAutoencoder", "IdentityConfig",
            "KLAutoencoder", "KLConfig", "PatchDiscriminator", "QuantizerOutput",
            "VQAutoencoder", "VQConfig", "VectorQuantizer"]

@@ -1,0 +1,388 @@
+"""``ldm``: latent diffusion (Rombach et al. 2022), text- or class-conditional, on an image dataset.
+
+``gaf run --objective ldm --dataset shapes`` trains, in one run directory:
+
+1. **the first stage**, unless ``--autoencoder`` names a trained one (a run directory
+   or a saved autoencoder): the ``autoencoder`` objective with the same dataset and
+   autoencoder options runs for ``objective.first_stage_steps`` steps in
+   ``RUN_DIR/first_stage/`` (a resumed run reuses it). ``--autoencoder none`` is
+   pixel-space diffusion through the same code: the identity first stage has nothing
+   to train;
+2. **the noise model and the conditioner, jointly** (the LDM recipe for its text
+   transformer), with an exponential moving average of both;
+3. **the evaluation**: samples at several guidance scales scored by the dataset's
+   evaluator and an in-domain FD (:mod:`.ldm_eval`).
+
+The frozen first stage
+----------------------
+Every training image is encoded once, before the first step, to its posterior mean
+(KL) or pre-quantisation latent (VQ) and multiplied by the autoencoder's
+``scale_factor`` (fitted to unit variance on the training data by the autoencoder
+objective, as the LDM's ``scale_by_std``). The cached latents ``z0`` are what the
+diffusion model learns; the first stage never sees a gradient and is not part of the
+checkpoints (``RUN_DIR/pipeline.json`` records where it is). Encoding once instead of
+per step removes the encoder from the training loop (it costs more than this UNet);
+the LDM instead encodes each batch and samples the posterior, which with a KL weight of
+1e-6 differs from the mean by far less than the diffusion noise.
+
+Loss (Ho et al. 2020; Salimans & Ho 2022 for v)
+-----------------------------------------------
+For a batch of latents ``z0`` with conditions ``c``: ``t ~ U{0, …, T−1}``,
+``ε ~ N(0, I)``, ``z_t = √ᾱ_t z0 + √(1−ᾱ_t) ε`` (the training scheduler's
+``add_noise``), and each condition is replaced by the conditioner's learned ``null``
+with probability ``p_uncond`` (classifier-free guidance training, Ho & Salimans 2022)::
+
+    L = mean ‖f_θ(z_t, t, τ(c)) − target‖²,   target = ε | v = √ᾱ_t ε − √(1−ᾱ_t) z0 | z0
+
+as the noise model's ``prediction_type`` says (the training scheduler is configured to
+match it). ``t``, ``ε`` and the dropped conditions are drawn from a generator seeded by
+the run seed and the micro-batch number, so ``train_batch(i)`` is a pure function of
+``i`` (exact resumes). Logged: ``loss`` (the MSE), ``loss_cond`` and ``loss_uncond``
+(its mean over kept and dropped conditions), ``dropped``.
+
+EMA
+---
+After each optimiser step the EMA copies ``noise_model_ema`` and ``conditioner_ema``
+move towards the trained weights (:mod:`gaf.plugins.diffusion.ema`; ``ema_decay = 0``
+turns it off). They are checkpointed and exported beside the trained modules, and
+sampling uses them by default.
+
+Schedulers
+----------
+The ``scheduler`` component is the *training* noise schedule (default ``ddpm``: linear
+β from 1e-4 to 0.02 over 1000 steps). For latents, ``clip_sample`` is switched off
+(clipping x̂0 to [−1, 1] is meaningless for unit-variance latents; Stable Diffusion
+does the same); pixel space keeps the scheduler's setting. Sampling may use any
+scheduler built ``from_config`` of it (``objective.eval_scheduler``, ``gaf sample
+--scheduler``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gaf.checkpoint import atomic_write_text
+from gaf.config import option
+from gaf.errors import BadConfig, BadData
+from gaf.runs import RunContext
+
+from ..diffusion.autoencoder_training import stack_images
+from ..diffusion.ema import ema_decay, make_shadow, update_shadow
+from ..images.common import EpochOrder
+from .pipeline import PIPELINE_FILE
+
+__all__ = ["LDM", "LDMConfig"]
+
+
+@attrs.define
+class LDMConfig:
+    """Options of the ``ldm`` objective (the ``[objective]`` section)."""
+
+    p_uncond: float = option(0.1, "probability of training a condition as the null "
+                                  "(classifier-free guidance)")
+    ema_decay: float = option(0.999, "EMA decay cap (warm-up min(decay, (1+n)/(10+n))); "
+                                     "0 = no EMA")
+    first_stage_steps: int = option(2000, "steps of the autoencoder stage when "
+                                          "--autoencoder is not a trained one")
+    encode_batch_size: int = option(250, "images per batch when caching the latents")
+    eval_images: int = option(200, "eval-split conditions sampled per guidance scale "
+                                   "(0 = no evaluation)")
+    eval_guidance: tuple[float, ...] = option((1.0, 3.0, 7.0), "guidance scales evaluated")
+    eval_scheduler: str = option("ddim", "scheduler used to sample the evaluation images")
+    eval_steps: int = option(50, "sampling steps of the evaluation")
+    eval_batch_size: int = option(100, "images per sampling batch in the evaluation")
+    fd: bool = option(True, "report the in-domain FD of the samples (and its floor)")
+    fd_guidance: float = option(3.0, "guidance scale of the FD samples (also the "
+                                     "shuffled-caption floor)")
+    grid_prompts: int = option(8, "columns of samples/grid.png (one row per guidance)")
+
+    def __attrs_post_init__(self) -> None:
+        if not 0.0 <= self.p_uncond < 1.0:
+            raise BadConfig(f"objective ldm: p_uncond must be in [0, 1), got {self.p_uncond}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise BadConfig(f"objective ldm: ema_decay must be in [0, 1), got "
+                            f"{self.ema_decay}")
+        for name in ("first_stage_steps", "eval_images", "grid_prompts"):
+            if getattr(self, name) < 0:
+                raise BadConfig(f"objective ldm: {name} must be >= 0, got "
+                                f"{getattr(self, name)}")
+        for name in ("encode_batch_size", "eval_steps", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise BadConfig(f"objective ldm: {name} must be >= 1, got "
+                                f"{getattr(self, name)}")
+        self.eval_guidance = tuple(float(g) for g in self.eval_guidance)
+        if any(not g >= 0 for g in (*self.eval_guidance, self.fd_guidance)):
+            raise BadConfig("objective ldm: guidance scales must be >= 0")
+
+
+class LDM:
+    """Latent diffusion: a frozen first stage, a noise model and a jointly trained conditioner."""
+
+    Config = LDMConfig
+    uses = {"noise-model": "unet", "conditioner": "text-transformer",
+            "autoencoder": "kl-vae", "scheduler": "ddpm", "dataset": "shapes"}
+    unit = "images"
+    # Measured on a 2-core CPU (shapes 32x32, kl-vae f=4 -> 3x8x8 latents); see
+    # docs/results.md for the run that chose them.
+    train_defaults = {"steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100,
+                      "schedule": "cosine", "max_grad_norm": 1.0, "log_every": 50}
+    plot_keys = ("loss", "loss_cond", "loss_uncond", "lr", "grad_norm")
+
+    def __init__(self, config: LDMConfig | None = None):
+        self.config = config or LDMConfig()
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, ctx: RunContext) -> None:
+        cfg = self.config
+        if ctx.world.enabled and ctx.spec.train.parallel == "fsdp":
+            raise BadConfig("objective ldm trains with train.parallel=ddp (its EMA reads "
+                            "the whole weights after every step)")
+        self.device = ctx.device
+        self.world = ctx.world
+        self.seed = ctx.spec.seed
+        self.batch_size = ctx.spec.train.batch_size
+        self.dataset = ctx.component("dataset")
+        if len(self.dataset) < 1:
+            raise BadData("the dataset has no images")
+        self.autoencoder, self.autoencoder_source = self._first_stage(ctx)
+        self.noise_model = ctx.component("noise-model")
+        self.conditioner = ctx.component("conditioner")
+        self.scheduler = self._training_scheduler(ctx)
+        self._check_shapes()
+        self.latents = self._encode_dataset(ctx)
+        self.sample_shape = tuple(self.latents.shape[1:])
+        key = self.conditioner.condition_key
+        self.conditions = _conditions(self.dataset, key)
+        self.order = EpochOrder(len(self.dataset), self.seed, stream=17)
+        self.ema: dict[str, Any] = {}
+        if cfg.ema_decay > 0:
+            self.ema = {"noise_model_ema": make_shadow(self.noise_model)}
+            if _has_parameters(self.conditioner) and self.conditioner.trainable:
+                self.ema["conditioner_ema"] = make_shadow(self.conditioner)
+        if ctx.world.is_main:
+            self._write_pipeline_file(ctx)
+        ctx.log(f"ldm: {len(self.latents)} training latents of shape {self.sample_shape}, "
+                f"first stage {self.autoencoder_source}")
+
+    def _first_stage(self, ctx: RunContext) -> tuple[Any, str]:
+        """The frozen autoencoder and where it came from (trained here if needed)."""
+        comp = ctx.spec.components["autoencoder"]
+        if ctx.registry.is_path("autoencoder", comp.name):
+            ae = ctx.component("autoencoder")
+            source = comp.name
+        else:
+            ae = ctx.component("autoencoder")
+            if getattr(ae, "trainable", True) and _has_parameters(ae):
+                stage = ctx.run_dir / "first_stage"
+                if not (stage / "autoencoder" / "gaf.json").is_file():
+                    self._train_first_stage(ctx, stage)
+                ae = ctx.registry.load("autoencoder", stage / "autoencoder").to(ctx.device)
+                source = "first_stage/autoencoder"
+            else:
+                source = ""
+        for p in ae.parameters():
+            p.requires_grad_(False)
+        ae.eval()
+        if not getattr(ae, "scale_factor_fitted", True):
+            n = min(1000, len(self.dataset))
+            picks = np.random.default_rng([self.seed, 11]).permutation(len(self.dataset))[:n]
+            ae.fit_scale_factor(stack_images(self.dataset, picks.tolist()).to(ctx.device))
+            ctx.log(f"the autoencoder had no fitted scale factor: fitted "
+                    f"{ae.scale_factor:.4f} on {n} training images (not saved to it)")
+        return ae, source
+
+    def _train_first_stage(self, ctx: RunContext, stage: Path) -> None:
+        from gaf.runs import write_config
+        from gaf.spec import resolve
+        from gaf.train import train
+
+        from ..diffusion.autoencoder_training import AutoencoderTraining
+
+        spec = ctx.spec
+        data: dict[str, Any] = {k: getattr(spec, k) for k in ("seed", "device", "progress")}
+        for kind in ("autoencoder", "dataset"):
+            comp = spec.components[kind]
+            data[kind] = {"name": comp.name, **comp.options}
+        data["train"] = {"steps": self.config.first_stage_steps, "parallel": spec.train.parallel}
+        sub = resolve(data, objective="autoencoder", registry=ctx.registry,
+                      where="autoencoder stage")
+        stage.mkdir(parents=True, exist_ok=True)
+        if ctx.world.is_main:
+            write_config(sub, stage)
+        ctx.log(f"stage 1: training the autoencoder ({self.config.first_stage_steps} steps) "
+                f"in {stage}")
+        sub_ctx = RunContext(sub, stage, registry=ctx.registry, console=ctx.console)
+        train(AutoencoderTraining(sub.objective_config), sub_ctx,
+              resume=(stage / "checkpoints").is_dir())
+        ctx.log("stage 2: the diffusion model")
+
+    def _training_scheduler(self, ctx: RunContext) -> Any:
+        sched = ctx.component("scheduler")
+        changes: dict[str, Any] = {}
+        why = []
+        predicts = self.noise_model.prediction_type
+        if sched.config.prediction_type != predicts:
+            changes["prediction_type"] = predicts
+            why.append(f"prediction_type={predicts} (what the noise model predicts)")
+        latent = _has_parameters(self.autoencoder)
+        if latent and getattr(sched.config, "clip_sample", False):
+            changes["clip_sample"] = False
+            why.append("clip_sample=False (x0 clipping to [-1, 1] is meaningless for latents)")
+        if changes:
+            sched = type(sched).from_config(sched.config, **changes)
+            ctx.log("training scheduler: " + "; ".join(why))
+        return sched
+
+    def _check_shapes(self) -> None:
+        nm, cond, ae = self.noise_model, self.conditioner, self.autoencoder
+        channels = getattr(ae.config, "latent_channels", None)
+        if channels is not None and nm.in_channels != channels:
+            raise BadConfig(f"the first stage gives {channels}-channel latents but the noise "
+                            f"model takes {nm.in_channels}; set noise-model.in_channels="
+                            f"{channels}")
+        context_dim = getattr(getattr(nm, "config", None), "context_dim", None)
+        if context_dim is not None and context_dim != cond.width:
+            raise BadConfig(f"the conditioner gives {cond.width}-wide token states but the "
+                            f"noise model's cross-attention takes {context_dim}; set "
+                            f"noise-model.context_dim={cond.width}")
+
+    @torch.no_grad()
+    def _encode_dataset(self, ctx: RunContext) -> Tensor:
+        """Every training image's scaled latent, computed once (see the module doc)."""
+        ae = self.autoencoder
+        scale = float(ae.scale_factor)
+        n = len(self.dataset)
+        out = []
+        for start in range(0, n, self.config.encode_batch_size):
+            picks = range(start, min(n, start + self.config.encode_batch_size))
+            images = stack_images(self.dataset, picks).to(self.device)
+            out.append(ae.encode(images).float() * scale)
+        latents = torch.cat(out)
+        if not torch.isfinite(latents).all():
+            raise BadData("the first stage produced non-finite latents")
+        return latents
+
+    def _write_pipeline_file(self, ctx: RunContext) -> None:
+        comp = ctx.spec.components["autoencoder"]
+        if self.autoencoder_source:
+            first = {"path": self.autoencoder_source}
+        else:
+            first = {"name": comp.name, "options": comp.options}
+        trained = {"noise_model": "noise_model", "conditioner": "conditioner"}
+        ema = {"noise_model": "noise_model_ema",
+               "conditioner": "conditioner_ema" if "conditioner_ema" in self.ema
+               else "conditioner"} if self.ema else None
+        meta = {"format_version": 1, "objective": "ldm", "modules": trained,
+                "ema_modules": ema, "autoencoder": first,
+                "scheduler": {"name": ctx.spec.components["scheduler"].name,
+                              "config": _plain(self.scheduler.config)},
+                "sample_shape": list(self.sample_shape),
+                "condition_key": self.conditioner.condition_key}
+        atomic_write_text(ctx.run_dir / PIPELINE_FILE, json.dumps(meta, indent=2) + "\n")
+
+    def modules(self) -> dict[str, Any]:
+        mods = {"noise_model": self.noise_model}
+        if _has_parameters(self.conditioner) and self.conditioner.trainable:
+            mods["conditioner"] = self.conditioner
+        return {**mods, **self.ema}
+
+    # ------------------------------------------------------------------- data
+
+    def train_batch(self, index: int) -> dict[str, Any]:
+        start, count = self.world.shard(index * self.batch_size, self.batch_size)
+        picks = [self.order.position(k) for k in range(start, start + count)]
+        gen = torch.Generator().manual_seed(int(np.random.default_rng(
+            [self.seed, 19, index, start]).integers(2 ** 62)))
+        T = self.scheduler.config.num_train_timesteps
+        t = torch.randint(0, T, (count,), generator=gen)
+        noise = torch.randn((count, *self.sample_shape), generator=gen)
+        drop = torch.rand(count, generator=gen) < self.config.p_uncond
+        return {"z0": self.latents[picks], "conditions": [self.conditions[i] for i in picks],
+                "t": t.to(self.device), "noise": noise.to(self.device),
+                "drop": drop.to(self.device)}
+
+    # ------------------------------------------------------------------- loss
+
+    def loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        z0, t, noise, drop = batch["z0"], batch["t"], batch["noise"], batch["drop"]
+        sched = self.scheduler
+        z_t = sched.add_noise(z0, noise, t)
+        context = self.conditioner(batch["conditions"])
+        null = self.conditioner.null(len(drop)).to(context)
+        context = torch.where(drop[:, None, None], null, context)
+        out = self.noise_model(z_t, t, context)
+        target = sched.training_target(z0, noise, t)
+        per_item = F.mse_loss(out.float(), target.float(), reduction="none").flatten(1).mean(1)
+        loss = per_item.mean()
+        metrics = {"dropped": float(drop.float().mean())}
+        seen, kept = per_item.detach(), ~drop
+        if kept.any():
+            metrics["loss_cond"] = float(seen[kept].mean())
+        if drop.any():
+            metrics["loss_uncond"] = float(seen[drop].mean())
+        return loss, metrics
+
+    def after_step(self, step: int) -> None:
+        """Move the EMA copies towards the weights just stepped."""
+        if not self.ema:
+            return
+        decay = ema_decay(self.config.ema_decay, step)
+        update_shadow(self.ema["noise_model_ema"], self.noise_model, decay)
+        if "conditioner_ema" in self.ema:
+            update_shadow(self.ema["conditioner_ema"], self.conditioner, decay)
+
+    # ------------------------------------------------------------- evaluation
+
+    def pipeline(self, scheduler: str | None = None, ema: bool = True) -> Any:
+        """A :class:`~.pipeline.DiffusionPipeline` over this run's (EMA) modules."""
+        from .pipeline import DiffusionPipeline
+
+        import gaf
+
+        name = scheduler or self.config.eval_scheduler
+        sched = gaf.REGISTRY.get("scheduler", name).from_config(_plain(self.scheduler.config))
+        nm = self.ema.get("noise_model_ema", self.noise_model) if ema else self.noise_model
+        cond = self.ema.get("conditioner_ema", self.conditioner) if ema else self.conditioner
+        return DiffusionPipeline(nm, sched, autoencoder=self.autoencoder, conditioner=cond,
+                                 sample_shape=self.sample_shape)
+
+    def evaluate(self, ctx: RunContext) -> dict[str, float]:
+        from .ldm_eval import evaluate_ldm
+
+        if self.config.eval_images == 0:
+            return {}
+        return evaluate_ldm(self, ctx)
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _has_parameters(module: Any) -> bool:
+    return any(True for _ in getattr(module, "parameters", lambda: ())())
+
+
+def _conditions(dataset: Any, key: str) -> list[Any]:
+    """Every item's ``key`` field (``captions()``/``labels()`` when the dataset has them)."""
+    fast = {"caption": "captions", "label": "labels"}.get(key)
+    if fast and hasattr(dataset, fast):
+        return list(getattr(dataset, fast)())
+    try:
+        return [dataset[i][key] for i in range(len(dataset))]
+    except KeyError:
+        raise BadConfig(f"the dataset's items have no {key!r} field, which the conditioner "
+                        f"reads") from None
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    from gaf.config import to_dict
+
+    return to_dict(cfg) if attrs.has(type(cfg)) else dict(cfg)

@@ -1,0 +1,320 @@
+"""Sampling a trained diffusion model: :class:`DiffusionPipeline`.
+
+A pipeline is a noise model, a conditioner (or none), a first stage (an autoencoder,
+or ``none`` for pixel space) and a scheduler. ``pipe(prompts, steps=50, guidance=3,
+seed=0)`` returns images ``(B, C, H, W)`` in ``[-1, 1]``::
+
+    from gaf.plugins.t2i.pipeline import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_run("runs/2026-11-26-ldm-1a2b3c", scheduler="ddim")
+    images = pipe(["a red circle above a blue square"] * 4, steps=50, guidance=3, seed=0)
+
+or ``gaf sample --pipeline RUN_DIR --prompt "…" --scheduler ddim --steps 50 --guidance 3
+--seed 0 --out grid.png``.
+
+The sampling loop
+-----------------
+1. The conditions are encoded once; the unconditional embedding ``conditioner.null``
+   is computed once for the whole batch. With a noise model that offers
+   ``cache_context``, the cross-attention keys and values of ``[null; cond]`` are
+   projected once too, not at every step.
+2. Image ``i`` of the batch draws its initial noise, and every later noise of a
+   stochastic scheduler, from its own generator seeded ``seed + i``: a prompt's image
+   does not depend on the batch it is sampled in or on the batch size.
+3. Per timestep ``t``, classifier-free guidance (Ho & Salimans 2022) runs the
+   unconditional and conditional halves in **one** batched call over
+   ``[x; x]`` with context ``[null; cond]`` and combines
+   ``out = out_u + s·(out_c − out_u)``. With ``s = 1`` that is the conditional
+   prediction, so the unconditional half is skipped (half the work). The guided
+   output is in the noise model's parameterisation (ε, v or x0), which the scheduler
+   was configured for.
+4. ``scheduler.step`` gives the previous sample (a multistep scheduler gets a fresh
+   ``state`` dict per call, see :class:`gaf.interfaces.Scheduler`). Then the
+   :func:`gaf.hookspecs.gaf_sample_step` hook and the ``callback`` argument may
+   replace the latents (e.g. paste known pixels back).
+5. The final latents are divided by the first stage's ``scale_factor`` and decoded,
+   then clamped to ``[-1, 1]``.
+
+A run directory
+---------------
+:meth:`DiffusionPipeline.from_run` reads ``RUN_DIR/pipeline.json``, written by the
+``ldm`` objective: which exported modules to use (the EMA copies by default), where
+the first stage is, the training scheduler's config and the sample shape. A scheduler
+named at sampling time is built from that config with ``from_config``, so a run
+trained with ``ddpm`` samples with ``ddim`` or a plugin's scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gaf.errors import BadConfig, BadData
+
+__all__ = ["DiffusionPipeline", "guided_prediction", "per_sample_generators", "PIPELINE_FILE"]
+
+PIPELINE_FILE = "pipeline.json"
+
+StepCallback = Callable[[int, int, Tensor], Any]
+
+
+def per_sample_generators(seed: int, n: int, device: Any = "cpu") -> list[torch.Generator]:
+    """``n`` generators seeded ``seed, seed + 1, …`` (one per image)."""
+    return [torch.Generator(device=device).manual_seed(seed + i) for i in range(n)]
+
+
+def per_sample_noise(shape: Sequence[int], generators: Sequence[torch.Generator],
+                     device: Any, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``(len(generators), *shape)`` standard normal noise, row ``i`` from generator ``i``."""
+    rows = [torch.randn(tuple(shape), generator=g, device=g.device, dtype=dtype)
+            for g in generators]
+    return torch.stack(rows).to(device)
+
+
+def guided_prediction(model: Any, x: Tensor, t: Any, cond: Any, null: Any,
+                      guidance: float, *, batched: bool = True) -> Tensor:
+    """Classifier-free guidance ``out_u + guidance·(out_c − out_u)``.
+
+    ``cond``/``null`` are the model's context for the conditional and unconditional
+    halves: tensors ``(B, L, D)``, or, when ``batched``, one context for the stacked
+    batch ``[null; cond]`` (a tensor ``(2B, L, D)`` or a ``cache_context`` object)
+    passed as ``cond`` with ``null=None``. Unbatched, ``guidance == 1`` returns the
+    conditional prediction from a single call (the sampler skips the unconditional
+    half at ``s = 1`` the same way).
+    """
+    if batched:
+        out_u, out_c = model(torch.cat([x, x]), t, cond).chunk(2)
+    elif guidance == 1.0:
+        return model(x, t, cond)
+    else:
+        out_u, out_c = model(x, t, null), model(x, t, cond)
+    return out_u + guidance * (out_c - out_u)
+
+
+class DiffusionPipeline:
+    """Noise model + conditioner + first stage + scheduler → images (see the module doc)."""
+
+    def __init__(self, noise_model: Any, scheduler: Any, *, autoencoder: Any = None,
+                 conditioner: Any = None, sample_shape: Sequence[int] | None = None):
+        self.noise_model = noise_model
+        self.scheduler = scheduler
+        self.autoencoder = autoencoder
+        self.conditioner = conditioner
+        #: ``(C, h, w)`` of one sample in the noise model's space (latents or pixels)
+        self.sample_shape = tuple(sample_shape) if sample_shape else None
+        predicts = getattr(noise_model, "prediction_type", "epsilon")
+        expects = getattr(getattr(scheduler, "config", None), "prediction_type", predicts)
+        if predicts != expects:
+            raise BadConfig(f"the noise model predicts {predicts!r} but the scheduler is "
+                            f"configured for {expects!r}")
+
+    @property
+    def device(self) -> torch.device:
+        try:
+            return next(self.noise_model.parameters()).device
+        except (StopIteration, AttributeError):
+            return torch.device("cpu")
+
+    # ------------------------------------------------------------- loading
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, scheduler: str | None = None,
+                 scheduler_options: dict[str, Any] | None = None, ema: bool = True,
+                 device: Any = "cpu", registry: Any = None) -> DiffusionPipeline:
+        """Load the pipeline of an ``ldm`` run (``RUN_DIR/pipeline.json``).
+
+        ``scheduler`` names a registered scheduler to sample with (default: the one
+        the run was trained with), built ``from_config`` of the training scheduler's
+        config plus ``scheduler_options``; ``ema=False`` takes the raw trained weights
+        instead of their moving average.
+        """
+        from gaf.registry import REGISTRY
+
+        registry = registry or REGISTRY
+        root = Path(run_dir)
+        meta_path = root / PIPELINE_FILE
+        if not meta_path.is_file():
+            raise BadConfig(f"{run_dir} is not a diffusion run: it has no {PIPELINE_FILE} "
+                            f"(train one with gaf run --objective ldm)")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise BadData(f"not valid JSON: {exc.msg}", path=str(meta_path),
+                          line=exc.lineno) from None
+        modules = meta.get("ema_modules" if ema else "modules") or meta["modules"]
+
+        def load(kind: str, key: str) -> Any:
+            name = modules.get(key)
+            if name is None:
+                return None
+            path = root / name
+            if not path.is_dir():
+                raise BadConfig(f"{path} is missing: did the run finish? (gaf run --resume "
+                                f"{root} completes it)")
+            return registry.load(kind, path).to(device).eval()
+
+        noise_model = load("noise-model", "noise_model")
+        conditioner = load("conditioner", "conditioner")
+        first = meta["autoencoder"]
+        if first.get("path"):
+            ae_path = Path(first["path"])
+            ae_path = ae_path if ae_path.is_absolute() else root / ae_path
+            autoencoder = registry.load("autoencoder", ae_path)
+        else:
+            autoencoder = registry.create("autoencoder", first["name"],
+                                          **first.get("options", {}))
+        autoencoder = autoencoder.to(device).eval()
+        sched_meta = meta["scheduler"]
+        options = {**sched_meta["config"], **(scheduler_options or {}),
+                   "prediction_type": noise_model.prediction_type}
+        name = scheduler or sched_meta["name"]
+        sched_cls = registry.get("scheduler", name)
+        _check_options(name, sched_cls, scheduler_options or {})
+        sched = sched_cls.from_config(options)
+        return cls(noise_model, sched, autoencoder=autoencoder, conditioner=conditioner,
+                   sample_shape=meta["sample_shape"])
+
+    # ------------------------------------------------------------ sampling
+
+    def encode(self, conditions: Sequence[Any]) -> tuple[Tensor | None, Tensor | None]:
+        """``(cond, null)`` context states of ``conditions`` (``(None, None)`` without a
+        conditioner); ``null`` is computed once for the batch."""
+        if self.conditioner is None:
+            return None, None
+        cond = self.conditioner(list(conditions))
+        return cond, self.conditioner.null(len(conditions)).to(cond)
+
+    @torch.inference_mode()
+    def __call__(self, conditions: Sequence[Any], *, steps: int = 50, guidance: float = 3.0,
+                 seed: int = 0, generators: Sequence[torch.Generator] | None = None,
+                 callback: StepCallback | None = None, progress: bool = False,
+                 decode: bool = True, hooks: bool = True) -> Tensor:
+        """Sample one image per condition (see the module docstring for the loop).
+
+        ``generators`` (one per condition) replace the default ``seed + i`` ones;
+        ``callback(step, t, latents)`` may return replacement latents; ``decode=False``
+        returns the final (scaled) latents instead of images.
+        """
+        conditions = list(conditions)
+        n = len(conditions)
+        if n == 0:
+            raise BadConfig("nothing to sample: no prompts given")
+        if not guidance >= 0:
+            raise BadConfig(f"guidance must be >= 0, got {guidance}")
+        if self.sample_shape is None:
+            raise BadConfig("the pipeline does not know the sample shape (sample_shape=)")
+        device = self.device
+        model = self.noise_model
+        sched = self.scheduler
+        sched.set_timesteps(int(steps))
+        generators = list(generators) if generators is not None else per_sample_generators(
+            seed, n)
+        if len(generators) != n:
+            raise BadConfig(f"{len(generators)} generators for {n} conditions")
+        x = per_sample_noise(self.sample_shape, generators, device)
+        x = x * float(getattr(sched, "init_noise_sigma", 1.0))
+        cond, null = self.encode(conditions)
+        guided = cond is not None and guidance != 1.0
+        context: Any = torch.cat([null, cond]) if guided else cond
+        if context is not None and hasattr(model, "cache_context"):
+            context = model.cache_context(context)
+        state = sched.new_state() if hasattr(sched, "new_state") else None
+        step_kwargs: dict[str, Any] = {"generator": generators}
+        if state is not None:
+            step_kwargs["state"] = state
+        hook = _sample_hook() if hooks else None
+        scale_input = getattr(sched, "scale_model_input", None)
+        timesteps = [int(t) for t in sched.timesteps]
+        bar = _progress_bar(len(timesteps)) if progress else None
+        try:
+            for i, t in enumerate(timesteps):
+                x_in = scale_input(x, t) if scale_input is not None else x
+                if guided:
+                    out = guided_prediction(model, x_in, t, context, None, guidance)
+                else:
+                    out = model(x_in, t, context)
+                x = sched.step(out, t, x, **step_kwargs)
+                if hook is not None:
+                    new = hook(step=i, timestep=t, latents=x)
+                    x = _replacement(new, x, "the gaf_sample_step hook")
+                if callback is not None:
+                    x = _replacement(callback(i, t, x), x, "the step callback")
+                if bar is not None:
+                    bar.advance()
+        finally:
+            if bar is not None:
+                bar.close()
+        if not decode:
+            return x
+        return self.decode(x)
+
+    def decode(self, latents: Tensor, batch_size: int = 64) -> Tensor:
+        """Images in ``[-1, 1]`` from scaled latents (``autoencoder.decode(z / scale)``)."""
+        if self.autoencoder is None:
+            return latents.clamp(-1, 1)
+        scale = float(getattr(self.autoencoder, "scale_factor", 1.0))
+        out = [self.autoencoder.decode(chunk / scale).float().clamp(-1, 1)
+               for chunk in latents.split(batch_size)]
+        return torch.cat(out)
+
+
+def _check_options(name: str, cls: Any, options: dict[str, Any]) -> None:
+    """Refuse options the scheduler's config does not have (``from_config`` would drop
+    them silently)."""
+    import attrs
+
+    from gaf.config import field_names
+    from gaf.errors import did_you_mean
+
+    config = getattr(cls, "Config", None)
+    if config is None or not attrs.has(config):
+        return
+    known = field_names(config)
+    for key in options:
+        if key not in known:
+            raise BadConfig(f"scheduler {name}: unknown option {key!r}"
+                            f"{did_you_mean(key, known)} (options: {', '.join(known)})")
+
+
+def _replacement(new: Any, x: Tensor, who: str) -> Tensor:
+    if new is None:
+        return x
+    if not isinstance(new, Tensor) or new.shape != x.shape:
+        raise BadConfig(f"{who} returned {type(new).__name__} "
+                        f"{tuple(getattr(new, 'shape', ()))}; expected None or a tensor "
+                        f"of shape {tuple(x.shape)}")
+    return new
+
+
+def _sample_hook() -> Callable[..., Any] | None:
+    """The ``gaf_sample_step`` hook caller, or ``None`` when no plugin implements it."""
+    from gaf.hooks import plugin_manager
+
+    caller = plugin_manager().hook.gaf_sample_step
+    return caller if caller.get_hookimpls() else None
+
+
+class _progress_bar:  # noqa: N801 - a small context-free wrapper
+    """A rich progress bar on stderr over the denoising steps."""
+
+    def __init__(self, total: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("sampling"), BarColumn(),
+                                  TextColumn("{task.completed}/{task.total} steps"),
+                                  TimeRemainingColumn(), console=Console(stderr=True),
+                                  transient=True)
+        self._task = self._progress.add_task("sampling", total=total)
+        self._progress.start()
+
+    def advance(self) -> None:
+        self._progress.advance(self._task)
+
+    def close(self) -> None:
+        self._progress.stop()

@@ -1,0 +1,212 @@
+"""The diffusion sampling loop: guidance, one batched CFG call, per-sample generators,
+the step callback and hook, multistep scheduler state, and its errors. The noise model
+and conditioner here are small stand-ins whose outputs are known in closed form."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+import gaf
+from gaf.errors import BadConfig
+from gaf.hooks import plugin_manager
+from gaf.plugins.diffusion.schedulers import DDIMScheduler, DDPMScheduler, SchedulerConfig
+from gaf.plugins.t2i.pipeline import DiffusionPipeline, guided_prediction
+
+
+class RowModel(nn.Module):
+    """out = a·x + mean(context) per row (row-independent); counts its calls."""
+
+    prediction_type = "epsilon"
+    in_channels = 2
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(0.3))
+        self.calls: list[int] = []
+
+    def forward(self, x, t, context=None, *, labels=None):
+        self.calls.append(x.shape[0])
+        bias = 0 if context is None else context.mean(dim=(1, 2))[:, None, None, None]
+        return self.a * x + bias
+
+
+class LengthConditioner(nn.Module):
+    """Caption -> constant states equal to its length / 10; null = -1."""
+
+    condition_key = "caption"
+    tokens, width, trainable = 3, 4, True
+
+    def __init__(self):
+        super().__init__()
+        self.encoded = 0
+        self.nulls = 0
+
+    def forward(self, captions):
+        self.encoded += 1
+        return torch.stack([torch.full((3, 4), len(c) / 10) for c in captions])
+
+    def null(self, batch_size):
+        self.nulls += 1
+        return torch.full((batch_size, 3, 4), -1.0)
+
+
+def make(scheduler=None):
+    sched = scheduler or DDIMScheduler(SchedulerConfig(clip_sample=False))
+    return DiffusionPipeline(RowModel(), sched, conditioner=LengthConditioner(),
+                             autoencoder=gaf.create("autoencoder", "none", in_channels=2),
+                             sample_shape=(2, 4, 4))
+
+
+PROMPTS = ["a red circle", "a blue square above a green cross", "top left: a cyan diamond"]
+
+
+def test_guidance_one_equals_the_conditional_prediction():
+    model = RowModel()
+    x = torch.randn(3, 2, 4, 4)
+    cond, null = torch.randn(3, 5, 4), torch.randn(3, 5, 4)
+    batched = torch.cat([null, cond])
+    assert torch.equal(guided_prediction(model, x, 10, cond, null, 1.0, batched=False),
+                       model(x, 10, cond))
+    # the batched [uncond; cond] call at s = 1 also gives exactly the conditional half
+    out_u, out_c = model(torch.cat([x, x]), 10, batched).chunk(2)
+    assert torch.allclose(out_u + 1.0 * (out_c - out_u), model(x, 10, cond), atol=1e-6)
+
+
+@given(st.floats(0.0, 12.0))
+def test_guided_prediction_is_the_cfg_formula_in_one_batched_call(scale):
+    model = RowModel()
+    x = torch.randn(2, 2, 4, 4)
+    cond, null = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    want = model(x, 5, null) + scale * (model(x, 5, cond) - model(x, 5, null))
+    model.calls.clear()
+    got = guided_prediction(model, x, 5, torch.cat([null, cond]), None, scale)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert model.calls == [4]  # one call over the stacked batch
+    unbatched = guided_prediction(model, x, 5, cond, null, scale, batched=False)
+    assert torch.allclose(unbatched, want, atol=1e-5)
+
+
+def test_one_batched_model_call_per_step_and_the_null_encoded_once():
+    pipe = make()
+    pipe(PROMPTS, steps=7, guidance=3.0)
+    assert pipe.noise_model.calls == [6] * 7
+    assert pipe.conditioner.encoded == 1 and pipe.conditioner.nulls == 1
+    pipe.noise_model.calls.clear()
+    pipe(PROMPTS, steps=7, guidance=1.0)  # no guidance: the conditional half only
+    assert pipe.noise_model.calls == [3] * 7
+
+
+def test_sampling_is_deterministic_for_a_seed_and_differs_across_seeds():
+    pipe = make(DDPMScheduler(SchedulerConfig(clip_sample=False)))  # stochastic steps too
+    a = pipe(PROMPTS, steps=10, seed=0, decode=False)
+    b = pipe(PROMPTS, steps=10, seed=0, decode=False)
+    c = pipe(PROMPTS, steps=10, seed=1, decode=False)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_generators_are_per_sample_so_batching_does_not_change_an_image():
+    pipe = make(DDPMScheduler(SchedulerConfig(clip_sample=False)))
+    together = pipe(PROMPTS, steps=10, seed=3, decode=False)
+    g = [torch.Generator().manual_seed(3 + i) for i in range(3)]
+    for i, prompt in enumerate(PROMPTS):
+        alone = pipe([prompt], steps=10, generators=[g[i]], decode=False)
+        assert torch.allclose(alone[0], together[i], atol=1e-6)
+
+
+def test_the_prompt_matters_and_guidance_changes_the_image():
+    pipe = make()
+    a = pipe(["a red circle", "a much longer caption about a big blue square"], steps=5,
+             decode=False)
+    assert not torch.allclose(a[0], a[1])
+    assert not torch.allclose(pipe(PROMPTS, steps=5, guidance=1.0, decode=False),
+                              pipe(PROMPTS, steps=5, guidance=5.0, decode=False))
+
+
+def test_step_callback_sees_every_step_and_can_edit_the_latents():
+    pipe = make()
+    seen = []
+
+    def callback(step, t, latents):
+        seen.append((step, t, tuple(latents.shape)))
+        return torch.zeros_like(latents) if step == 4 else None
+
+    out = pipe(PROMPTS, steps=5, callback=callback, decode=False)
+    assert [s for s, _, _ in seen] == list(range(5))
+    assert [t for _, t, _ in seen] == pipe.scheduler.timesteps.tolist()
+    assert torch.equal(out, torch.zeros(3, 2, 4, 4))
+    with pytest.raises(BadConfig, match="step callback returned"):
+        pipe(PROMPTS, steps=2, callback=lambda s, t, x: x[:1])
+
+
+def test_the_sample_step_hook_can_replace_the_latents():
+    class Paste:
+        @gaf.hookimpl
+        def gaf_sample_step(self, step, timestep, latents):
+            return torch.full_like(latents, 0.25)
+
+    pipe = make()
+    plugin = Paste()
+    plugin_manager().register(plugin)
+    try:
+        hooked = pipe(PROMPTS, steps=3, decode=False)
+        unhooked = pipe(PROMPTS, steps=3, decode=False, hooks=False)
+    finally:
+        plugin_manager().unregister(plugin)
+    assert torch.equal(hooked, torch.full((3, 2, 4, 4), 0.25))
+    assert not torch.equal(unhooked, hooked)
+
+
+def test_a_multistep_scheduler_gets_a_fresh_state_per_sampling_call():
+    class Multistep(DDIMScheduler):
+        states: list[dict] = []
+
+        def new_state(self):
+            state = {"calls": 0}
+            self.states.append(state)
+            return state
+
+        def step(self, model_output, t, sample, *, generator=None, state=None, **kw):
+            state["calls"] += 1
+            return super().step(model_output, t, sample, generator=generator)
+
+    pipe = make(Multistep(SchedulerConfig(clip_sample=False)))
+    pipe(PROMPTS, steps=4)
+    pipe(PROMPTS, steps=6)
+    assert [s["calls"] for s in Multistep.states] == [4, 6]
+
+
+def test_images_are_decoded_and_clamped():
+    pipe = make()
+    latents = pipe(PROMPTS, steps=3, guidance=12.0, decode=False)
+    images = pipe(PROMPTS, steps=3, guidance=12.0)
+    assert latents.abs().max() > 1.0  # so the clamp is exercised
+    assert torch.equal(images, latents.clamp(-1, 1))
+
+
+def test_bad_requests_are_clear_errors(tmp_path):
+    pipe = make()
+    with pytest.raises(BadConfig, match="no prompts"):
+        pipe([], steps=3)
+    with pytest.raises(BadConfig, match="guidance must be >= 0"):
+        pipe(PROMPTS, guidance=-1.0)
+    with pytest.raises(BadConfig, match="2 generators for 3 conditions"):
+        pipe(PROMPTS, generators=[torch.Generator(), torch.Generator()])
+    with pytest.raises(BadConfig, match="predicts 'epsilon' but the scheduler"):
+        DiffusionPipeline(RowModel(), DDIMScheduler(SchedulerConfig(
+            prediction_type="v_prediction")), sample_shape=(2, 4, 4))
+    with pytest.raises(BadConfig, match="no pipeline.json"):
+        DiffusionPipeline.from_run(tmp_path)
+    (tmp_path / "pipeline.json").write_text("{not json")
+    with pytest.raises(gaf.errors.BadData, match="pipeline.json"):
+        DiffusionPipeline.from_run(tmp_path)
+    (tmp_path / "pipeline.json").write_text(json.dumps({
+        "modules": {"noise_model": "noise_model"}, "autoencoder": {"name": "none"},
+        "scheduler": {"name": "ddpm", "config": {}}, "sample_shape": [3, 8, 8]}))
+    with pytest.raises(BadConfig, match="did the run finish"):
+        DiffusionPipeline.from_run(tmp_path)
