@@ -222,6 +222,46 @@ def test_timestep_embedding_closed_form(dim):
     assert module(t).shape == (4, 12)
 
 
+@pytest.mark.parametrize("h, w, dim", [(3, 5, 8), (8, 8, 16)])
+def test_position_embedding_2d_closed_form(h, w, dim):
+    from gaf.plugins.diffusion.unet.embeddings import position_embedding_2d
+
+    emb = position_embedding_2d(h, w, dim).double()
+    quarter = dim // 4
+    for row in range(h):
+        for col in range(w):
+            token = emb[row * w + col]
+            for i in range(quarter):
+                freq = math.exp(-math.log(10000.0) * i / quarter)
+                want = [math.cos(row * freq), math.sin(row * freq), math.cos(col * freq),
+                        math.sin(col * freq)]
+                got = [token[i], token[quarter + i], token[2 * quarter + i],
+                       token[3 * quarter + i]]
+                assert [float(g) for g in got] == pytest.approx(want, abs=2e-4)
+    assert len({tuple(r.tolist()) for r in emb}) == h * w  # every position distinct
+    with pytest.raises(ValueError, match="divisible by 4"):
+        position_embedding_2d(2, 2, 6)
+
+
+def test_sincos_positions_make_attention_position_aware_without_parameters():
+    plain, placed = tiny(), tiny(position_embedding="sincos")
+    assert sum(p.numel() for p in plain.parameters()) == sum(
+        p.numel() for p in placed.parameters())
+    placed.load_state_dict(randomize(plain).state_dict())
+    x = torch.randn(1, 4, 8, 8)
+    ctx = torch.randn(1, 5, 8)
+    with torch.no_grad():
+        assert not torch.allclose(plain(x, 10, ctx), placed(x, 10, ctx), atol=1e-4)
+        # a constant input is shift-invariant for the attention without positions only
+        block = placed.down[0].stages[0].attn
+        const = torch.ones(1, 8, 4, 4)
+        out = block(const, ctx).flatten(2)
+        assert out.std(dim=2).max() > 1e-4
+        block.position = "none"
+        out = block(const, ctx).flatten(2)
+        assert out.std(dim=2).max() < 1e-5
+
+
 def test_groupnorm_runs_in_float32():
     norm = GroupNorm32(2, 4)
     x = torch.randn(2, 4, 3, 3) * 50
@@ -390,6 +430,8 @@ def test_config_round_trips():
     ({"context_dim": -1}, "context_dim must be an integer >= 0"),
     ({"dropout": 1.0}, "dropout must be in \\[0, 1\\)"),
     ({"mid_attention": "yes"}, "mid_attention must be true or false"),
+    ({"position_embedding": "learned"}, "position_embedding must be 'none' or 'sincos'"),
+    ({"position_embedding": "sincos", "heads": 1, "head_dim": 6}, "divisible by 4, got 6"),
 ])
 def test_bad_configs(options, message):
     with pytest.raises(BadConfig, match=message):

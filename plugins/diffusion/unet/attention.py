@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .embeddings import position_embedding_2d
 from .resnet import GroupNorm32
 
 __all__ = ["Attention", "GEGLU", "TransformerBlock", "SpatialTransformer", "ContextCache"]
@@ -250,9 +251,20 @@ class SpatialTransformer(nn.Module):
     blocks over the ``H*W`` tokens, zero-initialised proj_out, residual."""
 
     def __init__(self, channels: int, heads: int, head_dim: int, depth: int = 1,
-                 context_dim: int = 0, groups: int = 32, dropout: float = 0.0):
+                 context_dim: int = 0, groups: int = 32, dropout: float = 0.0,
+                 position: str = "none"):
         super().__init__()
         inner = heads * head_dim
+        if position not in ("none", "sincos"):
+            raise ValueError(f"position must be 'none' or 'sincos', got {position!r}")
+        if position == "sincos" and inner % 4:
+            raise ValueError(f"a sincos position embedding needs heads * head_dim divisible "
+                             f"by 4, got {inner}")
+        #: "sincos": a fixed 2-D sinusoidal embedding of each token's (row, column) is
+        #: added after proj_in, so attention (and the cross-attention queries) know where
+        #: a token is; "none" (the LDM's block): position only through the convolutions
+        self.position = position
+        self._position_cache: dict[tuple[int, int, Any, Any], Tensor] = {}
         self.norm = GroupNorm32(groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner)
         self.blocks = nn.ModuleList(TransformerBlock(inner, heads, head_dim, context_dim, dropout)
@@ -265,10 +277,19 @@ class SpatialTransformer(nn.Module):
         b, c, h, w = x.shape
         tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)
         tokens = self.proj_in(tokens)
+        if self.position == "sincos":
+            tokens = tokens + self._positions(h, w, tokens)
         for block in self.blocks:
             tokens = block(tokens, context)
         out = self.proj_out(tokens).view(b, h, w, c).permute(0, 3, 1, 2)
         return out + x
+
+    def _positions(self, h: int, w: int, like: Tensor) -> Tensor:
+        key = (h, w, like.device, like.dtype)
+        if key not in self._position_cache:
+            self._position_cache[key] = position_embedding_2d(h, w, like.shape[-1]).to(
+                device=like.device, dtype=like.dtype)
+        return self._position_cache[key]
 
     def cross_attentions(self) -> list[Attention]:
         return [blk.attn2 for blk in self.blocks if blk.attn2 is not None]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["timestep_embedding", "TimeEmbedding"]
+__all__ = ["timestep_embedding", "TimeEmbedding", "position_embedding_2d"]
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -38,6 +38,21 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     if dim % 2:
         emb = F.pad(emb, (0, 1))
     return emb
+
+
+def position_embedding_2d(height: int, width: int, dim: int) -> Tensor:
+    """``(height * width, dim)`` fixed 2-D sinusoidal embedding of token positions (row-major).
+
+    The first ``dim // 2`` features embed the row ``y`` and the rest the column ``x``,
+    each as :func:`timestep_embedding` of the coordinate (``max_period`` 10000), the
+    2-D form of the transformer's position encoding (as in MAE / DiT). ``dim`` must be
+    divisible by 4.
+    """
+    if dim % 4:
+        raise ValueError(f"a 2-D position embedding needs a width divisible by 4, got {dim}")
+    ys = torch.arange(height, dtype=torch.float32).repeat_interleave(width)
+    xs = torch.arange(width, dtype=torch.float32).repeat(height)
+    return torch.cat([timestep_embedding(ys, dim // 2), timestep_embedding(xs, dim // 2)], 1)
 
 
 class TimeEmbedding(nn.Module):

@@ -103,6 +103,9 @@ class UNetConfig:
     dropout: float = option(0.0, "dropout in the ResBlocks and the transformer MLPs")
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = option(
         "epsilon", "what the model predicts: epsilon, v_prediction or sample (x0)")
+    position_embedding: Literal["none", "sincos"] = option(
+        "none", "none: the LDM block (positions only through the convolutions); sincos: "
+                "a fixed 2-D sinusoidal embedding added to the spatial transformers' tokens")
 
     def __attrs_post_init__(self) -> None:
         for name in ("channels", "attention_levels"):
@@ -145,6 +148,15 @@ class UNetConfig:
             raise BadConfig(f"unet: prediction_type must be one of "
                             f"{', '.join(map(repr, PREDICTION_TYPES))}, got "
                             f"{self.prediction_type!r}")
+        if self.position_embedding not in ("none", "sincos"):
+            raise BadConfig(f"unet: position_embedding must be 'none' or 'sincos', got "
+                            f"{self.position_embedding!r}")
+        if self.position_embedding == "sincos":
+            for width in self.attention_widths():
+                inner = self.heads * self.head_width(width)
+                if inner % 4:
+                    raise BadConfig(f"unet: position_embedding='sincos' needs heads x "
+                                    f"head_dim divisible by 4, got {inner}")
 
     @property
     def levels(self) -> int:
@@ -191,7 +203,7 @@ class Stage(nn.Module):
         self.res = ResBlock(c_in, c_out, cfg.time_embed_dim, cfg.norm_groups, cfg.dropout)
         self.attn = (SpatialTransformer(c_out, cfg.heads, cfg.head_width(c_out),
                                         cfg.transformer_depth, cfg.context_dim,
-                                        cfg.norm_groups, cfg.dropout)
+                                        cfg.norm_groups, cfg.dropout, cfg.position_embedding)
                      if attention else None)
 
     def forward(self, x: Tensor, emb: Tensor, context: Any) -> Tensor:
