@@ -181,3 +181,31 @@ def execute(spec: RunSpec, *, resume: Path | None = None, registry: Registry = R
             _point_latest_to_newest(run_dir.parent)
         raise
     return run_dir, summary
+
+
+def train_stage(ctx: RunContext, stage_dir: Path, objective: str, kinds: tuple[str, ...],
+                train: dict[str, Any], *, label: str) -> None:
+    """Train an earlier stage of ``ctx``'s run as a run of its own in ``stage_dir``.
+
+    The stage uses ``objective`` with ``ctx``'s seed, device, progress setting and
+    components of the given ``kinds`` (same names and options), and ``train`` as its
+    ``[train]`` section (``parallel`` follows the outer run). A stage directory that
+    already has checkpoints is resumed, so a resumed outer run finishes it. Used by the
+    DPO family (the SFT stage) and ``ldm`` (the autoencoder stage).
+    """
+    from .train import train as run_training
+
+    spec = ctx.spec
+    data: dict[str, Any] = {k: getattr(spec, k) for k in ("seed", "device", "progress")}
+    for kind in kinds:
+        comp = spec.components[kind]
+        data[kind] = {"name": comp.name, **comp.options}
+    data["train"] = {**train, "parallel": spec.train.parallel}
+    sub = resolve(data, objective=objective, registry=ctx.registry, where=label)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.world.is_main:
+        write_config(sub, stage_dir)
+    obj_cls = ctx.registry.get("objective", objective)
+    stage = obj_cls(sub.objective_config) if sub.objective_config is not None else obj_cls()
+    sub_ctx = RunContext(sub, stage_dir, registry=ctx.registry, console=ctx.console)
+    run_training(stage, sub_ctx, resume=(stage_dir / "checkpoints").is_dir())

@@ -185,25 +185,11 @@ class PreferenceTraining(abc.ABC):
         return ctx.registry.load("policy", sft_dir / "policy").to(ctx.device)
 
     def _run_sft(self, ctx: RunContext, sft_dir: Any) -> None:
-        from gaf.runs import write_config
-        from gaf.spec import resolve
-        from gaf.train import train
+        from gaf.runs import train_stage
 
-        from .sft import SFT
-
-        spec = ctx.spec
-        data: dict[str, Any] = {k: getattr(spec, k) for k in ("seed", "device", "progress")}
-        for kind in ("policy", "task"):
-            comp = spec.components[kind]
-            data[kind] = {"name": comp.name, **comp.options}
-        data["train"] = {"steps": self.config.sft_steps, "parallel": spec.train.parallel}
-        sub = resolve(data, objective="sft", registry=ctx.registry, where="SFT stage")
-        sft_dir.mkdir(parents=True, exist_ok=True)
-        if ctx.world.is_main:
-            write_config(sub, sft_dir)
         ctx.log(f"stage 1: supervised fine-tuning ({self.config.sft_steps} steps) in {sft_dir}")
-        sub_ctx = RunContext(sub, sft_dir, registry=ctx.registry, console=ctx.console)
-        train(SFT(sub.objective_config), sub_ctx, resume=(sft_dir / "checkpoints").is_dir())
+        train_stage(ctx, sft_dir, "sft", ("policy", "task"), {"steps": self.config.sft_steps},
+                    label="SFT stage")
 
     def _train_groups(self, ctx: RunContext) -> list[PreferenceGroup]:
         """The task's preference data, else groups sampled and labelled once (and kept

@@ -35,7 +35,8 @@ with probability ``p_uncond`` (classifier-free guidance training, Ho & Salimans 
     L = mean ‖f_θ(z_t, t, τ(c)) − target‖²,   target = ε | v = √ᾱ_t ε − √(1−ᾱ_t) z0 | z0
 
 as the noise model's ``prediction_type`` says (the training scheduler is configured to
-match it). ``t``, ``ε`` and the dropped conditions are drawn from a generator seeded by
+match it; the ``unet`` default is v: trained on ε, the shapes model learned colours but
+placed objects wherever the noise put them, see docs/results.md). ``t``, ``ε`` and the dropped conditions are drawn from a generator seeded by
 the run seed and the micro-batch number, so ``train_batch(i)`` is a pure function of
 ``i`` (exact resumes). Logged: ``loss`` (the MSE), ``loss_cond`` and ``loss_uncond``
 (its mean over kept and dropped conditions), ``dropped``.
@@ -130,8 +131,9 @@ class LDM:
     uses = {"noise-model": "unet", "conditioner": "text-transformer",
             "autoencoder": "kl-vae", "scheduler": "ddpm", "dataset": "shapes"}
     unit = "images"
-    # Measured on a 2-core CPU (shapes 32x32, kl-vae f=4 -> 3x8x8 latents); see
-    # docs/results.md for the run that chose them.
+    # Measured on an idle 2-core CPU (shapes 32x32, kl-vae f=4 -> 3x8x8 latents): 854 s
+    # for the 4,000 steps, 18 minutes with the first stage and the evaluation; see
+    # docs/results.md.
     train_defaults = {"steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100,
                       "schedule": "cosine", "max_grad_norm": 1.0, "log_every": 50}
     plot_keys = ("loss", "loss_cond", "loss_uncond", "lr", "grad_norm")
@@ -201,28 +203,12 @@ class LDM:
         return ae, source
 
     def _train_first_stage(self, ctx: RunContext, stage: Path) -> None:
-        from gaf.runs import write_config
-        from gaf.spec import resolve
-        from gaf.train import train
+        from gaf.runs import train_stage
 
-        from ..diffusion.autoencoder_training import AutoencoderTraining
-
-        spec = ctx.spec
-        data: dict[str, Any] = {k: getattr(spec, k) for k in ("seed", "device", "progress")}
-        for kind in ("autoencoder", "dataset"):
-            comp = spec.components[kind]
-            data[kind] = {"name": comp.name, **comp.options}
-        data["train"] = {"steps": self.config.first_stage_steps, "parallel": spec.train.parallel}
-        sub = resolve(data, objective="autoencoder", registry=ctx.registry,
-                      where="autoencoder stage")
-        stage.mkdir(parents=True, exist_ok=True)
-        if ctx.world.is_main:
-            write_config(sub, stage)
         ctx.log(f"stage 1: training the autoencoder ({self.config.first_stage_steps} steps) "
                 f"in {stage}")
-        sub_ctx = RunContext(sub, stage, registry=ctx.registry, console=ctx.console)
-        train(AutoencoderTraining(sub.objective_config), sub_ctx,
-              resume=(stage / "checkpoints").is_dir())
+        train_stage(ctx, stage, "autoencoder", ("autoencoder", "dataset"),
+                    {"steps": self.config.first_stage_steps}, label="autoencoder stage")
         ctx.log("stage 2: the diffusion model")
 
     def _training_scheduler(self, ctx: RunContext) -> Any:
@@ -277,12 +263,19 @@ class LDM:
             first = {"path": self.autoencoder_source}
         else:
             first = {"name": comp.name, "options": comp.options}
-        trained = {"noise_model": "noise_model", "conditioner": "conditioner"}
-        ema = {"noise_model": "noise_model_ema",
-               "conditioner": "conditioner_ema" if "conditioner_ema" in self.ema
-               else "conditioner"} if self.ema else None
+        trained = {"noise_model": "noise_model"}
+        ema = {"noise_model": "noise_model_ema"} if self.ema else None
+        fixed = None  # a conditioner that is not trained is rebuilt from its spec
+        if "conditioner" in self.modules():
+            trained["conditioner"] = "conditioner"
+            if ema is not None:
+                ema["conditioner"] = ("conditioner_ema" if "conditioner_ema" in self.ema
+                                      else "conditioner")
+        else:
+            comp = ctx.spec.components["conditioner"]
+            fixed = {"name": comp.name, "options": comp.options}
         meta = {"format_version": 1, "objective": "ldm", "modules": trained,
-                "ema_modules": ema, "autoencoder": first,
+                "ema_modules": ema, "conditioner": fixed, "autoencoder": first,
                 "scheduler": {"name": ctx.spec.components["scheduler"].name,
                               "config": _plain(self.scheduler.config)},
                 "sample_shape": list(self.sample_shape),

@@ -160,6 +160,11 @@ class DiffusionPipeline:
 
         noise_model = load("noise-model", "noise_model")
         conditioner = load("conditioner", "conditioner")
+        fixed = meta.get("conditioner")
+        if conditioner is None and fixed:  # not trained with the model (a frozen encoder)
+            conditioner = registry.create_or_load("conditioner", fixed["name"],
+                                                  **fixed.get("options", {}))
+            conditioner = conditioner.to(device).eval()
         first = meta["autoencoder"]
         if first.get("path"):
             ae_path = Path(first["path"])

@@ -27,8 +27,9 @@ TINY = ["dataset.resolution=16", "dataset.size=64", "noise-model.channels=[8, 16
 
 
 def run(tmp_path, *extra, autoencoder="none", name="run", **components):
-    tiny = [s for s in TINY if components.get("conditioner") != "class"
-            or not s.startswith(("conditioner.layers", "conditioner.heads"))]
+    tiny = [s for s in TINY if components.get("conditioner", "text-transformer")
+            == "text-transformer" or not s.startswith(("conditioner.layers",
+                                                         "conditioner.heads"))]
     sets = [f"out_dir={json.dumps(str(tmp_path))}", f"name={name}", *tiny, *extra]
     if autoencoder == "none":
         sets.append("noise-model.in_channels=3")
@@ -190,3 +191,30 @@ def test_mismatched_components_are_clear_errors(tmp_path):
             f"out_dir={json.dumps(str(tmp_path))}", *TINY, "noise-model.in_channels=4"])
     with pytest.raises(BadConfig, match="p_uncond"):
         run(tmp_path, "objective.p_uncond=1.5", name="p")
+
+
+def test_gaf_eval_reproduces_the_evaluation_of_a_finished_run(pixel_run):
+    run_dir, summary = pixel_run
+    result = CliRunner().invoke(main, ["eval", str(run_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output.strip().splitlines()[-1])
+    for key in ("g1_exact", "g3_colour", "floor_colour", "ceiling_exact"):
+        assert metrics[key] == summary[key], key  # same weights, same seeds
+
+
+def test_a_frozen_conditioner_is_left_untrained_and_rebuilt_for_sampling(tmp_path):
+    from gaf.plugins.conditioners import ClassEmbedding
+
+    class FrozenLabels(ClassEmbedding):
+        trainable = False
+
+    gaf.REGISTRY.add("conditioner", "frozen-labels-test", FrozenLabels, summary="test",
+                     replace=True)
+    run_dir, _ = run(tmp_path, "objective.eval_images=0", conditioner="frozen-labels-test")
+    assert not (run_dir / "conditioner").exists()
+    meta = json.loads((run_dir / "pipeline.json").read_text())
+    assert meta["conditioner"]["name"] == "frozen-labels-test"
+    assert "conditioner" not in meta["modules"]
+    pipe = DiffusionPipeline.from_run(run_dir)
+    assert isinstance(pipe.conditioner, FrozenLabels)
+    assert pipe(["3"], steps=2).shape == (1, 3, 16, 16)
