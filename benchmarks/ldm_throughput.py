@@ -50,7 +50,7 @@ from gaf.train import TrainConfig, make_optimizer
 def build() -> UNet:
     return UNet(UNetConfig(in_channels=4, channels=(64, 128), layers_per_level=1,
                            attention_levels=(0,), mid_attention=True, heads=8, context_dim=64,
-                           norm_groups=32))
+                           norm_groups=32, prediction_type="epsilon"))  # the peer's ε-MSE
 
 
 def main(steps: int = 50) -> None:

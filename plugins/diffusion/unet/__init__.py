@@ -2,7 +2,8 @@
 
 :class:`UNet` implements :class:`gaf.interfaces.NoiseModel`:
 ``unet(x_t, t, context=None, *, labels=None)`` predicts ``config.prediction_type``
-(ε by default) for noisy latents ``x_t`` ``(B, in_channels, H, W)``; ``cache_context``
+(v by default: with ε the shapes model ignored position words, see docs/results.md)
+for noisy latents ``x_t`` ``(B, in_channels, H, W)``; ``cache_context``
 precomputes the cross-attention keys and values of a context for a sampling run.
 
 Modules: :mod:`.embeddings` (sinusoidal timestep embedding, time MLP), :mod:`.resnet`

@@ -102,7 +102,9 @@ class UNetConfig:
     norm_groups: int = option(32, "GroupNorm groups (must divide every level width)")
     dropout: float = option(0.0, "dropout in the ResBlocks and the transformer MLPs")
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = option(
-        "epsilon", "what the model predicts: epsilon, v_prediction or sample (x0)")
+        "v_prediction", "what the model predicts: epsilon (the LDM's), v_prediction "
+                        "(default: text-to-image layout is learned far faster, see "
+                        "docs/results.md) or sample (x0)")
     position_embedding: Literal["none", "sincos"] = option(
         "none", "none: the LDM block (positions only through the convolutions); sincos: "
                 "a fixed 2-D sinusoidal embedding added to the spatial transformers' tokens")
