@@ -79,6 +79,7 @@ from ..diffusion.autoencoder_training import stack_images
 from ..diffusion.ema import ema_decay, make_shadow, update_shadow
 from ..images.common import EpochOrder
 from .pipeline import PIPELINE_FILE
+from .training_data import conditions_of
 
 __all__ = ["LDM", "LDMConfig"]
 
@@ -163,7 +164,7 @@ class LDM:
         self.latents = self._encode_dataset(ctx)
         self.sample_shape = tuple(self.latents.shape[1:])
         key = self.conditioner.condition_key
-        self.conditions = _conditions(self.dataset, key)
+        self.conditions = conditions_of(self.dataset, key)
         self.order = EpochOrder(len(self.dataset), self.seed, stream=17)
         self.ema: dict[str, Any] = {}
         if cfg.ema_decay > 0:
@@ -361,18 +362,6 @@ class LDM:
 
 def _has_parameters(module: Any) -> bool:
     return any(True for _ in getattr(module, "parameters", lambda: ())())
-
-
-def _conditions(dataset: Any, key: str) -> list[Any]:
-    """Every item's ``key`` field (``captions()``/``labels()`` when the dataset has them)."""
-    fast = {"caption": "captions", "label": "labels"}.get(key)
-    if fast and hasattr(dataset, fast):
-        return list(getattr(dataset, fast)())
-    try:
-        return [dataset[i][key] for i in range(len(dataset))]
-    except KeyError:
-        raise BadConfig(f"the dataset's items have no {key!r} field, which the conditioner "
-                        f"reads") from None
 
 
 def _plain(cfg: Any) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from gaf.runs import RunContext
 
 from ..diffusion.autoencoder_training import save_grid, split_dataset, stack_images
 from .pipeline import per_sample_generators
+from .training_data import conditions_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ldm import LDM
@@ -92,7 +93,7 @@ def evaluate_ldm(obj: LDM, ctx: RunContext) -> dict[str, float]:
         out["eval_on_train"] = 1.0
     n = min(cfg.eval_images, len(eval_ds))
     key = obj.conditioner.condition_key
-    conditions = _field(eval_ds, key, n)
+    conditions = conditions_of(eval_ds, key, n)
     targets = _targets(eval_ds, key, conditions, n)
     pipe = obj.pipeline()
     seed = ctx.spec.seed
@@ -124,13 +125,6 @@ def evaluate_ldm(obj: LDM, ctx: RunContext) -> dict[str, float]:
             + "".join(f"column {i + 1}: {c}\n" for i, c in enumerate(conditions[:k])),
             encoding="utf-8")
     return out
-
-
-def _field(dataset: Any, key: str, n: int) -> list[Any]:
-    fast = {"caption": "captions", "label": "labels"}.get(key)
-    if fast and hasattr(dataset, fast):
-        return list(getattr(dataset, fast)())[:n]
-    return [dataset[i][key] for i in range(n)]
 
 
 def _targets(dataset: Any, key: str, conditions: list[Any], n: int) -> list[Any] | None:
