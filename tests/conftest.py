@@ -15,3 +15,4 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent / "core"))  # toy_objective for the loop tests
+sys.path.insert(0, str(Path(__file__).parent))  # example_install for the plugin tests

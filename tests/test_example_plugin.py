@@ -4,14 +4,12 @@ entry point: it shows in `gaf list sampler` and works with `gaf sample --sampler
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import gaf
+from example_install import gaf_cli, install  # tests/ is on sys.path (conftest)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,18 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                    "-q", "--target", str(target), str(ROOT / "examples" / "gaf-min-p")],
-                   check=True, timeout=300)
-    return target
-
-
-def gaf_cli(site: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "GAF_DISABLE_PLUGIN_AUTOLOAD"}
-    env["PYTHONPATH"] = str(site)
-    return subprocess.run([sys.executable, "-m", "gaf", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return install(ROOT / "examples" / "gaf-min-p", tmp_path_factory.mktemp("site"))
 
 
 def test_plugin_appears_in_list(site):

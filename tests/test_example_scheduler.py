@@ -30,6 +30,7 @@ from gaf.errors import BadConfig
 from gaf.interfaces import Scheduler
 from gaf.plugins.diffusion.schedulers import DDIMScheduler, DDPMScheduler, SchedulerConfig
 from gaf.registry import Registry
+from example_install import gaf_cli, install  # tests/ is on sys.path (conftest)
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "examples" / "gaf-dpm-solver"
@@ -372,17 +373,7 @@ def test_matches_diffusers_dpm_solver_plus_plus():
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                    "-q", "--target", str(target), str(PACKAGE)], check=True, timeout=300)
-    return target
-
-
-def gaf_cli(site: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "GAF_DISABLE_PLUGIN_AUTOLOAD"}
-    env["PYTHONPATH"] = str(site)
-    return subprocess.run([sys.executable, "-m", "gaf", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return install(PACKAGE, tmp_path_factory.mktemp("site"))
 
 
 @pytest.mark.slow
