@@ -52,11 +52,22 @@ class CompletionLogProbs:
     ``token_logps`` is a ``(B, L)`` float tensor holding ``log π(y_t | x, y_<t)`` for
     every completion position and ``0`` elsewhere; ``mask`` is the ``(B, L)`` bool tensor
     of completion positions (the end-of-sequence token counts as part of the
-    completion). Prompt and padding positions are never included.
+    completion). Prompt and padding positions are never included. ``entropy`` is
+    ``None`` unless asked for (``completion_logprobs(batch, entropy=True)``): then a
+    detached ``(B, L)`` tensor of the entropy of the policy's next-token distribution
+    at each completion position (``0`` elsewhere), a metric.
     """
 
     token_logps: Tensor
     mask: Tensor
+    entropy: Tensor | None = None
+
+    def mean_entropy(self) -> float:
+        """Mean entropy over every completion token of the batch (nats; ``nan`` when
+        the entropy was not computed or there are no completion tokens)."""
+        if self.entropy is None or not bool(self.mask.any()):
+            return float("nan")
+        return float(self.entropy[self.mask].mean())
 
     @property
     def sum(self) -> Tensor:
@@ -170,6 +181,13 @@ class Sampler(Protocol):
     global RNG), so a seeded
     generator gives the same tokens every time. A sampler must never return an id
     whose logit is ``-inf``.
+
+    Optional: ``scoring_temperature`` (a float, or ``None``). A sampler that draws
+    from ``softmax(logits / T)`` over the whole vocabulary says ``T``; one that
+    truncates or reshapes the distribution (top-k, top-p, greedy) says ``None`` or
+    leaves it out. On-policy objectives (``reinforce``, ``rloo``, ``ppo``) score
+    their samples under the distribution they were drawn from, so they accept only
+    samplers that state a temperature.
     """
 
     def __call__(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
@@ -197,7 +215,14 @@ class Policy(Protocol):
 
     ``completion_logprobs(batch)`` returns :class:`CompletionLogProbs` for that batch,
     differentiable with respect to the parameters. Objectives use only these two
-    methods (and ``generate``), never the model's internals.
+    methods (and ``generate``), never the model's internals. Two keyword options are
+    asked for only when needed, so a policy without them still serves objectives that
+    do not: ``temperature=T`` scores under ``softmax(logits / T)`` (on-policy
+    objectives sampling at ``T ≠ 1``) and ``entropy=True`` fills
+    :attr:`CompletionLogProbs.entropy` (an ``entropy`` metric).
+
+    ``device`` is the device of the policy's parameters (objectives move their
+    tensors there).
 
     ``generate(prompts, sampler=..., max_new_tokens=..., generator=...)`` returns one
     completion string per prompt (without the prompt, stopped at EOS). Batched
@@ -207,6 +232,7 @@ class Policy(Protocol):
     config: Any
     tokenizer: Tokenizer
     context_length: int
+    device: Any
 
     def prepare(self, prompts: Sequence[str], completions: Sequence[str]) -> Any: ...
 

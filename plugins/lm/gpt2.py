@@ -91,9 +91,12 @@ class Attention(nn.Module):
 
     def __init__(self, cfg: GPT2Config):
         super().__init__()
-        self.n_head, self.d_model, self.p = cfg.n_head, cfg.d_model, cfg.dropout
+        self.n_head, self.d_model = cfg.n_head, cfg.d_model
         self.c_attn = Conv1D(cfg.d_model, 3 * cfg.d_model)
         self.c_proj = Conv1D(cfg.d_model, cfg.d_model)
+        # an nn.Dropout so that every dropout of the model is a module (setting its
+        # ``p`` to 0 switches it off, as alignment objectives do); SDPA applies it
+        self.attn_dropout = nn.Dropout(cfg.dropout)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None,
@@ -102,8 +105,8 @@ class Attention(nn.Module):
                    for t in self.c_attn(x).split(self.d_model, dim=-1))
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.p if self.training else 0.0,
+        p = self.attn_dropout.p if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
                                            is_causal=mask is None and past is None)
         y = self.resid_dropout(self.c_proj(rearrange(y, "b h t d -> b t (h d)")))
         return y, (k, v)
@@ -288,7 +291,8 @@ class GPT2Policy(nn.Module):
         return build_batch(self.tokenizer, prompts, completions, cfg.n_positions,
                            self.device, key_cost=key_cost)
 
-    def completion_logprobs(self, batch: LMBatch) -> CompletionLogProbs:
+    def completion_logprobs(self, batch: LMBatch, *, temperature: float = 1.0,
+                            entropy: bool = False) -> CompletionLogProbs:
         """Per-token ``log π(y_t | x, y_<t)`` of each completion, packed to the left.
 
         Runs the transformer over the whole (right-padded, so plain causal) batch,
@@ -296,41 +300,50 @@ class GPT2Policy(nn.Module):
         output layer there: ``logit[target] - logsumexp(logits)`` in at least float32.
         Returns ``(B, L)`` tensors, ``L`` the longest completion in the batch.
 
+        ``temperature`` scores under ``softmax(logits / temperature)``, the
+        distribution a temperature sampler draws from (on-policy objectives that
+        sample at ``T ≠ 1`` score their samples this way, as TRL does). ``entropy``
+        also returns the detached per-token entropy of that distribution
+        (``CompletionLogProbs.entropy``), a metric.
+
         A batch with packed shared prompts (:mod:`gaf.plugins.lm.batching`) runs with
         its position ids and block mask and scores its listed outputs; the rows of
         the result are the pairs in their original order, as unpacked.
         """
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         if batch.packed:
-            return self._packed_logprobs(batch)
-        hidden = self(batch.input_ids)
-        cmask = batch.completion_mask
-        B = cmask.shape[0]
-        rows, cols = cmask.nonzero(as_tuple=True)
-        slots = cmask.long().cumsum(1)[rows, cols] - 1
-        L = int(cmask.sum(1).max()) if B else 0
-        logits = self.logits(hidden[rows, cols])
+            hidden = self(batch.input_ids, position_ids=batch.position_ids,
+                          mask_4d=batch.attention_mask_4d)
+            B = batch.n_pairs
+            rows, slots = batch.score_pair, batch.score_slot
+            L = int(slots.max()) + 1 if slots.numel() else 0
+            states = hidden.flatten(0, 1)[batch.score_index]
+            targets = batch.score_target
+        else:
+            hidden = self(batch.input_ids)
+            cmask = batch.completion_mask
+            B = cmask.shape[0]
+            rows, cols = cmask.nonzero(as_tuple=True)
+            slots = cmask.long().cumsum(1)[rows, cols] - 1
+            L = int(cmask.sum(1).max()) if B else 0
+            states = hidden[rows, cols]
+            targets = batch.target_ids[rows, cols]
+        logits = self.logits(states)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        targets = batch.target_ids[rows, cols]
-        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        if temperature != 1.0:
+            logits = logits / temperature
+        norm = logits.logsumexp(-1)
+        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - norm
         token_logps = logp.new_zeros(B, L).index_put((rows, slots), logp)
-        mask = torch.zeros(B, L, dtype=torch.bool, device=cmask.device)
-        mask[rows, slots] = True
-        return CompletionLogProbs(token_logps=token_logps, mask=mask)
-
-    def _packed_logprobs(self, batch: LMBatch) -> CompletionLogProbs:
-        hidden = self(batch.input_ids, position_ids=batch.position_ids,
-                      mask_4d=batch.attention_mask_4d)
-        B = batch.n_pairs
-        pairs, slots = batch.score_pair, batch.score_slot
-        L = int(slots.max()) + 1 if slots.numel() else 0
-        logits = self.logits(hidden.flatten(0, 1)[batch.score_index])
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        logp = (logits.gather(-1, batch.score_target.unsqueeze(-1)).squeeze(-1)
-                - logits.logsumexp(-1))
-        token_logps = logp.new_zeros(B, L).index_put((pairs, slots), logp)
         mask = torch.zeros(B, L, dtype=torch.bool, device=logp.device)
-        mask[pairs, slots] = True
-        return CompletionLogProbs(token_logps=token_logps, mask=mask)
+        mask[rows, slots] = True
+        ent = None
+        if entropy:
+            with torch.no_grad():  # H = logsumexp(z) − Σ softmax(z)·z
+                h = norm - (torch.softmax(logits, -1) * logits).sum(-1)
+                ent = h.new_zeros(B, L).index_put((rows, slots), h)
+        return CompletionLogProbs(token_logps=token_logps, mask=mask, entropy=ent)
 
     def banned_ids(self) -> Tensor:
         """``(vocab_size,)`` bool: ids generation never samples — BOS and PAD (unless

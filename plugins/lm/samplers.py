@@ -56,6 +56,9 @@ class Greedy:
     def __init__(self, config: GreedyConfig | None = None):
         self.config = config or GreedyConfig()
 
+    #: greedy decoding is not a distribution an on-policy objective can score
+    scoring_temperature = None
+
     def __call__(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return _check_logits(logits).argmax(dim=-1)
 
@@ -76,6 +79,11 @@ class Temperature:
     def __init__(self, config: TemperatureConfig | None = None):
         self.config = config or TemperatureConfig()
         _check_temperature(self.config.temperature)
+
+    @property
+    def scoring_temperature(self) -> float:
+        """``T``: samples are draws of ``softmax(logits / T)`` (see :class:`gaf.interfaces.Sampler`)."""
+        return self.config.temperature
 
     def __call__(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return _draw(_check_logits(logits) / self.config.temperature, generator)
@@ -109,6 +117,9 @@ class TopK:
         self.config = config or TopKConfig()
         _check_k(self.config.k)
         _check_temperature(self.config.temperature)
+
+    #: truncated to k tokens: not ``softmax(logits / T)``, which on-policy objectives score
+    scoring_temperature = None
 
     def __call__(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         logits = _check_logits(logits)
@@ -148,6 +159,12 @@ class TopP:
         self.config = config or TopPConfig()
         _check_p(self.config.p)
         _check_temperature(self.config.temperature)
+
+    @property
+    def scoring_temperature(self) -> float | None:
+        """``T`` when ``p = 1`` (nothing is truncated), else ``None``: a nucleus is not
+        ``softmax(logits / T)``, the distribution on-policy objectives score."""
+        return self.config.temperature if self.config.p >= 1.0 else None
 
     def __call__(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         logits = _check_logits(logits)

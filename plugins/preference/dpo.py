@@ -21,14 +21,20 @@ ranking-dpo   Plackett–Luce NLL of a full ranking y1 ≻ … ≻ yK         ra
 ============  =====================================================  ==============
 
 Pairwise losses take ``rpo_alpha``: α times the token-mean NLL of the chosen
-completions is added (RPO, Pang et al. 2024; TRL's ``rpo_alpha``), which keeps the
-chosen log-probs from falling.
+completions is added (RPO, Pang et al. 2024; ``rpo_alpha`` of TRL < 1.0), which keeps
+the chosen log-probs from falling.
+
+Each objective logs, and ranks held-out pairs by, its own implicit reward
+(:meth:`~gaf.plugins.preference.pipeline.PreferenceTraining.implicit_reward`):
+``β·Σ log π/π_ref`` for the sigmoid, smoothed, hinge, KTO and ranking losses, the
+per-token mean of the log-ratio times β for ipo (the quantity its loss squares, as
+TRL logs it), ``β·mean log π`` for the reference-free simpo and orpo.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import torch
@@ -42,15 +48,31 @@ from . import losses
 from .pipeline import PreferenceConfig, PreferenceTraining
 from .units import ScoredBatch
 
-__all__ = ["DPO", "CDPO", "RobustDPO", "IPO", "Hinge", "SimPO", "ORPO", "KTO", "RankingDPO"]
+__all__ = ["DPO", "CDPO", "RobustDPO", "IPO", "Hinge", "SimPO", "ORPO", "KTO", "RankingDPO",
+           "PairwiseConfig", "PairwiseObjective"]
 
 
 # --------------------------------------------------------------------- pairwise
 
 
-class PairwiseObjective(PreferenceTraining):
-    """A loss on preference pairs; subclasses implement :meth:`pair_loss`."""
+@attrs.define
+class PairwiseConfig(PreferenceConfig):
+    """Options of the losses on pairs."""
 
+    rpo_alpha: float = option(0.0, "weight α of an NLL term on the chosen completions "
+                                   "(RPO; rpo_alpha of TRL < 1.0; 0 = off)")
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.rpo_alpha < 0:
+            raise BadConfig(f"rpo_alpha must be >= 0, got {self.rpo_alpha}")
+
+
+class PairwiseObjective(PreferenceTraining):
+    """A loss on preference pairs (the :class:`~gaf.interfaces.PreferenceObjective`
+    contract); subclasses implement :meth:`pair_loss`."""
+
+    Config: type = PairwiseConfig
     unit = "pairs"
 
     @abc.abstractmethod
@@ -104,7 +126,7 @@ class DPO(PairwiseObjective):
 
 
 @attrs.define
-class SmoothedConfig(PreferenceConfig):
+class SmoothedConfig(PairwiseConfig):
     """Options of ``cdpo`` and ``robust``."""
 
     label_smoothing: float = option(0.1, "ε: assumed probability that a preference label "
@@ -118,7 +140,8 @@ class SmoothedConfig(PreferenceConfig):
 
 class CDPO(PairwiseObjective):
     """Conservative DPO (label smoothing ε, Mitchell 2023):
-    ``−(1−ε) log σ(β h) − ε log σ(−β h)``; ε = 0 is ``dpo``."""
+    ``−(1−ε) log σ(β h) − ε log σ(−β h)``; ε = 0 is ``dpo``. TRL < 1.0 offered it as
+    ``label_smoothing`` on the sigmoid loss."""
 
     Config = SmoothedConfig
 
@@ -141,7 +164,12 @@ class RobustDPO(PairwiseObjective):
 class IPO(PairwiseObjective):
     """Identity Preference Optimisation (Azar et al. 2023): ``(h̄ − 1/(2β))²`` with
     ``h̄`` built from per-token-mean log-probs (as TRL, confirmed with the authors).
-    Its minimum is at ``h̄ = 1/(2β)``, so it never pushes margins to infinity."""
+    Its minimum is at ``h̄ = 1/(2β)``, so it never pushes margins to infinity. Its
+    implicit reward (``rewards/*``, ``eval_accuracy``) is β times the per-token mean
+    log-ratio, the quantity its loss squares."""
+
+    def implicit_reward(self, policy, ref):
+        return self.beta * (policy.mean - ref.mean)
 
     def pair_loss(self, chosen, rejected, ref_chosen, ref_rejected):
         h_mean = losses.margin(chosen.mean, rejected.mean, ref_chosen.mean, ref_rejected.mean)
@@ -156,7 +184,7 @@ class Hinge(PairwiseObjective):
 
 
 @attrs.define
-class SimPOConfig(PreferenceConfig):
+class SimPOConfig(PairwiseConfig):
     """Options of ``simpo`` (defaults from the SimPO paper: β = 2, γ = 1)."""
 
     beta: float = option(2.0, "β: scale of the length-normalised reward")
@@ -175,7 +203,7 @@ class SimPO(PairwiseObjective):
 
 
 @attrs.define
-class ORPOConfig(PreferenceConfig):
+class ORPOConfig(PairwiseConfig):
     """Options of ``orpo``; ``beta`` is the paper's λ (TRL also calls it beta)."""
 
     beta: float = option(0.1, "λ: weight of the odds-ratio term against the chosen NLL")
@@ -201,21 +229,36 @@ class KTOConfig(PreferenceConfig):
 
     desirable_weight: float = option(1.0, "λD: weight of desirable completions")
     undesirable_weight: float = option(1.0, "λU: weight of undesirable completions")
+    unpair: Literal["trl", "net"] = option(
+        "trl", "paired data to labelled completions: 'trl' (the chosen of every pair is "
+               "desirable, the rejected undesirable, as TRL's unpair_preference_dataset) or "
+               "'net' (a response is desirable when it wins more of its pairs than it loses)")
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.unpair not in ("trl", "net"):
+            raise BadConfig(f"unpair must be 'trl' or 'net', got {self.unpair!r}")
 
 
 class KTO(PreferenceTraining):
     """Kahneman–Tversky Optimisation (Ethayarajh et al. 2024) on single completions
     labelled desirable or undesirable: ``λD(1 − σ(β(r − z0)))`` for desirable,
     ``λU(1 − σ(β(z0 − r)))`` for undesirable, ``r = log π/π_ref`` and ``z0`` the
-    detached batch estimate of the KL, clamped at 0. Paired data is unpaired the way
-    TRL does it: a response that wins more of its pairs than it loses is desirable,
-    one that loses more is undesirable. ``batch_size`` counts completions."""
+    detached batch estimate of the KL, clamped at 0. Labelled data is used as
+    labelled. Paired data is unpaired as TRL's ``unpair_preference_dataset`` does it
+    (``unpair = "trl"``): each pair gives its chosen response as a desirable example
+    and its rejected one as an undesirable example, so in a group of K > 2 ranked
+    responses a middle one appears as both. ``unpair = "net"`` instead labels each
+    response once, desirable when it wins more of its pairs than it loses (unused on a
+    draw). ``batch_size`` counts completions."""
 
     Config = KTOConfig
     unit = "completions"
 
     def units_of(self, group: PreferenceGroup) -> list[Any]:
-        return [(i, flag) for i, flag in enumerate(group.desirable()) if flag is not None]
+        if group.labels is not None or self.config.unpair == "net":
+            return [(i, flag) for i, flag in enumerate(group.desirable()) if flag is not None]
+        return [unit for i, j in group.pairs for unit in ((i, True), (j, False))]
 
     def responses_of(self, unit: Any) -> tuple[int]:
         return (unit[0],)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
 from gaf.config import option
-from gaf.errors import BadData
+from gaf.errors import BadConfig, BadData
 from gaf.interfaces import SFTExample, batched
+from gaf.plugins.alignment.base import HELD_OUT_SPLITS
 from gaf.runs import RunContext
 
 from .data_order import EpochOrder
@@ -30,6 +31,14 @@ class SFTConfig:
     eval_batch_size: int = option(64, "batch size of the evaluation passes")
     samples: int = option(64, "held-out prompts completed for samples.jsonl and mean_reward")
     max_new_tokens: int = option(64, "tokens generated per evaluation prompt")
+    eval_split: Literal["eval", "validation"] = option(
+        "eval", "held-out split the evaluation reads: 'eval' for headline figures, "
+                "'validation' for tuning")
+
+    def __attrs_post_init__(self) -> None:
+        if self.eval_split not in HELD_OUT_SPLITS:
+            raise BadConfig(f"eval_split must be one of {', '.join(HELD_OUT_SPLITS)}, "
+                            f"got {self.eval_split!r}")
 
 
 class SFT:
@@ -71,7 +80,7 @@ class SFT:
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
         cfg = self.config
         out: dict[str, float] = {}
-        held_out = list(self.task.sft_examples("eval"))
+        held_out = list(self.task.sft_examples(cfg.eval_split))
         if cfg.eval_examples:
             held_out = held_out[: cfg.eval_examples]
         if held_out:
@@ -83,7 +92,7 @@ class SFT:
                 count += float(lp.mask.sum())
             out["eval_loss"] = total / max(count, 1.0)
             out["eval_ppl"] = math.exp(min(out["eval_loss"], 50.0))
-        prompts = list(self.task.prompts("eval"))[: cfg.samples]
+        prompts = list(self.task.prompts(cfg.eval_split))[: cfg.samples]
         if prompts:
             out.update(self._samples(ctx, prompts))
         return out

@@ -2,7 +2,8 @@
 
 Each step takes ``batch_size`` training prompts, samples ``samples_per_prompt`` (k)
 completions of each from the current policy with the run's sampler (``temperature``
-at 1 by default: the gradient assumes samples of π itself), and scores them:
+at 1 by default; at another temperature every log-probability below is taken under
+``softmax(logits / T)``, the distribution sampled), and scores them:
 
     R(x, y) = r(x, y) − β · Σ_t [log π(y_t | …) − log π_ref(y_t | …)]
 
@@ -78,10 +79,10 @@ class PolicyGradient(OnPolicy):
         was_training = self.policy.training
         self.policy.eval()
         with torch.no_grad():
-            logp = self.policy.completion_logprobs(rollout.batch).sequence().sum
-            ref_logp = self.reference.completion_logprobs(rollout.batch).sequence().sum
+            logp = self.logprobs(self.policy, rollout.batch).sequence().sum
+            ref_logp = self.logprobs(self.reference, rollout.batch).sequence().sum
         self.policy.train(was_training)
-        scores = self.score(flat, rollout, logp.device)
+        scores = self.rewards_of(flat, rollout, logp.device)
         kl = (logp - ref_logp).float()
         total = scores - cfg.beta * kl
         advantages = self.baseline(total.view(len(prompts), k)).flatten()
@@ -93,7 +94,7 @@ class PolicyGradient(OnPolicy):
                             if advantages.numel() > 1 else 0.0}}
 
     def loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
-        logp = self.policy.completion_logprobs(batch["batch"]).sequence().sum
+        logp = self.logprobs(self.policy, batch["batch"]).sequence().sum
         loss = -(batch["advantages"].to(logp.dtype) * logp).mean()
         return loss, dict(batch["metrics"])
 

@@ -34,12 +34,14 @@ controller (:mod:`.kl_control`), whose state is saved in checkpoints. Checkpoint
 fall between rollouts: ``train.steps`` and ``train.save_every`` must be multiples of
 ``ppo_epochs × num_mini_batches``.
 
-Logged (TRL's names): ``objective/kl`` (mean sequence k1), ``objective/scores``
+Logged (TRL's names): ``objective/kl`` (the mean over sequences of the summed
+``kl_estimator``, k1 or k3, which the adaptive controller also reads), ``objective/scores``
 (mean reward before the EOS penalty), ``objective/non_score_reward`` (``−β·Σk``),
 ``objective/rlhf_reward`` (their sum with the penalty), ``objective/beta``,
 ``objective/no_eos`` (fraction without EOS), ``policy/clipfrac``, ``policy/approxkl``
 (``½·mean (log π − log π_old)²``), ``loss/policy``, ``loss/value``, ``loss/ptx``,
-``value/clipfrac``, ``value/explained_variance``. The evaluation is the DPO family's:
+``value/clipfrac``, ``value/explained_variance``, ``policy/entropy_avg`` (mean entropy
+of the policy's next-token distribution over the minibatch's tokens). The evaluation is the DPO family's:
 win rate against the SFT policy, mean true reward and sequence KL on held-out prompts.
 """
 
@@ -56,6 +58,8 @@ from torch import Tensor
 from gaf.config import option
 from gaf.errors import BadConfig, GafError
 from gaf.interfaces import Rollout
+from gaf.plugins.alignment.base import disable_dropout
+from gaf.plugins.alignment.groups import accepts_option
 from gaf.plugins.preference.data_order import EpochOrder
 from gaf.runs import RunContext
 
@@ -153,6 +157,7 @@ class PPO(OnPolicy):
                     f"ppo_epochs × num_mini_batches ({self.updates}), so that checkpoints "
                     f"fall between rollouts")
         self.local_batch = ctx.world.shard(0, self.batch_size)[1]
+        self._entropy = accepts_option(self.policy, "completion_logprobs", "entropy")
         self.rollout_size = self.batch_size * train.grad_accum * cfg.num_mini_batches
         self.critic = self._make_critic(ctx)
         self.kl_ctl = KLController(cfg.beta, cfg.target_kl, cfg.kl_horizon)
@@ -187,6 +192,8 @@ class PPO(OnPolicy):
             self.critic_source = "the SFT policy (new value head)"
             critic = RewardModel.from_policy(self.policy)
             torch.nn.init.zeros_(critic.score.weight)
+        if self.config.disable_dropout:
+            disable_dropout(critic)
         return critic.to(self.policy.device).train().requires_grad_(True)
 
     def modules(self) -> dict[str, Any]:
@@ -209,14 +216,14 @@ class PPO(OnPolicy):
         self.policy.eval()
         self.critic.eval()
         with torch.no_grad(), self.ctx.autocast():
-            lp = self.policy.completion_logprobs(rollout.batch)
-            ref = self.reference.completion_logprobs(rollout.batch)
+            lp = self.logprobs(self.policy, rollout.batch)
+            ref = self.logprobs(self.reference, rollout.batch)
             values = self.critic.values(rollout.batch).float()
         self.policy.train()
         self.critic.train()
         mask = lp.mask
         logp, ref_logp = lp.token_logps.float(), ref.token_logps.float()
-        scores = self.score(prompts, rollout, logp.device)
+        scores = self.rewards_of(prompts, rollout, logp.device)
         no_eos = ~rollout.ended.to(logp.device)
         penalised = scores - cfg.missing_eos_penalty * no_eos.float()
         estimate = (kl_k1 if cfg.kl_estimator == "k1" else kl_k3)(logp, ref_logp) * mask
@@ -225,7 +232,7 @@ class PPO(OnPolicy):
         values = values * mask
         advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
         advantages = self._whiten(advantages, mask)
-        seq_kl = (kl_k1(logp, ref_logp) * mask).sum(1)
+        seq_kl = estimate.sum(1)  # the configured estimator, as TRL logs it
         non_score = -beta * estimate.sum(1)
         n = world.sum(float(len(prompts)))
         mean_kl = world.sum(float(seq_kl.sum())) / n
@@ -279,7 +286,7 @@ class PPO(OnPolicy):
         buf = batch["buffer"]
         rows = batch["rows"].to(buf.mask.device)
         lm_batch = buf.rollout.batch.select(rows)
-        lp = self.policy.completion_logprobs(lm_batch)
+        lp = self.logprobs(self.policy, lm_batch, entropy=self._entropy)
         L = lp.mask.shape[1]
         mask = buf.mask[rows, :L]
         old_logp, old_values = buf.logprobs[rows, :L], buf.values[rows, :L]
@@ -296,6 +303,8 @@ class PPO(OnPolicy):
                    "loss/value": float(vf_loss.detach()),
                    "policy/clipfrac": float(clipfrac), "policy/approxkl": float(approxkl),
                    "value/clipfrac": float(v_clipped.sum() / mask.sum().clamp_min(1))}
+        if lp.entropy is not None:
+            metrics["policy/entropy_avg"] = float(lp.entropy[mask].mean()) if mask.any() else 0.0
         if "ptx" in batch:
             ptx = self.policy.completion_logprobs(batch["ptx"])
             nll = self.ctx.world.mean(-ptx.token_logps.sum(), ptx.mask.sum())

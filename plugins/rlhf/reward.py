@@ -1,6 +1,7 @@
 """The ``reward`` objective: train a reward model on K-ranked lists (InstructGPT, step 2).
 
-Pipeline (shared with the DPO family, :mod:`gaf.plugins.preference.pipeline`):
+Pipeline (the alignment base and the DPO family's preference data,
+:mod:`gaf.plugins.preference.data`):
 
 1. an SFT policy: ``--policy RUN_DIR`` (an SFT or DPO run, a saved policy, an HF GPT-2
    directory), or a name, which trains one in ``RUN_DIR/sft`` first;
@@ -14,8 +15,8 @@ Pipeline (shared with the DPO family, :mod:`gaf.plugins.preference.pipeline`):
    prompt's whole ranking: its K responses are scored once each (K forward passes)
    and all its ``C(K, 2)`` pairs are formed from those K scores; ``batch_size``
    counts rankings. ``center_coef`` adds ``c · mean(r²)`` to keep rewards centred;
-4. evaluation on held-out prompts (K fresh samples each, ranked by the ground truth,
-   or the task's held-out ranked lists): pairwise ``accuracy``, ``reward_mean`` and
+4. evaluation on the held-out split (``eval_split``: K fresh samples of each prompt,
+   ranked by the ground truth, or the task's held-out ranked lists): pairwise ``accuracy``, ``reward_mean`` and
    ``reward_std`` of the learned reward and, when the task has a ground truth, its
    Pearson ``correlation`` with it. Samples with both rewards go to
    ``samples/samples.jsonl``.
@@ -36,11 +37,12 @@ from torch import Tensor
 from gaf.checkpoint import atomic_write_text
 from gaf.config import option
 from gaf.errors import BadConfig
-from gaf.interfaces import PreferenceGroup, SequenceLogProbs
+from gaf.interfaces import PreferenceGroup
+from gaf.plugins.alignment.base import disable_dropout
+from gaf.plugins.alignment.groups import fitting, group_chunks
+from gaf.plugins.preference.data import PreferenceData, PreferenceDataConfig
 from gaf.plugins.preference.labelling import sample_groups
-from gaf.plugins.preference.pipeline import (PreferenceConfig, PreferenceTraining, _chunks,
-                                             fitting)
-from gaf.plugins.preference.units import ScoredBatch, assemble
+from gaf.plugins.preference.units import ScoredBatch
 from gaf.runs import RunContext
 
 from .losses import ranked_reward_loss
@@ -50,8 +52,8 @@ __all__ = ["RewardTraining", "RewardConfig"]
 
 
 @attrs.define
-class RewardConfig(PreferenceConfig):
-    """Options of ``reward`` (``beta``, ``rpo_alpha`` and ``eval_samples`` are not used)."""
+class RewardConfig(PreferenceDataConfig):
+    """Options of ``reward``."""
 
     margin: float = option(0.0, "m in −log σ(r_w − r_l − m): the reward gap asked of every pair")
     center_coef: float = option(0.0, "c of the centring term c · mean(r²) (0 = off; ~0.01)")
@@ -63,21 +65,20 @@ class RewardConfig(PreferenceConfig):
                             f"{self.center_coef}")
 
 
-class RewardTraining(PreferenceTraining):
+class RewardTraining(PreferenceData):
     """Train a ``gpt2-reward`` model (the SFT transformer plus a scalar head) on K-ranked
     lists: ``−1/C(K,2) Σ_{i<j} log σ(r(x, y_i) − r(x, y_j) − margin)`` per prompt, all
     pairs from K forward passes (``batch_size`` counts rankings). The rankings are the
     task's (``--data``) or K SFT samples per prompt ranked by the task's reward, as for
     ``dpo``. Evaluates pairwise accuracy, reward mean/std and the correlation with the
-    ground truth on held-out prompts; the model loads as ``--reward RUN_DIR``.
-    ``beta``, ``rpo_alpha`` and ``eval_samples`` are not used."""
+    ground truth on held-out prompts; the model loads as ``--reward RUN_DIR``."""
 
-    Config = RewardConfig
+    Config: type = RewardConfig
     unit = "rankings"
-    reference_free = True  # no reference log-probs: the policy is only the starting point
-    # measured on the sentiment task (docs/results.md): held-out accuracy 0.90
-    train_defaults = {**PreferenceTraining.train_defaults, "steps": 600, "batch_size": 16,
-                      "lr": 1e-3}
+    needs_reference = False  # the SFT policy is only the starting point
+    # chosen on the sentiment task (docs/results.md says on which split)
+    train_defaults = {"steps": 600, "batch_size": 16, "lr": 1e-3, "warmup_steps": 20,
+                      "log_every": 10, "max_grad_norm": 10.0}
     no_units_hint = ("; a reward model needs ranked responses: pass --data with {prompt, "
                      "responses, ranking} or {prompt, chosen, rejected} records")
     plot_keys = ("loss", "accuracy", "rewards/margins", "rewards/chosen", "rewards/rejected",
@@ -89,26 +90,22 @@ class RewardTraining(PreferenceTraining):
     def responses_of(self, unit: Any) -> list[int]:
         return sorted({i for pair in unit for i in pair})
 
-    def batch_loss(self, batch: ScoredBatch, policy: SequenceLogProbs,
-                   ref: SequenceLogProbs | None) -> tuple[Tensor, dict[str, float]]:
-        raise TypeError("reward trains on reward-model scores, not policy log-probs")
-
     # ----------------------------------------------------------------- training
 
     def setup(self, ctx: RunContext) -> None:
-        super().setup(ctx)
+        self.setup_policy(ctx)
+        self.setup_data(ctx)
         options = attrs.asdict(self.policy.config)
         blank = ctx.registry.create("reward", "gpt2-reward", **options)
         self.reward_model = RewardModel.from_policy(self.policy, blank)
+        if self.config.disable_dropout:
+            disable_dropout(self.reward_model)
 
     def modules(self) -> dict[str, Any]:
         return {"reward": self.reward_model}
 
-    def train_batch(self, index: int) -> tuple[ScoredBatch, Any]:
-        start, count = self.ctx.world.shard(index * self.batch_size, self.batch_size)
-        units = [(g, self.units[g][u]) for g, u in self.order.slice(start, count)]
-        scored = assemble(self.groups, self.offsets, units, self.responses_of)
-        return scored, self.reward_model.prepare(scored.prompts, scored.completions)
+    def batch_model(self) -> Any:
+        return self.reward_model
 
     def loss(self, batch: tuple[ScoredBatch, Any]) -> tuple[Tensor, dict[str, float]]:
         scored, lm_batch = batch
@@ -143,7 +140,7 @@ class RewardTraining(PreferenceTraining):
             return out
         rm = self.reward_model.eval()
         learned: list[float] = []
-        for chunk in _chunks(groups, self.config.eval_batch_size):
+        for chunk in group_chunks(groups, self.config.eval_batch_size):
             prompts = [g.prompt for g in chunk for _ in g.responses]
             completions = [y for g in chunk for y in g.responses]
             learned += [float(x) for x in rm(prompts, completions)]
@@ -176,14 +173,11 @@ class RewardTraining(PreferenceTraining):
         """Held-out ranked groups, with the ground-truth reward of each response when the
         task has one: the task's own held-out lists, else K fresh SFT samples of each
         held-out prompt, ranked by the task's reward."""
-        provided = getattr(self.task, "preference_groups", None)
-        groups = [g for g in (provided("eval") if provided is not None else []) if g.pairs]
+        groups = self.heldout_groups()
         truth = None
         reward = self.task.reward()
         if not groups and reward is not None:
-            prompts = list(self.task.prompts("eval"))
-            if self.config.eval_prompts:
-                prompts = prompts[:self.config.eval_prompts]
+            prompts = self.heldout_prompts()
             cfg = self.config
             self.policy.eval()
             with torch.no_grad():

@@ -78,7 +78,7 @@ def test_logged_metrics_use_trl_names(tmp_path):
     obj = build(tmp_path, "dpo", PAIRS, "train.batch_size=4")
     _, metrics = obj.loss(obj.train_batch(0))
     assert set(metrics) == {"rewards/chosen", "rewards/rejected", "rewards/margins",
-                            "rewards/accuracies", "logps/chosen", "logps/rejected"}
+                            "rewards/accuracies", "logps/chosen", "logps/rejected", "entropy"}
 
 
 @pytest.mark.parametrize("tokenizer", ["byte", "sentiment-bpe"])

@@ -92,7 +92,7 @@ def test_rollout_rewards_use_the_right_padded_policy_layout(tmp_path):
 def test_gae_with_no_kl_and_unit_gamma_lambda_is_reward_to_go_minus_value(tmp_path):
     obj = build(tmp_path, "objective.beta=0", "objective.gamma=1", "objective.lam=1")
     buf = obj.make_rollout(0)
-    scores = obj.score(obj.train_prompts[:len(buf.mask)], buf.rollout, "cpu")
+    scores = obj.rewards_of(obj.train_prompts[:len(buf.mask)], buf.rollout, "cpu")
     # with β = 0 every token's return is the sequence's score
     assert torch.allclose(buf.returns, scores[:, None] * buf.mask, atol=1e-5)
     raw, _ = gae(token_rewards(scores, torch.zeros_like(buf.values), buf.mask, 0.0),
