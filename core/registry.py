@@ -303,6 +303,11 @@ class Registry:
         ``model.safetensors``), a run directory holding one in ``<kind>/``, or any
         directory that a registered ``loader`` for this kind accepts (for example a
         Hugging Face GPT-2 directory).
+
+        A ``torch.nn.Module`` comes back in eval mode (dropout off, as transformers'
+        ``from_pretrained`` returns it), so a loaded model scores the same input the
+        same way every time; the trainer switches the modules it optimises to train
+        mode itself.
         """
         from . import checkpoint
 
@@ -311,7 +316,7 @@ class Registry:
             raise GafError(f"cannot load {kind} from {str(path)!r}: no such file or directory")
         for candidate in (p, p / kind):
             if (candidate / checkpoint.META_FILE).is_file():
-                return checkpoint.load_component(self, kind, candidate, **kwargs)
+                return _eval_mode(checkpoint.load_component(self, kind, candidate, **kwargs))
         tried = []
         for entry in self.entries("loader"):
             if entry.meta.get("loads", kind) != kind:
@@ -319,7 +324,7 @@ class Registry:
             loader = entry.load()
             tried.append(entry.name)
             if getattr(loader, "kind", kind) == kind and loader.accepts(p):
-                obj = loader.load(p, **kwargs)
+                obj = _eval_mode(loader.load(p, **kwargs))
                 return _stamp(obj, kind, getattr(obj, "gaf_name", None) or entry.meta.get("creates"))
         hint = f" (loaders tried: {', '.join(tried)})" if tried else ""
         raise GafError(f"cannot load {kind} from {str(path)!r}: it has no {checkpoint.META_FILE}"
@@ -409,3 +414,10 @@ def register(kind: str, name: str | None = None, *, replace: bool = False, summa
              **defaults: Any) -> Callable[[Any], Any]:
     """Decorator registering a class or factory: ``@gaf.register("sampler", "my-top-k")``."""
     return REGISTRY.register(kind, name, replace=replace, summary=summary, **defaults)
+
+
+def _eval_mode(obj: Any) -> Any:
+    """``obj.eval()`` for a torch module (anything with ``eval`` and ``train``)."""
+    if callable(getattr(obj, "eval", None)) and callable(getattr(obj, "train", None)):
+        obj.eval()
+    return obj

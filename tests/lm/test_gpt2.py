@@ -214,6 +214,54 @@ def test_completion_logprobs_match_float64_reference():
     assert torch.all(got.token_logps[~got.mask] == 0)
 
 
+def _naive_tempered(model, prompts, completions, temperature):
+    """Per completion token: log-softmax(logits / T)[target] and the entropy of
+    softmax(logits / T), each pair run on its own, in float64."""
+    logps, entropies = [], []
+    for p, c in zip(prompts, completions):
+        ctx = [BOS, *p.encode()]
+        comp = [*c.encode(), EOS]
+        with torch.no_grad():
+            z = model.logits(model(torch.tensor([ctx + comp]))).double()[0] / temperature
+        logp = torch.log_softmax(z, -1)
+        rows = [len(ctx) - 1 + i for i in range(len(comp))]
+        logps.append([logp[r, t].item() for r, t in zip(rows, comp)])
+        entropies.append([float(-(logp[r].exp() * logp[r]).sum()) for r in rows])
+    return logps, entropies
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.floats(0.25, 4.0), st.booleans())
+def test_tempered_logprobs_and_entropy_match_float64_reference(temperature, shared_prompt):
+    m = tiny(2).double()
+    prompts = ["same prompt "] * 3 if shared_prompt else ["hello ", "", "longer prompt"]
+    completions = ["world", "xyz", ""]
+    got = m.completion_logprobs(m.prepare(prompts, completions), temperature=temperature,
+                                entropy=True)
+    logps, entropies = _naive_tempered(m, prompts, completions, temperature)
+    for b, (lp, h) in enumerate(zip(logps, entropies)):
+        n = len(lp)
+        assert got.mask[b, :n].all() and not got.mask[b, n:].any()
+        assert torch.allclose(got.token_logps[b, :n], torch.tensor(lp, dtype=torch.float64),
+                              atol=1e-10, rtol=0)
+        assert torch.allclose(got.entropy[b, :n], torch.tensor(h, dtype=torch.float64),
+                              atol=1e-10, rtol=0)
+        assert torch.all(got.entropy[b, n:] == 0)
+    flat = [x for h in entropies for x in h]
+    assert abs(got.mean_entropy() - sum(flat) / len(flat)) < 1e-10
+    assert not got.entropy.requires_grad
+
+
+def test_temperature_one_is_the_plain_score_and_entropy_is_off_by_default(model):
+    batch = model.prepare(["a ", "b "], ["cd", "e"])
+    plain = model.completion_logprobs(batch)
+    assert plain.entropy is None and math.isnan(plain.mean_entropy())
+    assert torch.equal(plain.token_logps,
+                       model.completion_logprobs(batch, temperature=1.0).token_logps)
+    with pytest.raises(ValueError, match="temperature"):
+        model.completion_logprobs(batch, temperature=0.0)
+
+
 def test_completion_logprobs_only_project_completion_positions(monkeypatch):
     m = tiny(2)
     batch = m.prepare(["prompt one", "p2"], ["abc", "de"])
