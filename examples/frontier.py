@@ -63,7 +63,8 @@ def stage(out: Path, name: str, objective: str, sets: list[str], smoke: bool,
     extra = []
     if smoke:
         extra = (["train.steps=4", "objective.samples=4", "objective.eval_examples=8"]
-                 if objective == "sft" else list(SMOKE))
+                 if objective == "sft" else
+                 [x for x in SMOKE if objective != "reward" or "eval_samples" not in x])
         if objective in ("dpo", "reward"):
             extra.append("objective.prompts=8")
     t0 = time.perf_counter()
