@@ -234,9 +234,13 @@ def test_feature_net_saves_and_loads_with_identical_features(trained):
     loaded = FeatureNet.load(path)
     images, labels = load_images(Shapes(40, seed=9))
     assert labels.tolist() == [i % 2 for i in range(40)]
-    a, b = net.features(images), loaded.features(images, batch_size=7)
+    a, b = net.features(images), loaded.features(images)
     assert a.dtype == torch.float64 and a.shape == (40, 32)
     assert torch.equal(a, b)
+    # other batch sizes: the same up to float32 rounding (oneDNN picks its convolution
+    # kernels by batch size, and on some CPUs they round differently)
+    c = loaded.features(images, batch_size=7)
+    assert torch.allclose(a, c, rtol=1e-5, atol=1e-5)
     assert loaded.info == json.loads(json.dumps(net.info))
 
 
