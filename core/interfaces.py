@@ -290,8 +290,11 @@ class RewardFn(Protocol):
 class Task(Protocol):
     """A language task: prompts, supervised examples and (optionally) a true reward.
 
-    ``split`` is ``"train"`` or ``"eval"``; the eval prompts are held out from the
-    train examples. Every method is deterministic for the task's configured seed.
+    ``split`` is ``"train"``, ``"validation"`` or ``"eval"``, with pairwise disjoint
+    prompts: train to learn from, validation to choose defaults and hyper-parameters
+    on (tuning scripts read it), eval for the headline figures, read once. A split may
+    be empty (a task option can switch it off). Every method is deterministic for the
+    task's configured seed.
 
     * ``sft_examples(split)`` — :class:`SFTExample` list for supervised fine-tuning.
     * ``prompts(split)`` — prompts for generation and evaluation.

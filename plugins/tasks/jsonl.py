@@ -34,14 +34,18 @@ are dropped instead: :attr:`JsonlTask.skipped` counts them and a warning names t
 count and the first problem. A missing or unreadable file and a file without any
 good record are errors in both modes.
 
-Splits: ``eval_fraction`` of the records (at least one when there are two or more)
-are held out, chosen with ``seed``. Records sharing a prompt stay together so that
-the eval prompts are not train prompts; whole prompt groups are held out, up to the
-target count (at least the smallest group). When every record has the same prompt
-(e.g. a file of ``{"text"}`` records), single records are held out instead. Both
-splits keep file order.
+Splits: ``eval_fraction`` of the records (at least one when there are two or more
+and the fraction is not 0) are held out as the ``eval`` split (headline figures),
+chosen with ``seed``; then ``validation_fraction`` of the records, from the rest and
+the same way, as the ``validation`` split (tuning). Records sharing a prompt stay
+together so that held-out prompts are not train prompts; whole prompt groups are held
+out, up to the target count (at least the smallest group). When every record has the
+same prompt (e.g. a file of ``{"text"}`` records), single records are held out
+instead. The eval records do not depend on ``validation_fraction``; a fraction of 0
+leaves its split empty (``--data`` then trains on every record, as a TRL user
+expects). Every split keeps file order.
 
-Methods, per split (``"train"`` or ``"eval"``):
+Methods, per split (``"train"``, ``"validation"`` or ``"eval"``):
 
 * ``sft_examples(split)`` — an SFT file's examples; for a preference file the best
   response of each group (the chosen or first-ranked one) and the completions of
@@ -73,7 +77,7 @@ from gaf.interfaces import PreferenceGroup, SFTExample
 
 __all__ = ["JsonlConfig", "JsonlTask", "read_jsonl"]
 
-_SPLITS = ("train", "eval")
+_SPLITS = ("train", "validation", "eval")
 _ON_ERROR = ("raise", "skip")
 
 Record = SFTExample | PreferenceGroup
@@ -107,8 +111,11 @@ class JsonlConfig:
                            "preference records ({prompt, chosen, rejected}, "
                            "{prompt, responses, ranking} or {prompt, completion, label}) "
                            "(required)")
-    eval_fraction: float = option(0.05, "fraction of the records held out as the eval split")
-    seed: int = option(0, "seed of the train/eval split")
+    eval_fraction: float = option(0.05, "fraction of the records held out as the eval split "
+                                        "(0 = none)")
+    validation_fraction: float = option(0.05, "fraction of the records held out as the "
+                                              "validation split, disjoint from eval (0 = none)")
+    seed: int = option(0, "seed of the train/validation/eval split")
     on_error: Literal["raise", "skip"] = option(
         "raise", "a bad line: 'raise' stops with its file and line, 'skip' drops it and warns")
 
@@ -364,9 +371,13 @@ class JsonlTask:
         if cfg.on_error not in _ON_ERROR:
             raise BadConfig("task jsonl: on_error must be 'raise' or 'skip', "
                             f"got {cfg.on_error!r}")
-        if not 0.0 < cfg.eval_fraction < 1.0:
-            raise BadConfig("task jsonl: eval_fraction must be in (0, 1), "
-                            f"got {cfg.eval_fraction}")
+        for name in ("eval_fraction", "validation_fraction"):
+            if not 0.0 <= getattr(cfg, name) < 1.0:
+                raise BadConfig(f"task jsonl: {name} must be in [0, 1), "
+                                f"got {getattr(cfg, name)}")
+        if cfg.eval_fraction + cfg.validation_fraction >= 1.0:
+            raise BadConfig("task jsonl: eval_fraction + validation_fraction must be < 1, got "
+                            f"{cfg.eval_fraction} + {cfg.validation_fraction}")
         self.config = cfg
         self._splits: dict[str, list[Record]] | None = None
         self._examples: dict[str, list[SFTExample]] = {}
@@ -376,7 +387,7 @@ class JsonlTask:
     # ------------------------------------------------------------------ Task API
 
     def sft_examples(self, split: str) -> list[SFTExample]:
-        """The SFT examples of ``split`` ("train" or "eval"), in file order.
+        """The SFT examples of ``split`` ("train", "validation" or "eval"), in file order.
 
         For a preference file: the best response of each group, and the completions
         of unpaired records labelled True.
@@ -426,8 +437,17 @@ class JsonlTask:
             extra = f" ({len(errors)} bad line(s) skipped)" if errors else ""
             raise BadData(f"no examples{extra}", path=cfg.path)
         held = set(_held_out(records, cfg.eval_fraction, random.Random(cfg.seed)))
+        rest = [i for i in range(len(records)) if i not in held]
+        target = round(len(records) * cfg.validation_fraction)
+        # single records of one prompt are held out only when the whole file has one
+        # prompt: otherwise validation prompts must not be train prompts
+        one_prompt = len({r.prompt for r in records}) < 2
+        picked = _held_out([records[i] for i in rest], target / max(len(rest), 1),
+                           random.Random(f"{cfg.seed}/validation"), split_prompts=one_prompt)
+        validation = {rest[k] for k in picked} if target else set()
         splits = {
-            "train": [r for i, r in enumerate(records) if i not in held],
+            "train": [r for i, r in enumerate(records) if i not in held and i not in validation],
+            "validation": [r for i, r in enumerate(records) if i in validation],
             "eval": [r for i, r in enumerate(records) if i in held],
         }
         self._preference = isinstance(records[0], PreferenceGroup)
@@ -445,17 +465,21 @@ class _HasPrompt(Protocol):
     def prompt(self) -> str: ...
 
 
-def _held_out(items: Sequence[_HasPrompt], fraction: float, rng: random.Random) -> list[int]:
-    """Indices of the eval items (see the module docstring); items sharing a prompt
-    stay together."""
+def _held_out(items: Sequence[_HasPrompt], fraction: float, rng: random.Random, *,
+              split_prompts: bool = True) -> list[int]:
+    """Indices of the held-out items (see the module docstring); items sharing a prompt
+    stay together. When all items share one prompt, single items are held out if
+    ``split_prompts``, else none."""
     n = len(items)
-    if n < 2:
+    if n < 2 or fraction <= 0:
         return []
     target = min(n - 1, max(1, round(n * fraction)))
     groups: dict[str, list[int]] = {}
     for i, item in enumerate(items):
         groups.setdefault(item.prompt, []).append(i)
     if len(groups) < 2:
+        if not split_prompts:
+            return []
         order = list(range(n))
         rng.shuffle(order)
         return order[:target]

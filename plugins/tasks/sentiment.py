@@ -11,12 +11,15 @@ continuations from preferences labelled by the oracle.
 Data (:mod:`gaf.plugins.tasks.sentiment_text` writes the text):
 
 * The prompt space is every filling of the 31 prompt templates (about 10,700
-  prompts). ``n_eval`` of them, drawn with the seed round-robin over the templates
-  (at most half of a template's fillings), are held out: the ``eval`` split's prompts
-  and examples use only those, the ``train`` split never does.
+  prompts). ``n_eval`` of them, drawn with the seed round-robin over the templates,
+  are held out for the ``eval`` split (the headline figures); then ``n_validation``
+  more, drawn the same way from the rest, for the ``validation`` split (choosing
+  defaults, β, learning rates). Eval and validation together take at most half of a
+  template's fillings. The three splits' prompts are disjoint, and the eval prompts
+  do not depend on ``n_validation``.
 * ``sft_examples("train")`` has ``n_train`` examples; each picks a template uniformly,
-  then one of its remaining fillings. ``sft_examples("eval")`` has one example per
-  held-out prompt. The sentiment of each continuation is drawn with the weights
+  then one of its fillings that is in neither held-out split. ``sft_examples("eval")``
+  and ``sft_examples("validation")`` have one example per held-out prompt. The sentiment of each continuation is drawn with the weights
   ``positive``, ``negative``, ``neutral`` and ``mixed`` (both polarities joined by
   "but"); :meth:`SentimentTask.labels` gives the drawn labels.
 * A continuation starts with one space (``prompt + completion`` is the review), has
@@ -46,7 +49,7 @@ from .sentiment_text import LABELS, PROMPT_TEMPLATES, continuation, prompt_group
 
 __all__ = ["SentimentConfig", "SentimentTask", "SentimentOracle", "SentimentOracleConfig"]
 
-_SPLITS = ("train", "eval")
+_SPLITS = ("train", "validation", "eval")
 _MAX_TRIES = 2000
 
 
@@ -56,7 +59,10 @@ class SentimentConfig:
 
     seed: int = option(0, "seed of the prompt split and of the generated examples")
     n_train: int = option(4000, "number of supervised training examples")
-    n_eval: int = option(200, "number of held-out prompts (one eval example each)")
+    n_eval: int = option(200, "number of held-out eval prompts (one example each): the "
+                              "headline figures")
+    n_validation: int = option(200, "number of held-out validation prompts (one example "
+                                    "each), disjoint from eval: for tuning")
     positive: float = option(0.3, "relative weight of positive continuations")
     negative: float = option(0.3, "relative weight of negative continuations")
     neutral: float = option(0.2, "relative weight of neutral continuations (no sentiment)")
@@ -82,6 +88,9 @@ class SentimentTask:
             raise BadConfig(f"task sentiment: n_train must be >= 1, got {cfg.n_train}")
         if not 1 <= cfg.n_eval <= most:
             raise BadConfig(f"task sentiment: n_eval must be in 1..{most}, got {cfg.n_eval}")
+        if not 0 <= cfg.n_validation <= most - cfg.n_eval:
+            raise BadConfig(f"task sentiment: n_validation must be in 0..{most - cfg.n_eval} "
+                            f"(n_eval + n_validation <= {most}), got {cfg.n_validation}")
         weights = self._weights()
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise BadConfig("task sentiment: positive, negative, neutral and mixed must be "
@@ -97,7 +106,7 @@ class SentimentTask:
     # ------------------------------------------------------------------ Task API
 
     def sft_examples(self, split: str) -> list[SFTExample]:
-        """The supervised examples of ``split`` ("train" or "eval")."""
+        """The supervised examples of ``split`` ("train", "validation" or "eval")."""
         return list(self._split(split)[0])
 
     def labels(self, split: str) -> list[str]:
@@ -126,12 +135,13 @@ class SentimentTask:
             self._data[split] = self._build(split)
         return self._data[split]
 
-    def _held_out(self) -> tuple[list[tuple[str, str]], list[list[tuple[str, str]]]]:
-        """(held-out prompts, per-template pools of train prompts).
+    def _held_out(self) -> tuple[dict[str, list[tuple[str, str]]], list[list[tuple[str, str]]]]:
+        """({"eval": prompts, "validation": prompts}, per-template pools of train prompts).
 
-        Round-robin over the templates in a seeded order, each template giving at most
-        half of its fillings, so the eval prompts cover every template with more than
-        one filling and every template keeps train prompts."""
+        Round-robin over the templates in a seeded order, eval first, then validation
+        continuing where eval stopped; together they take at most half of a template's
+        fillings, so the held-out prompts cover every template with more than one
+        filling and every template keeps train prompts."""
         rng = random.Random(f"sentiment/{self.config.seed}/split")
         groups = [list(g) for g in self._groups]
         for group in groups:
@@ -139,12 +149,15 @@ class SentimentTask:
         order = list(range(len(groups)))
         rng.shuffle(order)
         taken = [0] * len(groups)
-        held: list[tuple[str, str]] = []
-        while len(held) < self.config.n_eval:
-            for t in order:
-                if len(held) < self.config.n_eval and taken[t] < len(groups[t]) // 2:
-                    held.append((groups[t][taken[t]], self._forms[t]))
-                    taken[t] += 1
+        held: dict[str, list[tuple[str, str]]] = {}
+        for split, n in (("eval", self.config.n_eval), ("validation", self.config.n_validation)):
+            chosen: list[tuple[str, str]] = []
+            while len(chosen) < n:
+                for t in order:
+                    if len(chosen) < n and taken[t] < len(groups[t]) // 2:
+                        chosen.append((groups[t][taken[t]], self._forms[t]))
+                        taken[t] += 1
+            held[split] = chosen
         pools = [[(p, self._forms[t]) for p in g[taken[t]:]] for t, g in enumerate(groups)]
         return held, pools
 
@@ -152,8 +165,8 @@ class SentimentTask:
         cfg = self.config
         held_out, pools = self._held_out()
         rng = random.Random(f"sentiment/{cfg.seed}/{split}")
-        if split == "eval":
-            prompts = held_out
+        if split in held_out:
+            prompts = held_out[split]
         else:  # a template uniformly, then one of its train fillings
             prompts = [rng.choice(pools[rng.randrange(len(pools))]) for _ in range(cfg.n_train)]
         labels = rng.choices(LABELS, weights=self._weights(), k=len(prompts))

@@ -22,7 +22,8 @@ def write(tmp_path, lines, name="prefs.jsonl"):
 
 
 def task_for(path, **kw) -> JsonlTask:
-    return JsonlTask(JsonlConfig(path=str(path), **kw))
+    """The task without a validation split unless asked (these tests are about eval)."""
+    return JsonlTask(JsonlConfig(path=str(path), **{"validation_fraction": 0.0, **kw}))
 
 
 def line(**record) -> str:
@@ -35,7 +36,8 @@ def paired(n, prefix="p"):
 
 
 def all_groups(task):
-    return task.preference_groups("train") + task.preference_groups("eval")
+    return (task.preference_groups("train") + task.preference_groups("validation")
+            + task.preference_groups("eval"))
 
 
 # ------------------------------------------------------------------ the three forms

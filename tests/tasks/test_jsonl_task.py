@@ -19,7 +19,8 @@ def write(tmp_path, lines, name="data.jsonl"):
 
 
 def task_for(path, **kw) -> JsonlTask:
-    return JsonlTask(JsonlConfig(path=str(path), **kw))
+    """The task without a validation split unless asked (these tests are about eval)."""
+    return JsonlTask(JsonlConfig(path=str(path), **{"validation_fraction": 0.0, **kw}))
 
 
 def pairs(n, prefix="p"):
@@ -166,8 +167,9 @@ def test_text_only_files_split_by_example(tmp_path):
     assert task.prompts("eval") == [""]
 
 
-@pytest.mark.parametrize("changes", [{"on_error": "ignore"}, {"eval_fraction": 0.0},
-                                     {"eval_fraction": 1.0}])
+@pytest.mark.parametrize("changes", [{"on_error": "ignore"}, {"eval_fraction": -0.1},
+                                     {"eval_fraction": 1.0}, {"validation_fraction": 1.0},
+                                     {"eval_fraction": 0.5, "validation_fraction": 0.5}])
 def test_bad_options_are_bad_config(changes):
     with pytest.raises(BadConfig):
         JsonlTask(JsonlConfig(path="x.jsonl", **changes))
@@ -175,4 +177,4 @@ def test_bad_options_are_bad_config(changes):
 
 def test_unknown_split_is_bad_config(tmp_path):
     with pytest.raises(BadConfig, match="valid splits"):
-        task_for(write(tmp_path, pairs(3))).sft_examples("validation")
+        task_for(write(tmp_path, pairs(3))).sft_examples("test")
