@@ -4,9 +4,10 @@
 
 Runs ``gaf run --objective dpo --init SFT_DIR --set objective.beta=β`` for β in
 {0.05, 0.1, 0.5, 1} (every other option at its default, so each run samples the same
-preference data from the same SFT policy), then plots each run's held-out mean true
-reward against its sequence KL(π‖π_ref), with the SFT policy at (0, its reward), and
-prints one line per β. SFT_DIR is an SFT policy, e.g. ``runs/<a dpo run>/sft``.
+preference data from the same SFT policy), evaluated on the **validation** split (a
+sweep chooses β; :mod:`gaf.plugins.alignment.tuning`), then plots each run's mean
+true reward against its sequence KL(π‖π_ref), with the SFT policy at (0, its reward),
+and prints one line per β. SFT_DIR is an SFT policy, e.g. ``runs/<a dpo run>/sft``.
 Takes about 1 minute per β on a 2-core CPU.
 """
 
@@ -17,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import gaf
+from gaf.plugins.alignment.tuning import tuning_run
 
 BETAS = (0.05, 0.1, 0.5, 1.0)
 
@@ -26,7 +27,7 @@ def main(sft_dir: str, out_png: str = "docs/img/dpo_beta_sweep.png") -> None:
     points = []
     with tempfile.TemporaryDirectory() as tmp:
         for beta in BETAS:
-            _, s = gaf.run("dpo", policy=str(Path(sft_dir).resolve()), sets=[
+            _, s = tuning_run("dpo", policy=str(Path(sft_dir).resolve()), sets=[
                 f"objective.beta={beta}", f"out_dir={json.dumps(tmp)}", "progress=false"])
             points.append((beta, s["kl"], s["mean_reward"], s["win_rate"],
                            s["reference_mean_reward"]))
@@ -45,7 +46,7 @@ def main(sft_dir: str, out_png: str = "docs/img/dpo_beta_sweep.png") -> None:
         ax.annotate(f"β={beta:g} (win {win:.2f})", (kl, reward), textcoords="offset points",
                     xytext=(5, -12), fontsize=8)
     ax.set_xlabel("sequence KL(π‖π_ref), nats")
-    ax.set_ylabel("mean true reward (held-out prompts)")
+    ax.set_ylabel("mean true reward (validation prompts)")
     ax.set_title("DPO on the sentiment task: reward vs KL")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -17,8 +17,9 @@ scorer), from one shared SFT policy:
 Every run samples with the same sampler, ancestral at temperature 1 (DPO's preference
 data, the reward model's rankings, PPO's rollouts and every evaluation), and is
 evaluated the same way (the objectives' shared evaluation): 4 completions for each
-of 200 held-out prompts, their mean true reward, and the sequence KL(π‖π_ref)
-estimated from them. Each run is one point
+of the 200 **validation** prompts (a sweep compares settings, so it never reads the
+eval split; :mod:`gaf.plugins.alignment.tuning`), their mean true reward, and the
+sequence KL(π‖π_ref) estimated from them. Each run is one point
 (KL, reward). The script writes ``frontier.png`` and ``frontier.md`` (a table) into
 OUT_DIR and prints the table. A run whose ``summary.json`` exists is reused, so an
 interrupted sweep continues where it stopped. About 15 minutes on a 2-core CPU.
@@ -35,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gaf
+from gaf.plugins.alignment.tuning import tuning_run
 
 DPO_BETAS = (0.05, 0.1, 1.0, 5.0)
 TARGET_KLS = (1.0, 3.0, 6.0, 12.0)
@@ -68,9 +69,9 @@ def stage(out: Path, name: str, objective: str, sets: list[str], smoke: bool,
         if objective in ("dpo", "reward"):
             extra.append("objective.prompts=8")
     t0 = time.perf_counter()
-    path, data = gaf.run(objective, sets=[f"out_dir={json.dumps(str(out))}",
-                                          f"name={json.dumps(name)}", *sets, *extra],
-                         **components)
+    path, data = tuning_run(objective, sets=[f"out_dir={json.dumps(str(out))}",
+                                             f"name={json.dumps(name)}", *sets, *extra],
+                            **components)
     print(f"frontier: {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
     return path, data
 
@@ -142,8 +143,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     kls = [r["kl"] for r in rows if r["kl"] > 0]
     if kls and max(kls) / max(min(kls), 1e-3) > 30:
         ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlabel("sequence KL(π‖π_ref), nats (held-out prompts)")
-    ax.set_ylabel("mean true reward (held-out prompts)")
+    ax.set_xlabel("sequence KL(π‖π_ref), nats (validation prompts)")
+    ax.set_ylabel("mean true reward (validation prompts)")
     ax.set_title("Reward vs KL on the sentiment task: DPO and PPO")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")

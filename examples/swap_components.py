@@ -1,5 +1,6 @@
 """Swap one component for another in a script: the same policy, four decoding samplers,
-judged by the task's ground-truth reward.
+judged by the task's ground-truth reward on validation prompts (an example that
+compares settings never reads the eval split).
 
     python examples/swap_components.py [RUN_DIR]     # default: runs/latest
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 import gaf
+from gaf.plugins.alignment.tuning import tuning_prompts
 
 
 def main(run_dir: str | None = None) -> None:
@@ -23,7 +25,7 @@ def main(run_dir: str | None = None) -> None:
     policy = gaf.load("policy", path).eval()
     task = gaf.create("task", "sentiment")
     reward = task.reward()
-    prompts = task.prompts("eval")[:48]
+    prompts = tuning_prompts(task, 48)
     for name in gaf.names("sampler"):
         sampler = gaf.create("sampler", name)
         with torch.no_grad():
