@@ -10,7 +10,8 @@ with ``top-p`` (p = 0.9), seeds 11, 13, … for the policy and 12, 14, … for t
 reference (a run's own evaluation uses other streams, so this is an independent
 re-draw), scores them with the task's ground-truth reward and prints::
 
-    win_rate POLICY split=validation draws=800 win_rate=… mean_reward=… reference_mean_reward=…
+    win_rate POLICY split=validation draws=800 win_rate=… mean_reward=…
+        reference_mean_reward=…
 
 Ties count ½, as in ``summary.json``.
 """

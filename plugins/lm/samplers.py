@@ -82,7 +82,7 @@ class Temperature:
 
     @property
     def scoring_temperature(self) -> float:
-        """``T``: samples are draws of ``softmax(logits / T)`` (see :class:`gaf.interfaces.Sampler`)."""
+        """``T``: samples are draws of ``softmax(logits / T)`` (:class:`gaf.interfaces.Sampler`)."""
         return self.config.temperature
 
     def __call__(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:

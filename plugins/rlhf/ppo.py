@@ -35,14 +35,16 @@ fall between rollouts: ``train.steps`` and ``train.save_every`` must be multiple
 ``ppo_epochs × num_mini_batches``.
 
 Logged (TRL's names): ``objective/kl`` (the mean over sequences of the summed
-``kl_estimator``, k1 or k3, which the adaptive controller also reads), ``objective/scores``
-(mean reward before the EOS penalty), ``objective/non_score_reward`` (``−β·Σk``),
+``kl_estimator``, k1 or k3, which the adaptive controller also reads),
+``objective/scores`` (mean reward before the EOS penalty),
+``objective/non_score_reward`` (``−β·Σk``),
 ``objective/rlhf_reward`` (their sum with the penalty), ``objective/beta``,
 ``objective/no_eos`` (fraction without EOS), ``policy/clipfrac``, ``policy/approxkl``
 (``½·mean (log π − log π_old)²``), ``loss/policy``, ``loss/value``, ``loss/ptx``,
 ``value/clipfrac``, ``value/explained_variance``, ``policy/entropy_avg`` (mean entropy
-of the policy's next-token distribution over the minibatch's tokens). The evaluation is the DPO family's:
-win rate against the SFT policy, mean true reward and sequence KL on held-out prompts.
+of the policy's next-token distribution over the minibatch's tokens). The evaluation
+is the DPO family's: win rate against the SFT policy, mean true reward and sequence
+KL on the held-out split.
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ Data (:mod:`gaf.plugins.tasks.sentiment_text` writes the text):
   do not depend on ``n_validation``.
 * ``sft_examples("train")`` has ``n_train`` examples; each picks a template uniformly,
   then one of its fillings that is in neither held-out split. ``sft_examples("eval")``
-  and ``sft_examples("validation")`` have one example per held-out prompt. The sentiment of each continuation is drawn with the weights
-  ``positive``, ``negative``, ``neutral`` and ``mixed`` (both polarities joined by
-  "but"); :meth:`SentimentTask.labels` gives the drawn labels.
+  and ``sft_examples("validation")`` have one example per held-out prompt. The
+  sentiment of each continuation is drawn with the weights ``positive``,
+  ``negative``, ``neutral`` and ``mixed`` (both polarities joined by "but");
+  :meth:`SentimentTask.labels` gives the drawn labels.
 * A continuation starts with one space (``prompt + completion`` is the review), has
   ``min_words``..``max_words`` words and at most ``max_chars`` characters (so that a
   byte-level policy can finish it within 64 new tokens), ends with a period, and is
