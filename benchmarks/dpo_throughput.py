@@ -8,14 +8,18 @@ positions) with the byte vocabulary of 259 (``policy.tokenizer = "byte"``; gpt2-
 default is the 1,122-id ``sentiment-bpe``), 8 pairs a step, prompts of 6 random words and
 completions of 8 (same word list and seed), AdamW at lr 1e-4, β = 0.1, CPU, fp32.
 
-It runs ``gaf.run("dpo", ...)`` on those pairs written as TRL-format JSONL
-(``sft_steps = 0``: the random policy is its own reference, as in the peer script) and
+It runs ``gaf.run("dpo", ...)`` on those pairs written as TRL-format JSONL, all of them
+in the train split as in the peer script (``sft_steps = 0``: the random policy is its own
+reference, as in the peer script) and
 prints ``gaf_dpo pairs_per_s=…``, counting the setup (reading the data, building the
 frozen reference, computing the reference log-probs of every completion once) **and**
 the training steps, but not the final evaluation. TRL's figure counts only
 ``trainer.train()`` (which runs the reference forward each step), so the comparison
-is conservative for gaf. Run both in the same session and compare the ratio
-(docs/benchmarks.md).
+is conservative for gaf. ``train_only_pairs_per_s`` counts the training steps alone
+(reference log-probs already cached): its like-for-like peer is
+``benchmarks/trl_dpo_precompute_bench.py``, whose timed ``trainer.train()`` also starts
+with the reference log-probs computed (TRL 1.16 computes them in ``DPOTrainer.__init__``).
+Run them in the same session and compare the ratios (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -52,10 +56,11 @@ def main(steps: int = 30) -> None:
         data = Path(tmp) / "pairs.jsonl"
         rows = peer_rows(steps)
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        # every pair trains (eval_fraction is tiny but the split keeps >= 1 pair aside:
-        # add enough rows that `steps` full batches remain)
+        # every pair trains, as in the peer script: no eval or validation split (the
+        # final evaluation then has no held-out prompts and is skipped; it is not timed)
         _, summary = gaf.run("dpo", task="jsonl", sets=[
-            f"task.path={json.dumps(str(data))}", "task.eval_fraction=0.001",
+            f"task.path={json.dumps(str(data))}", "task.eval_fraction=0",
+            "task.validation_fraction=0",
             f"out_dir={json.dumps(tmp)}", "device=cpu", "progress=false",
             "policy.tokenizer=\"byte\"",  # the peer's byte vocabulary, not gpt2-tiny's BPE
             "objective.sft_steps=0", "objective.beta=0.1", "objective.eval_prompts=1",
