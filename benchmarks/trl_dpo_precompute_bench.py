@@ -3,17 +3,37 @@
     /tmp/gaf-peers/bin/python benchmarks/trl_dpo_precompute_bench.py [STEPS]
 
 Runs ``../shared/peers/trl_dpo_bench.py`` (TRL's ``DPOTrainer`` on the gpt2-tiny shape)
-unchanged except for ``precompute_ref_log_probs=True`` in its ``DPOConfig``: TRL then
-scores every reference completion once at the start of ``trainer.train()`` (inside the
-timed region) instead of once per step, which is what gaf's ``dpo`` does in its setup.
-It prints the peer's line with ``trl_dpo_precompute`` as its name. Runs in the peers'
-venv (``../shared/peers/setup.sh``); it imports nothing from gaf.
+with one change to its source: ``precompute_ref_log_probs=True`` in its ``DPOConfig``.
+Nothing else in the peer script is edited; its line is printed with
+``trl_dpo_precompute`` as its name, and its ``pairs_per_s`` still times
+``trainer.train()`` only.
+
+Where TRL 1.16 does the precomputation: in ``DPOTrainer.__init__``
+(``_precompute_ref_logps`` over the training set, batch 8), i.e. *before* the peer's
+timer starts. So this script's ``pairs_per_s`` is TRL's training steps alone, with the
+reference log-probs already cached, which is what gaf's ``train_only_pairs_per_s``
+measures. To put the reference pass back in, the script also wraps (without changing
+what they do) ``DPOTrainer.__init__`` and ``DPOTrainer._precompute_ref_logps`` in
+timers and prints a second line::
+
+    trl_dpo_precompute_setup init_s=… ref_precompute_s=… with_ref_pairs_per_s=… \
+        init_and_train_pairs_per_s=…
+
+``with_ref_pairs_per_s`` counts the reference pass plus ``train()``;
+``init_and_train_pairs_per_s`` counts the whole trainer construction (tokenising the
+dataset, the reference pass) plus ``train()``, the counterpart of gaf's
+``setup_s + train_s``. Runs in the peers' venv (``../shared/peers/setup.sh``); it
+imports nothing from gaf.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
+import time
 from pathlib import Path
+
+from trl import DPOTrainer
 
 PEER = Path(__file__).resolve().parents[1].parent / "shared" / "peers" / "trl_dpo_bench.py"
 OPTION = "max_length=128)"
@@ -23,5 +43,32 @@ if source.count(OPTION) != 1:
     raise SystemExit(f"{PEER}: expected one {OPTION!r} to add precompute_ref_log_probs to")
 source = source.replace(OPTION, "max_length=128, precompute_ref_log_probs=True)")
 source = source.replace('print(f"trl_dpo ', 'print(f"trl_dpo_precompute ')
+
+timers = {"init_s": 0.0, "ref_precompute_s": 0.0}
+
+
+def timed(name, method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            timers[name] += time.perf_counter() - t0
+    return wrapper
+
+
+DPOTrainer.__init__ = timed("init_s", DPOTrainer.__init__)
+DPOTrainer._precompute_ref_logps = timed("ref_precompute_s", DPOTrainer._precompute_ref_logps)
+
 sys.argv = [str(PEER), *sys.argv[1:]]
-exec(compile(source, str(PEER), "exec"), {"__name__": "__main__", "__file__": str(PEER)})
+peer = {"__name__": "__main__", "__file__": str(PEER)}
+exec(compile(source, str(PEER), "exec"), peer)
+if not timers["ref_precompute_s"] > 0:
+    raise SystemExit("DPOTrainer._precompute_ref_logps did not run: this TRL precomputes "
+                     "elsewhere; the timers above need updating")
+pairs, train_s = peer["BATCH"] * peer["STEPS"], peer["dt"]
+print(f"trl_dpo_precompute_setup init_s={timers['init_s']:.2f} "
+      f"ref_precompute_s={timers['ref_precompute_s']:.2f} "
+      f"with_ref_pairs_per_s={pairs / (timers['ref_precompute_s'] + train_s):.2f} "
+      f"init_and_train_pairs_per_s={pairs / (timers['init_s'] + train_s):.2f}")
