@@ -139,10 +139,11 @@ class SentimentTask:
     def _held_out(self) -> tuple[dict[str, list[tuple[str, str]]], list[list[tuple[str, str]]]]:
         """({"eval": prompts, "validation": prompts}, per-template pools of train prompts).
 
-        Round-robin over the templates in a seeded order, eval first, then validation
-        continuing where eval stopped; together they take at most half of a template's
-        fillings, so the held-out prompts cover every template with more than one
-        filling and every template keeps train prompts."""
+        Round-robin over the templates in a seeded order: eval first, then validation
+        from each template's fillings that eval left (so eval does not depend on
+        ``n_validation``); together they take at most half of a template's fillings,
+        so the held-out prompts cover every template with more than one filling and
+        every template keeps train prompts."""
         rng = random.Random(f"sentiment/{self.config.seed}/split")
         groups = [list(g) for g in self._groups]
         for group in groups:

@@ -4,6 +4,7 @@ option, and the splits are pure functions of the config."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -47,6 +48,15 @@ def test_sentiment_default_sizes_and_determinism():
     for s in SPLITS:
         assert a.sft_examples(s) == b.sft_examples(s)
     assert a.sft_examples("validation") != a.sft_examples("eval")
+
+
+def test_sentiment_eval_split_is_the_one_every_headline_was_measured_on():
+    # the default eval examples before the validation split existed (commit baeee9d^):
+    # old and new headline figures are comparable only while this holds
+    eval_text = "\n".join(e.prompt + "\t" + e.completion
+                          for e in SentimentTask().sft_examples("eval"))
+    assert hashlib.sha256(eval_text.encode()).hexdigest() == (
+        "325b827a5adfcacb079bc56c7e12a645cfc76d0321cb877772cbf66d543da3bb")
 
 
 def test_sentiment_held_out_splits_cannot_exceed_half_of_every_template():
@@ -96,3 +106,11 @@ def test_jsonl_default_holds_out_five_percent_each(tmp_path):
     rows = [{"prompt": f"p{i}", "completion": f" c{i}"} for i in range(100)]
     task = _jsonl(tmp_path, rows)
     assert [len(task.sft_examples(s)) for s in SPLITS] == [90, 5, 5]
+
+
+def test_a_misspelt_split_names_the_three(tmp_path):
+    rows = [{"prompt": f"p{i}", "completion": f" c{i}"} for i in range(20)]
+    for task in (sentiment(), _jsonl(tmp_path, rows)):
+        for method in ("prompts", "sft_examples"):
+            with pytest.raises(BadConfig, match="'val'.*train, validation, eval"):
+                getattr(task, method)("val")
