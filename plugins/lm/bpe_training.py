@@ -98,10 +98,15 @@ def learn_bpe(texts: Iterable[str], max_merges: int = SENTIMENT_MERGES,
 
 def sentiment_corpus() -> list[str]:
     """The texts ``sentiment-bpe`` is learned from: prompt + completion of every
-    example of the ``sentiment`` task's training split, at its default options."""
-    from gaf.plugins.tasks.sentiment import SentimentTask
+    example of the ``sentiment`` task's training split at its default options, as the
+    split was before the validation split was drawn from it (``n_validation = 0``):
+    4,000 examples on every prompt outside the eval split. The vocabulary has never
+    seen an eval prompt or example; it has seen text on today's validation prompts,
+    which only ever changes how text is cut into tokens, never a label or a score."""
+    from gaf.plugins.tasks.sentiment import SentimentConfig, SentimentTask
 
-    return [ex.prompt + ex.completion for ex in SentimentTask().sft_examples("train")]
+    task = SentimentTask(SentimentConfig(n_validation=0))
+    return [ex.prompt + ex.completion for ex in task.sft_examples("train")]
 
 
 def shapes_corpus() -> list[str]:

@@ -225,12 +225,13 @@ def test_generated_groups_round_trip(tmp_path):
 
 
 def test_too_long_examples_are_skipped_with_a_count(tmp_path):
-    # three records share the long prompt, so the eval split (one record) never takes them
+    # three records share the long prompt, so the held-out splits (one record each)
+    # never take them
     long = {"prompt": "x" * 300, "chosen": " a.", "rejected": " b."}
     rows = [*PAIRS, long, long, long]
     with pytest.warns(UserWarning, match=r"skipped 3 preference group.*prefs.jsonl:17"):
         obj = build(tmp_path, "dpo", rows, "train.batch_size=4")
-    assert obj.skipped == 3 and len(obj.groups) == 15  # one of the 16 others went to eval
+    assert obj.skipped == 3 and len(obj.groups) == 14  # of the 16 others, 1 eval, 1 validation
 
 
 def test_too_long_examples_can_stop_the_run_naming_file_and_line(tmp_path):
