@@ -37,7 +37,9 @@ cosine between the two flattened gradients.
 It prints one line per policy and the means ± standard errors over seeds, writes
 ``WORK_DIR/parity.json`` (every figure and both sides' per-step ``loss``,
 ``rewards/margins`` and ``rewards/chosen``) and the plot of those curves. A finished
-step is reused when its files exist, so an interrupted run continues.
+step is reused when its files exist (a policy's judgement too, in
+``RUN/judge-eval.json``), so an interrupted run continues and more seeds cost only
+their own runs.
 """
 
 from __future__ import annotations
@@ -161,6 +163,22 @@ def judge(policy: Any, init: Any, prompts: list[str], init_rewards: list[float]
             "win_rate": sum(wins) / len(wins), "rewards": rewards}
 
 
+def judged(run: Path, policy: Any, init: Any, prompts: list[str], init_rewards: list[float]
+           ) -> dict[str, float]:
+    """:func:`judge` of the policy in ``run``, kept in ``run/judge-eval.json`` so that a
+    re-run with more seeds judges only the new policies."""
+    cache = run / "judge-eval.json"
+    key = {"prompts": len(prompts), "draws": JUDGE_DRAWS, "tokens": JUDGE_TOKENS}
+    if cache.is_file():
+        kept = json.loads(cache.read_text())
+        if kept.get("key") == key:
+            return kept["judge"]
+    j = judge(policy, init, prompts, init_rewards)
+    j.pop("rewards")
+    cache.write_text(json.dumps({"key": key, "judge": j}))
+    return j
+
+
 def perturbed(model: Any, seed: int = 7, scale: float = 0.02) -> Any:
     """The peer script's perturbation: ``scale`` × N(0, 1) added to every parameter, in
     sorted-name order from one seeded generator (gaf uses Hugging Face's names)."""
@@ -276,8 +294,7 @@ def main(argv: list[str]) -> None:
             else:
                 run = train_trl(work, init_dir, pairs, seed, steps, peer)
                 policy, curves = gaf.load("policy", run / "policy"), curves_trl(run)
-            j = judge(policy, init, prompts, init_rewards)
-            j.pop("rewards")
+            j = judged(run, policy, init, prompts, init_rewards)
             results[side].append({"seed": seed, **j, "curves": curves})
             print(f"parity {side} seed={seed} mean_reward={j['mean_reward']:.4f} "
                   f"kl={j['kl']:.3f} win_rate={j['win_rate']:.4f} "
