@@ -34,6 +34,12 @@ def main(sft_dir: str, out_png: str = "docs/img/dpo_beta_sweep.png") -> None:
             print(f"dpo_beta_sweep beta={beta} kl={s['kl']:.3f} mean_reward={s['mean_reward']:.4f} "
                   f"win_rate={s['win_rate']:.3f} reference_mean_reward="
                   f"{s['reference_mean_reward']:.4f}", flush=True)
+    plot(points, out_png)
+
+
+def plot(points: list[tuple[float, float, float, float, float]], out_png: str) -> None:
+    """The reward-vs-KL plot of ``(beta, kl, mean_reward, win_rate, reference_mean_reward)``
+    points (validation split), the SFT policy at (0, its reward)."""
     import matplotlib
 
     matplotlib.use("Agg")
