@@ -429,6 +429,7 @@ def eval_cmd(run_dir: str, sets: tuple[str, ...], device: str | None, as_json: b
     import torch
 
     from . import checkpoint
+    from .atomic import atomic_write_text, load_state, load_tensors
     from .runs import RunContext, load_run_spec
 
     spec = load_run_spec(path, sets)
@@ -448,7 +449,7 @@ def eval_cmd(run_dir: str, sets: tuple[str, ...], device: str | None, as_json: b
     exported = [n for n in modules if (path / n / checkpoint.WEIGHTS_FILE).is_file()]
     for name in exported:  # the exported components win (they may hold more, e.g. a scale)
         weights = path / name / checkpoint.WEIGHTS_FILE
-        checkpoint.load_state(modules[name], checkpoint.load_tensors(weights), where=str(weights))
+        load_state(modules[name], load_tensors(weights), where=str(weights))
     if latest is None and not exported:
         raise BadConfig(f"{run_dir} has no trained weights (no checkpoint and no exported "
                         f"module directory); did the run finish?")
@@ -456,8 +457,7 @@ def eval_cmd(run_dir: str, sets: tuple[str, ...], device: str | None, as_json: b
         mod.eval()
     with torch.no_grad():
         metrics = objective.evaluate(ctx) or {}
-    checkpoint.atomic_write_text(path / "eval.json",
-                                 json.dumps(metrics, indent=2, default=str) + "\n")
+    atomic_write_text(path / "eval.json", json.dumps(metrics, indent=2, default=str) + "\n")
     if as_json:
         click.echo(json.dumps(metrics, default=str))
         return

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config as _config
-from .checkpoint import atomic_write_text
+from .atomic import atomic_write_text
 from .errors import GafError, Interrupted
 from .hooks import plugin_manager
 from .registry import REGISTRY, Registry

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import checkpoint
+from .atomic import atomic_write_text
 from .errors import GafError, NonFiniteLoss
 from .interfaces import Objective
 from .plots import plot_metrics, read_metrics
@@ -276,12 +277,12 @@ def _truncate_metrics(path: Any, step: int) -> None:
     if not path.is_file():
         return
     keep = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    checkpoint.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def _write_summary(ctx: RunContext, summary: dict[str, Any]) -> None:
-    checkpoint.atomic_write_text(ctx.run_dir / "summary.json",
-                                 json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_text(ctx.run_dir / "summary.json",
+                      json.dumps(summary, indent=2, default=str) + "\n")
 
 
 def _versions() -> dict[str, str]:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gaf.checkpoint import atomic_write_text
+from gaf.atomic import atomic_write_text
 from gaf.interfaces import PreferenceGroup, RolloutPolicy, batched
 from gaf.runs import RunContext
 

@@ -58,8 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gaf.checkpoint import (atomic_save_tensors, atomic_write_text, load_state, load_tensors,
-                            read_json)
+from gaf.atomic import (atomic_save_tensors, atomic_write_text, load_state, load_tensors,
+                        read_json)
 from gaf.errors import BadConfig, BadData
 
 __all__ = ["FeatureNet", "FeatureNetConfig", "train_feature_net", "cached_feature_net", "load_images",

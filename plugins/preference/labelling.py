@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from gaf.checkpoint import atomic_write_text
+from gaf.atomic import atomic_write_text
 from gaf.errors import BadData
 from gaf.interfaces import PreferenceGroup, RewardFn, batched
 

@@ -113,7 +113,7 @@ class SFT:
             if rewards is not None:
                 row["reward"] = rewards[i]
             lines.append(json.dumps(row, ensure_ascii=False))
-        from gaf.checkpoint import atomic_write_text
+        from gaf.atomic import atomic_write_text
 
         atomic_write_text(ctx.path("samples", "samples.jsonl"), "\n".join(lines) + "\n")
         out = {"samples": float(len(completions))}

@@ -34,7 +34,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from gaf.checkpoint import atomic_write_text
+from gaf.atomic import atomic_write_text
 from gaf.config import option
 from gaf.errors import BadConfig
 from gaf.interfaces import PreferenceGroup

@@ -70,7 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gaf.checkpoint import atomic_write_text
+from gaf.atomic import atomic_write_text
 from gaf.config import option
 from gaf.errors import BadConfig, BadData
 from gaf.runs import RunContext

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import gaf
 from gaf import checkpoint
+from gaf.atomic import load_tensors
 from gaf.config import read_toml
 from gaf.errors import BadData, NonFiniteLoss
 from gaf.registry import Registry
@@ -36,7 +37,7 @@ def spec_for(registry, tmp_path, *sets):
 
 def weights(run_dir):
     ckpt = checkpoint.latest_checkpoint(run_dir / "checkpoints")
-    return checkpoint.load_tensors(ckpt / "modules.safetensors")
+    return load_tensors(ckpt / "modules.safetensors")
 
 
 def test_run_directory_layout(registry, tmp_path):

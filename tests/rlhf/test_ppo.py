@@ -263,6 +263,7 @@ class _CrashAt:
 
 def test_resumed_run_with_adaptive_kl_is_bit_identical(tmp_path):
     from gaf import checkpoint
+    from gaf.atomic import load_tensors
 
     def spec(out):
         return resolve(objective="ppo", sets=[
@@ -281,10 +282,10 @@ def test_resumed_run_with_adaptive_kl_is_bit_identical(tmp_path):
     _, resumed = execute(spec(tmp_path / "b"), resume=broken)
     assert summary["beta_final"] != 0.05  # the controller moved β ...
     assert resumed["beta_final"] == summary["beta_final"]  # ... and resume restored it
-    a = checkpoint.load_tensors(checkpoint.latest_checkpoint(full / "checkpoints")
-                                / "modules.safetensors")
-    b = checkpoint.load_tensors(checkpoint.latest_checkpoint(broken / "checkpoints")
-                                / "modules.safetensors")
+    a = load_tensors(checkpoint.latest_checkpoint(full / "checkpoints")
+                     / "modules.safetensors")
+    b = load_tensors(checkpoint.latest_checkpoint(broken / "checkpoints")
+                     / "modules.safetensors")
     assert a.keys() == b.keys() and any(k.startswith("critic.") for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
