@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from .hooks import hookimpl
-from .registry import REGISTRY, create, load, names, register
+from .components import load
+from .registry import REGISTRY, create, names, register
 
 __version__ = "0.1.0"
 
@@ -37,7 +38,7 @@ __all__ = ["__version__", "create", "load", "names", "register", "save", "run", 
 def save(component: Any, path: str | Path, *, kind: str | None = None,
          name: str | None = None) -> Path:
     """Save a component built by :func:`create` (or :func:`load`) to directory ``path``."""
-    from .checkpoint import save_component
+    from .components import save_component
 
     return save_component(component, path, kind=kind, name=name)
 

@@ -1,18 +1,15 @@
-"""Saving and loading: safetensors weights with JSON sidecars, written atomically.
+"""Training checkpoints: what ``--resume`` needs to continue a run exactly.
 
-Nothing here unpickles: loading a file never runs code. Two layouts:
+A checkpoint (:func:`save_training_state`) is a directory ``step-NNNNNNNN`` under
+``RUN_DIR/checkpoints/`` holding ``modules.safetensors`` (every module's tensors as
+``<module>.<param>``), ``optimizer.safetensors`` (optimiser tensors and RNG states)
+and ``state.json`` (step, optimiser hyper-parameters, scheduler state);
+``checkpoints/latest.json`` names the newest. Nothing here unpickles.
 
-* a **component directory** (:func:`save_component`): ``gaf.json`` (kind, registry
-  name, config) + ``model.safetensors``; :func:`gaf.load` rebuilds the component
-  through the registry and loads the weights. A component may also define
-  ``save_assets(path)`` / ``load_assets(path)`` for files of its own (a tokenizer).
-* a **training checkpoint** (:func:`save_training_state`): ``modules.safetensors``
-  (every module's tensors as ``<module>.<param>``), ``optimizer.safetensors``
-  (optimiser tensors and RNG states) and ``state.json`` (step, optimiser
-  hyper-parameters, scheduler state). ``checkpoints/latest.json`` names the newest.
-
-Writes go to a temporary name and are renamed into place, so a crash leaves either
-the old file or the new one, never half of one.
+Every file is written through :mod:`gaf.atomic` and the directory is renamed into
+place, so a crash leaves either the old checkpoint or the new one, never half of one.
+Trained modules exported as components (``RUN_DIR/<module>/``) are
+:mod:`gaf.components`' business.
 """
 
 from __future__ import annotations
@@ -24,66 +21,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import config as _config
 from .atomic import atomic_save_tensors, atomic_write_text, load_state, load_tensors, read_json
-from .errors import BadData, GafError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .registry import Registry
-
-META_FILE = "gaf.json"
-WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
-
-
-# ------------------------------------------------------------------- components
-
-
-def save_component(obj: Any, path: str | os.PathLike[str], *, kind: str | None = None,
-                   name: str | None = None) -> Path:
-    """Save a registry-built component (``gaf.save``): ``gaf.json`` + ``model.safetensors``.
-
-    ``kind`` and ``name`` default to the ``gaf_kind``/``gaf_name`` that
-    :func:`gaf.create` stamps on what it builds.
-    """
-    kind = kind or getattr(obj, "gaf_kind", None)
-    name = name or getattr(obj, "gaf_name", None)
-    if not kind or not name:
-        raise GafError("save needs the component's kind and registry name "
-                       "(build it with gaf.create or pass kind= and name=)")
-    cfg = getattr(obj, "config", None)
-    meta = {"format_version": FORMAT_VERSION, "kind": kind, "name": name,
-            "config": _config.to_dict(cfg) if cfg is not None else {}}
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    if hasattr(obj, "state_dict"):
-        atomic_save_tensors(obj.state_dict(), path / WEIGHTS_FILE, {"gaf_kind": kind})
-    if hasattr(obj, "save_assets"):  # e.g. a tokenizer's files
-        obj.save_assets(path)
-    atomic_write_text(path / META_FILE, json.dumps(meta, indent=2) + "\n")
-    return path
-
-
-def load_component(registry: Registry, kind: str, path: Path, **overrides: Any) -> Any:
-    """Rebuild a component saved by :func:`save_component` and load its weights."""
-    meta = read_json(path / META_FILE)
-    if not isinstance(meta, dict) or "name" not in meta:
-        raise BadData("not a gaf component file (no 'name')", path=str(path / META_FILE))
-    if meta.get("kind", kind) != kind:
-        raise GafError(f"{path} holds a {meta.get('kind')}, not a {kind}")
-    cfg = {**meta.get("config", {}), **overrides}
-    obj = registry.create(kind, meta["name"], **cfg)
-    weights = path / WEIGHTS_FILE
-    if weights.is_file():
-        load_state(obj, load_tensors(weights), where=str(weights))
-    if hasattr(obj, "load_assets"):
-        obj.load_assets(path)
-    return obj
-
-
-# -------------------------------------------------------------- training state
 
 
 def save_training_state(ckpt_dir: Path, step: int, modules: Mapping[str, Any],

@@ -367,8 +367,10 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
 
     from .device import resolve_device
 
+    from .components import create_or_load
+
     dev = resolve_device(device)
-    model = REGISTRY.create_or_load("policy", policy).to(dev).eval()
+    model = create_or_load(REGISTRY, "policy", policy).to(dev).eval()
     generator = torch.Generator(device=dev).manual_seed(seed)
     batch = [p for p in prompts for _ in range(num)]
     completions = model.generate(batch, sampler=decoder, max_new_tokens=max_new_tokens,
@@ -430,6 +432,7 @@ def eval_cmd(run_dir: str, sets: tuple[str, ...], device: str | None, as_json: b
 
     from . import checkpoint
     from .atomic import atomic_write_text, load_state, load_tensors
+    from .components import WEIGHTS_FILE
     from .runs import RunContext, load_run_spec
 
     spec = load_run_spec(path, sets)
@@ -446,9 +449,9 @@ def eval_cmd(run_dir: str, sets: tuple[str, ...], device: str | None, as_json: b
     latest = checkpoint.latest_checkpoint(path / "checkpoints")
     if latest is not None:
         checkpoint.load_module_weights(latest, modules)
-    exported = [n for n in modules if (path / n / checkpoint.WEIGHTS_FILE).is_file()]
+    exported = [n for n in modules if (path / n / WEIGHTS_FILE).is_file()]
     for name in exported:  # the exported components win (they may hold more, e.g. a scale)
-        weights = path / name / checkpoint.WEIGHTS_FILE
+        weights = path / name / WEIGHTS_FILE
         load_state(modules[name], load_tensors(weights), where=str(weights))
     if latest is None and not exported:
         raise BadConfig(f"{run_dir} has no trained weights (no checkpoint and no exported "

@@ -20,6 +20,10 @@ a user's installed plugins cannot leak in).
 A target that is a class with a ``Config`` attribute (an attrs class) is built as
 ``target(Config(**defaults, **overrides))``; any other callable as
 ``target(**defaults, **overrides)``.
+
+The registry knows nothing of files: saving a component and loading it back through a
+registry (``gaf.save``, ``gaf.load``, ``--policy RUN_DIR``) is :mod:`gaf.components`,
+which imports this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any
 import attrs
 
 from . import config as _config
-from .errors import BadConfig, DuplicateComponent, GafError, PluginError, UnknownComponent
+from .errors import BadConfig, DuplicateComponent, PluginError, UnknownComponent
 
 KINDS: dict[str, str] = {
     "objective": "training recipes driven by gaf.train (sft, dpo, ppo, ldm, …)",
@@ -294,41 +298,7 @@ class Registry:
             if config is not None:
                 raise BadConfig(f"{kind} {name!r} takes keyword options, not a config object")
             obj = target(**{**entry.defaults, **overrides})
-        return _stamp(obj, kind, entry.name)
-
-    def load(self, kind: str, path: str | os.PathLike[str], **kwargs: Any) -> Any:
-        """Load a ``kind`` component from ``path``.
-
-        Accepts a directory written by :func:`gaf.save` (``gaf.json`` +
-        ``model.safetensors``), a run directory holding one in ``<kind>/``, or any
-        directory that a registered ``loader`` for this kind accepts (for example a
-        Hugging Face GPT-2 directory).
-
-        A ``torch.nn.Module`` comes back in eval mode (dropout off, as transformers'
-        ``from_pretrained`` returns it), so a loaded model scores the same input the
-        same way every time; the trainer switches the modules it optimises to train
-        mode itself.
-        """
-        from . import checkpoint
-
-        p = Path(path)
-        if not p.exists():
-            raise GafError(f"cannot load {kind} from {str(path)!r}: no such file or directory")
-        for candidate in (p, p / kind):
-            if (candidate / checkpoint.META_FILE).is_file():
-                return _eval_mode(checkpoint.load_component(self, kind, candidate, **kwargs))
-        tried = []
-        for entry in self.entries("loader"):
-            if entry.meta.get("loads", kind) != kind:
-                continue
-            loader = entry.load()
-            tried.append(entry.name)
-            if getattr(loader, "kind", kind) == kind and loader.accepts(p):
-                obj = _eval_mode(loader.load(p, **kwargs))
-                return _stamp(obj, kind, getattr(obj, "gaf_name", None) or entry.meta.get("creates"))
-        hint = f" (loaders tried: {', '.join(tried)})" if tried else ""
-        raise GafError(f"cannot load {kind} from {str(path)!r}: it has no {checkpoint.META_FILE}"
-                       f" and no {kind} loader accepts it{hint}")
+        return stamp(obj, kind, entry.name)
 
     def is_path(self, kind: str, name: str) -> bool:
         """True when ``name`` is not a registered name but an existing path."""
@@ -337,22 +307,14 @@ class Registry:
             return False
         return os.path.sep in name or name.startswith(".") or Path(name).exists()
 
-    def create_or_load(self, kind: str, name: str, **overrides: Any) -> Any:
-        """``load`` when ``name`` is a path, else ``create`` (what ``--policy X`` does)."""
-        if self.is_path(kind, name):
-            if overrides:
-                raise BadConfig(f"{kind} {name!r} is loaded from disk; its options cannot be "
-                                f"overridden ({', '.join(overrides)})")
-            return self.load(kind, name)
-        return self.create(kind, name, **overrides)
-
     def _check_kind(self, kind: str) -> None:
         if kind not in KINDS and kind not in self._entries:
             raise UnknownComponent("kind", kind, {*KINDS, *self._entries})
 
 
-def _stamp(obj: Any, kind: str, name: str | None) -> Any:
-    """Record on ``obj`` the kind and registry name that rebuild it (used by ``gaf.save``)."""
+def stamp(obj: Any, kind: str, name: str | None) -> Any:
+    """Record on ``obj`` the kind and registry name that rebuild it (used by ``gaf.save``;
+    :func:`gaf.components.load_from` stamps what a loader returns)."""
     with contextlib.suppress(AttributeError, TypeError):  # objects without a __dict__
         obj.gaf_kind, obj.gaf_name = kind, name
     return obj
@@ -400,11 +362,6 @@ def create(kind: str, name: str, **overrides: Any) -> Any:
     return REGISTRY.create(kind, name, **overrides)
 
 
-def load(kind: str, path: str | os.PathLike[str], **kwargs: Any) -> Any:
-    """Load a component saved on disk: ``gaf.load("policy", "runs/…")``."""
-    return REGISTRY.load(kind, path, **kwargs)
-
-
 def names(kind: str, pattern: str = "*") -> list[str]:
     """Registered names of ``kind`` matching ``pattern``: ``gaf.names("policy", "gpt2*")``."""
     return REGISTRY.names(kind, pattern)
@@ -414,10 +371,3 @@ def register(kind: str, name: str | None = None, *, replace: bool = False, summa
              **defaults: Any) -> Callable[[Any], Any]:
     """Decorator registering a class or factory: ``@gaf.register("sampler", "my-top-k")``."""
     return REGISTRY.register(kind, name, replace=replace, summary=summary, **defaults)
-
-
-def _eval_mode(obj: Any) -> Any:
-    """``obj.eval()`` for a torch module (anything with ``eval`` and ``train``)."""
-    if callable(getattr(obj, "eval", None)) and callable(getattr(obj, "train", None)):
-        obj.eval()
-    return obj

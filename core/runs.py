@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config as _config
 from .atomic import atomic_write_text
+from .components import create_or_load
 from .errors import GafError, Interrupted
 from .hooks import plugin_manager
 from .registry import REGISTRY, Registry
@@ -70,7 +71,7 @@ class RunContext:
                 raise GafError(f"objective {self.spec.objective!r} did not declare a {kind} "
                                f"in its 'uses'")
             comp = self.spec.components[kind]
-            obj = self.registry.create_or_load(kind, comp.name, **comp.options)
+            obj = create_or_load(self.registry, kind, comp.name, **comp.options)
             if hasattr(obj, "to") and hasattr(obj, "parameters"):
                 obj = obj.to(self.device)
             self._components[kind] = obj

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import checkpoint
 from .atomic import atomic_write_text
+from .components import save_component
 from .errors import GafError, NonFiniteLoss
 from .interfaces import Objective
 from .plots import plot_metrics, read_metrics
@@ -178,8 +179,7 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
     if world.is_main:  # the other ranks wait at the barrier below
         for name, mod in modules.items():  # registry-built modules become components
             if getattr(mod, "gaf_name", None):
-                checkpoint.save_component(mod, ctx.run_dir / name,
-                                          kind=getattr(mod, "gaf_kind", name))
+                save_component(mod, ctx.run_dir / name, kind=getattr(mod, "gaf_kind", name))
         with torch.no_grad():
             eval_metrics = objective.evaluate(ctx) or {}
         ctx.hook.gaf_eval_end(ctx=ctx, step=cfg.steps, metrics=eval_metrics)

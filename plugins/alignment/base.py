@@ -33,6 +33,7 @@ from typing import Any, Literal
 import attrs
 from torch import Tensor, nn
 
+from gaf.components import load_from
 from gaf.config import option
 from gaf.errors import BadConfig
 from gaf.interfaces import PreferenceGroup
@@ -154,7 +155,7 @@ class AlignmentObjective(abc.ABC):
                     f"{sft_dir}")
             train_stage(ctx, sft_dir, "sft", ("policy", "task"),
                         {"steps": self.config.sft_steps}, label="SFT stage")
-        return ctx.registry.load("policy", sft_dir / "policy").to(ctx.device)
+        return load_from(ctx.registry, "policy", sft_dir / "policy").to(ctx.device)
 
     # ---------------------------------------------------------------- held out
 

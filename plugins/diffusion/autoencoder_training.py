@@ -318,7 +318,7 @@ class AutoencoderTraining:
         images = stack_images(self.dataset, picks.tolist())
         ae.fit_scale_factor(images.to(self.device), batch_size=self.config.eval_batch_size)
         if getattr(ae, "gaf_name", None):
-            from gaf.checkpoint import save_component
+            from gaf.components import save_component
 
             save_component(ae, ctx.run_dir / "autoencoder", kind="autoencoder")
         ctx.log(f"latent scale factor {ae.scale_factor:.4f} (from {n} training images)")

@@ -71,6 +71,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gaf.atomic import atomic_write_text
+from gaf.components import load_from
 from gaf.config import option
 from gaf.errors import BadConfig, BadData
 from gaf.runs import RunContext
@@ -188,7 +189,7 @@ class LDM:
                 stage = ctx.run_dir / "first_stage"
                 if not (stage / "autoencoder" / "gaf.json").is_file():
                     self._train_first_stage(ctx, stage)
-                ae = ctx.registry.load("autoencoder", stage / "autoencoder").to(ctx.device)
+                ae = load_from(ctx.registry, "autoencoder", stage / "autoencoder").to(ctx.device)
                 source = "first_stage/autoencoder"
             else:
                 source = ""

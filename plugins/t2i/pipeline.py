@@ -133,6 +133,7 @@ class DiffusionPipeline:
         config plus ``scheduler_options``; ``ema=False`` takes the raw trained weights
         instead of their moving average.
         """
+        from gaf.components import create_or_load, load_from
         from gaf.registry import REGISTRY
 
         registry = registry or REGISTRY
@@ -156,20 +157,20 @@ class DiffusionPipeline:
             if not path.is_dir():
                 raise BadConfig(f"{path} is missing: did the run finish? (gaf run --resume "
                                 f"{root} completes it)")
-            return registry.load(kind, path).to(device).eval()
+            return load_from(registry, kind, path).to(device).eval()
 
         noise_model = load("noise-model", "noise_model")
         conditioner = load("conditioner", "conditioner")
         fixed = meta.get("conditioner")
         if conditioner is None and fixed:  # not trained with the model (a frozen encoder)
-            conditioner = registry.create_or_load("conditioner", fixed["name"],
-                                                  **fixed.get("options", {}))
+            conditioner = create_or_load(registry, "conditioner", fixed["name"],
+                                         **fixed.get("options", {}))
             conditioner = conditioner.to(device).eval()
         first = meta["autoencoder"]
         if first.get("path"):
             ae_path = Path(first["path"])
             ae_path = ae_path if ae_path.is_absolute() else root / ae_path
-            autoencoder = registry.load("autoencoder", ae_path)
+            autoencoder = load_from(registry, "autoencoder", ae_path)
         else:
             autoencoder = registry.create("autoencoder", first["name"],
                                           **first.get("options", {}))

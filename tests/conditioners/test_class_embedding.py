@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gaf.checkpoint import save_component
+from gaf.components import load_from, save_component
 from gaf.errors import BadConfig, BadData
 from gaf.interfaces import Conditioner
 from gaf.plugins.conditioners import ClassEmbedding, ClassEmbeddingConfig
@@ -153,7 +153,7 @@ def test_save_and_load_through_a_registry(tmp_path):
     registry.register("conditioner", "class")(ClassEmbedding)
     a = registry.create("conditioner", "class", num_classes=10, tokens=2)
     save_component(a, tmp_path / "c")
-    b = registry.load("conditioner", tmp_path / "c")
+    b = load_from(registry, "conditioner", tmp_path / "c")
     assert b.config == a.config
     assert torch.equal(a(list(range(10))), b(list(range(10))))
     assert torch.equal(a.null(1), b.null(1))

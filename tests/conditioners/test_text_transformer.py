@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gaf.checkpoint import save_component
+from gaf.components import load_from, save_component
 from gaf.errors import BadConfig, BadData
 from gaf.interfaces import Conditioner
 from gaf.plugins.conditioners import TextTransformer, TextTransformerConfig
@@ -322,7 +322,7 @@ def test_save_and_load_through_a_registry(tmp_path):
     a = registry.create("conditioner", "text-transformer", width=32, heads=2)
     save_component(a, tmp_path / "c")
     assert (tmp_path / "c" / "vocab.json").is_file() and (tmp_path / "c" / "merges.txt").is_file()
-    b = registry.load("conditioner", tmp_path / "c")
+    b = load_from(registry, "conditioner", tmp_path / "c")
     assert b.config == a.config and b.tokenizer.merges == a.tokenizer.merges
     with torch.no_grad():
         assert torch.equal(a.eval()(CAPTIONS), b.eval()(CAPTIONS))

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gaf
+from gaf.components import create_or_load
 from gaf.errors import BadConfig
 from gaf.plugins.rlhf.losses import ranked_reward_loss
 from gaf.plugins.rlhf.reward_model import RewardModel
@@ -128,7 +129,7 @@ def test_reward_run_trains_and_loads_back_as_a_reward(tmp_path):
     assert isinstance(rm, RewardModel)
     scores = rm(["Review 99:"] * 2, [" great fun.", " awful mess."])
     assert scores.shape == (2,) and scores[0] > scores[1]
-    same = gaf.REGISTRY.create_or_load("reward", str(run_dir))  # what --reward RUN_DIR does
+    same = create_or_load(gaf.REGISTRY, "reward", str(run_dir))  # what --reward RUN_DIR does
     assert torch.equal(same(["x"], [" fine."]), rm(["x"], [" fine."]))
 
 
