@@ -25,11 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._version import __version__
 from .hooks import hookimpl
 from .components import load
 from .registry import REGISTRY, create, names, register
-
-__version__ = "0.1.0"
 
 __all__ = ["__version__", "create", "load", "names", "register", "save", "run", "hookimpl",
            "REGISTRY"]
@@ -51,7 +50,7 @@ def run(objective: str, *, config: str | Path | None = None, sets: Sequence[str]
     ``config`` is a run file. Returns the run directory and the summary.
     """
     from . import config as _config
-    from .runs import execute
+    from .launch import execute
     from .spec import resolve
 
     data = _config.read_toml(config) if config else None

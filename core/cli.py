@@ -20,8 +20,8 @@ from typing import Any
 
 import click
 
-from . import __version__
 from . import config as _config
+from ._version import __version__
 from .errors import BadConfig, GafError
 from .registry import REGISTRY, PluginWarning
 
@@ -221,7 +221,7 @@ def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...
     from rich.console import Console
 
     from .distributed import env_world
-    from .runs import execute, load_run_spec
+    from .launch import execute, load_run_spec
     from .spec import resolve
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -425,48 +425,17 @@ def eval_cmd(run_dir: str, sets: tuple[str, ...], device: str | None, as_json: b
     (the exported RUN_DIR/<module>/ components, else the newest checkpoint), runs the
     objective's evaluation and writes the metrics to RUN_DIR/eval.json.
     """
-    path = Path(run_dir)
-    if not (path / "config.toml").is_file():
-        raise BadConfig(f"{run_dir} is not a run directory (it has no config.toml)")
-    import torch
-
-    from . import checkpoint
-    from .atomic import atomic_write_text, load_state, load_tensors
-    from .components import WEIGHTS_FILE
-    from .runs import RunContext, load_run_spec
-
-    spec = load_run_spec(path, sets)
-    if device:
-        spec.device = device
-    obj_cls = REGISTRY.get("objective", spec.objective)
-    objective = obj_cls(spec.objective_config) if spec.objective_config is not None else obj_cls()
     from rich.console import Console
 
-    ctx = RunContext(spec, path, console=Console(stderr=True))
-    torch.manual_seed(spec.seed)
-    objective.setup(ctx)
-    modules = dict(objective.modules())
-    latest = checkpoint.latest_checkpoint(path / "checkpoints")
-    if latest is not None:
-        checkpoint.load_module_weights(latest, modules)
-    exported = [n for n in modules if (path / n / WEIGHTS_FILE).is_file()]
-    for name in exported:  # the exported components win (they may hold more, e.g. a scale)
-        weights = path / name / WEIGHTS_FILE
-        load_state(modules[name], load_tensors(weights), where=str(weights))
-    if latest is None and not exported:
-        raise BadConfig(f"{run_dir} has no trained weights (no checkpoint and no exported "
-                        f"module directory); did the run finish?")
-    for mod in modules.values():
-        mod.eval()
-    with torch.no_grad():
-        metrics = objective.evaluate(ctx) or {}
-    atomic_write_text(path / "eval.json", json.dumps(metrics, indent=2, default=str) + "\n")
+    from .launch import evaluate_run
+
+    metrics = evaluate_run(run_dir, sets, device=device, console=Console(stderr=True))
     if as_json:
         click.echo(json.dumps(metrics, default=str))
         return
     for key, value in metrics.items():
         click.echo(f"{key}: {_fmt(value)}")
-    click.echo(f"metrics written to {path / 'eval.json'}")
+    click.echo(f"metrics written to {Path(run_dir) / 'eval.json'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

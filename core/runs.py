@@ -1,4 +1,9 @@
-"""A run: its directory, its context (what objectives see) and how it is started.
+"""A run as objectives see it: its context and the layout of its directory.
+
+:class:`RunContext` is what an objective's ``setup``/``evaluate`` receive (plugins
+import it from here); :func:`new_run_dir`, :func:`write_config` and the ``latest``
+symlink helpers lay out the directory. Starting, continuing and evaluating runs is
+:mod:`gaf.launch`, which imports this module (never the other way round).
 
 Layout of ``runs/<date>-<objective>-<id>/``:
 
@@ -26,17 +31,16 @@ from __future__ import annotations
 import contextlib
 import datetime
 import secrets
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config as _config
 from .atomic import atomic_write_text
 from .components import create_or_load
-from .errors import GafError, Interrupted
+from .errors import GafError
 from .hooks import plugin_manager
 from .registry import REGISTRY, Registry
-from .spec import RunSpec, resolve
+from .spec import RunSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -114,7 +118,8 @@ def new_run_dir(spec: RunSpec) -> Path:
     return path
 
 
-def _point_latest_to_newest(out_dir: Path) -> None:
+def point_latest_to_newest(out_dir: Path) -> None:
+    """Point ``<out_dir>/latest`` at the newest run left there (or remove it: none left)."""
     link = out_dir / "latest"
     runs = sorted((p for p in out_dir.iterdir() if p.is_dir() and not p.is_symlink()),
                   key=lambda p: p.stat().st_mtime)
@@ -139,74 +144,8 @@ def _point_latest(run_dir: Path) -> None:
 
 
 def write_config(spec: RunSpec, run_dir: Path) -> Path:
+    """Write ``spec`` to ``run_dir/config.toml``, which ``gaf run --config`` reproduces."""
     path = run_dir / "config.toml"
     atomic_write_text(path, "# gaf run config: feed back with `gaf run --config` to reproduce\n"
                       + _config.dumps_toml(spec.to_dict()))
     return path
-
-
-def load_run_spec(run_dir: Path, sets: tuple[str, ...] = (),
-                  registry: Registry = REGISTRY) -> RunSpec:
-    """The spec of an existing run (for ``--resume``), with optional ``--set`` changes."""
-    cfg = run_dir / "config.toml"
-    if not cfg.is_file():
-        raise GafError(f"cannot resume {run_dir}: it has no config.toml")
-    return resolve(_config.read_toml(cfg), sets=sets, registry=registry, where=str(cfg))
-
-
-def execute(spec: RunSpec, *, resume: Path | None = None, registry: Registry = REGISTRY,
-            console: Any = None) -> tuple[Path, dict[str, Any]]:
-    """Run ``spec`` (or continue the run in ``resume``); returns (run_dir, summary)."""
-    from .device import resolve_device
-    from .distributed import current_world
-    from .train import train
-
-    device = resolve_device(spec.device)  # fail before creating anything
-    world = current_world(device)
-    obj_cls = registry.get("objective", spec.objective)
-    objective = obj_cls(spec.objective_config) if spec.objective_config is not None else obj_cls()
-    if resume is not None:
-        run_dir = Path(resume)
-    else:  # rank 0 names and creates the directory; the other ranks use the same one
-        run_dir = Path(world.broadcast(str(new_run_dir(spec)) if world.is_main else None))
-    if world.is_main:
-        write_config(spec, run_dir)  # on resume this records any --set changes
-    ctx = RunContext(spec, run_dir, registry=registry, console=console)
-    try:
-        summary = train(objective, ctx, resume=resume is not None)
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; continue with: gaf run --resume {run_dir}") from None
-    except GafError:
-        if world.is_main and resume is None and not (run_dir / "metrics.jsonl").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no stub behind
-            _point_latest_to_newest(run_dir.parent)
-        raise
-    return run_dir, summary
-
-
-def train_stage(ctx: RunContext, stage_dir: Path, objective: str, kinds: tuple[str, ...],
-                train: dict[str, Any], *, label: str) -> None:
-    """Train an earlier stage of ``ctx``'s run as a run of its own in ``stage_dir``.
-
-    The stage uses ``objective`` with ``ctx``'s seed, device, progress setting and
-    components of the given ``kinds`` (same names and options), and ``train`` as its
-    ``[train]`` section (``parallel`` follows the outer run). A stage directory that
-    already has checkpoints is resumed, so a resumed outer run finishes it. Used by the
-    DPO family (the SFT stage) and ``ldm`` (the autoencoder stage).
-    """
-    from .train import train as run_training
-
-    spec = ctx.spec
-    data: dict[str, Any] = {k: getattr(spec, k) for k in ("seed", "device", "progress")}
-    for kind in kinds:
-        comp = spec.components[kind]
-        data[kind] = {"name": comp.name, **comp.options}
-    data["train"] = {**train, "parallel": spec.train.parallel}
-    sub = resolve(data, objective=objective, registry=ctx.registry, where=label)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    if ctx.world.is_main:
-        write_config(sub, stage_dir)
-    obj_cls = ctx.registry.get("objective", objective)
-    stage = obj_cls(sub.objective_config) if sub.objective_config is not None else obj_cls()
-    sub_ctx = RunContext(sub, stage_dir, registry=ctx.registry, console=ctx.console)
-    run_training(stage, sub_ctx, resume=(stage_dir / "checkpoints").is_dir())

@@ -288,7 +288,7 @@ def _write_summary(ctx: RunContext, summary: dict[str, Any]) -> None:
 def _versions() -> dict[str, str]:
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     return {"gaf": __version__, "torch": torch.__version__, "python": platform.python_version()}
 

@@ -149,7 +149,7 @@ class AlignmentObjective(abc.ABC):
             return ctx.component("policy")
         sft_dir = ctx.run_dir / "sft"
         if not (sft_dir / "policy" / "gaf.json").is_file():
-            from gaf.runs import train_stage
+            from gaf.launch import train_stage
 
             ctx.log(f"stage 1: supervised fine-tuning ({self.config.sft_steps} steps) in "
                     f"{sft_dir}")

@@ -205,7 +205,7 @@ class LDM:
         return ae, source
 
     def _train_first_stage(self, ctx: RunContext, stage: Path) -> None:
-        from gaf.runs import train_stage
+        from gaf.launch import train_stage
 
         ctx.log(f"stage 1: training the autoencoder ({self.config.first_stage_steps} steps) "
                 f"in {stage}")

@@ -15,8 +15,8 @@ from gaf import checkpoint
 from gaf.atomic import load_tensors
 from gaf.config import read_toml
 from gaf.errors import BadData, NonFiniteLoss
+from gaf.launch import execute
 from gaf.registry import Registry
-from gaf.runs import execute
 from gaf.spec import resolve
 from gaf.train import TrainConfig, lr_factor
 
@@ -157,7 +157,7 @@ def test_a_run_that_fails_before_training_leaves_no_directory(registry, tmp_path
 
 def test_resume_records_set_changes(registry, tmp_path):
     run_dir, _ = execute(spec_for(registry, tmp_path, "train.steps=4"), registry=registry)
-    from gaf.runs import load_run_spec
+    from gaf.launch import load_run_spec
 
     spec = load_run_spec(run_dir, ("train.steps=6",), registry=registry)
     _, summary = execute(spec, resume=run_dir, registry=registry)

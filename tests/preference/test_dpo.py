@@ -375,7 +375,7 @@ def test_resume_reuses_the_sft_stage_and_the_sampled_data(tmp_path, monkeypatch)
     data_before = (tmp_path / "r" / "data" / "preferences.jsonl").read_text()
     monkeypatch.setattr(pipeline.PreferenceTraining, "loss", real)
     sft_mtime = (tmp_path / "r" / "sft" / "policy" / "model.safetensors").stat().st_mtime
-    from gaf.runs import execute, load_run_spec
+    from gaf.launch import execute, load_run_spec
 
     _, summary = execute(load_run_spec(tmp_path / "r"), resume=tmp_path / "r")
     assert summary["status"] == "completed"

@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 
 import gaf
 from gaf.errors import BadConfig
+from gaf.launch import execute
 from gaf.plugins.rlhf.advantages import explained_variance, gae, token_rewards
 from gaf.plugins.rlhf.kl_control import KLController
 from gaf.plugins.rlhf.ppo import PPO
-from gaf.runs import RunContext, execute
+from gaf.runs import RunContext
 from gaf.spec import resolve
 
 TINY = ["policy.n_layer=1", "policy.d_model=32", "policy.n_head=2", "device=\"cpu\"",

@@ -142,7 +142,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_ema(tmp_path):
             run(tmp_path, "train.save_every=2", "objective.eval_images=0", name="cut")
     finally:
         plugin_manager().unregister(stop)
-    from gaf.runs import execute, load_run_spec
+    from gaf.launch import execute, load_run_spec
 
     cut = tmp_path / "cut"
     execute(load_run_spec(cut), resume=cut)
