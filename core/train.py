@@ -12,11 +12,13 @@ before the optimiser step, so the newest checkpoint on disk stays the last good 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import platform
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from . import checkpoint
@@ -76,7 +78,56 @@ def _trainable(modules: dict[str, Any]) -> list[Any]:
 
 def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dict[str, Any]:
     """Train ``objective`` in ``ctx``'s run directory; returns the summary (also written
-    to ``summary.json``)."""
+    to ``summary.json``).
+
+    The phases, in order: :func:`_set_up` (seeds, ``objective.setup``, modules,
+    optimiser and schedule), :func:`_resume` (with ``resume``: the newest checkpoint's
+    optimiser, schedule, RNG and objective state), :func:`_run_steps` (the step loop,
+    with :func:`_save_checkpoint` and the non-finite stop) and :func:`_finish` (export,
+    evaluation, plots and ``summary.json``)."""
+    run = _set_up(objective, ctx, resume)
+    if resume:
+        _resume(run)
+    run.last_good = checkpoint.latest_checkpoint(run.ckpt_dir)
+    _run_steps(run)
+    return _finish(run)
+
+
+@dataclasses.dataclass(eq=False)
+class _Training:
+    """What the phases of one :func:`train` call share."""
+
+    objective: Objective
+    ctx: RunContext
+    modules: dict[str, Any]
+    params: list[Any]
+    optimizer: Any
+    scheduler: Any
+    parallel: Any  # gaf.distributed routes when the world has several ranks, else None
+    unit: str  # what a batch counts ("examples", "pairs" …), for the throughput keys
+    t_start: float
+    setup_s: float
+    resume_from: Path | None = None  # the checkpoint to resume from, if any
+    start: int = 0  # the last step already done
+    last_good: Any = None  # the newest checkpoint on disk
+    record: dict[str, Any] = dataclasses.field(default_factory=dict)  # the last step's metrics
+    train_time: float = 0.0
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.ctx.spec.train
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.ctx.run_dir / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.ctx.run_dir / "metrics.jsonl"
+
+
+def _set_up(objective: Objective, ctx: RunContext, resume: bool) -> _Training:
+    """Seed, set the objective up, load resumed weights, build optimiser and schedule."""
     import torch
 
     cfg = ctx.spec.train
@@ -90,9 +141,7 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
     setup_s = time.perf_counter() - t_start
     modules = dict(objective.modules())
     unit = getattr(objective, "unit", "examples")
-    ckpt_dir = ctx.run_dir / "checkpoints"
-    metrics_path = ctx.run_dir / "metrics.jsonl"
-    latest = checkpoint.latest_checkpoint(ckpt_dir) if resume else None
+    latest = checkpoint.latest_checkpoint(ctx.run_dir / "checkpoints") if resume else None
     if latest is not None:  # weights first: a sharded model is built from them
         checkpoint.load_module_weights(latest, modules)
     for mod in modules.values():
@@ -105,66 +154,67 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
     params = parallel.params if parallel is not None else _trainable(modules)
     optimizer = make_optimizer(cfg, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
+    return _Training(objective, ctx, modules, params, optimizer, scheduler, parallel, unit,
+                     t_start, setup_s, resume_from=latest)
 
-    start = 0
-    if resume:
-        if latest is not None:
-            opt_state = checkpoint.read_optimizer_state(latest)
-            if parallel is not None:
-                parallel.load_optimizer(optimizer, opt_state)
-            else:
-                optimizer.load_state_dict(opt_state)
-                checkpoint.match_state_layout(optimizer)
-            state = checkpoint.load_schedule_and_rng(latest, scheduler, world.rank)
-            start = state["step"]
-            saved = state.get("extra", {}).get("objective")
-            if saved is not None and hasattr(objective, "load_training_state"):
-                objective.load_training_state(saved)
-            ctx.log(f"resuming from {latest} (step {start})")
-        world.barrier()  # every rank has read the checkpoint before rank 0 edits the log
-        if world.is_main:
-            _truncate_metrics(metrics_path, start)
-    last_good = checkpoint.latest_checkpoint(ckpt_dir)
 
+def _resume(run: _Training) -> None:
+    """Restore optimiser, schedule, RNG and objective state from the checkpoint (if there
+    is one) and drop the metrics logged after it."""
+    ctx, world, latest = run.ctx, run.ctx.world, run.resume_from
+    if latest is not None:
+        opt_state = checkpoint.read_optimizer_state(latest)
+        if run.parallel is not None:
+            run.parallel.load_optimizer(run.optimizer, opt_state)
+        else:
+            run.optimizer.load_state_dict(opt_state)
+            checkpoint.match_state_layout(run.optimizer)
+        state = checkpoint.load_schedule_and_rng(latest, run.scheduler, world.rank)
+        run.start = state["step"]
+        saved = state.get("extra", {}).get("objective")
+        if saved is not None and hasattr(run.objective, "load_training_state"):
+            run.objective.load_training_state(saved)
+        ctx.log(f"resuming from {latest} (step {run.start})")
+    world.barrier()  # every rank has read the checkpoint before rank 0 edits the log
+    if world.is_main:
+        _truncate_metrics(run.metrics_path, run.start)
+
+
+def _run_steps(run: _Training) -> None:
+    """Steps ``start + 1 .. cfg.steps``: hooks, ``metrics.jsonl``, progress, checkpoints.
+
+    A non-finite loss or gradient norm writes a failed ``summary.json`` (naming the
+    last good checkpoint) and propagates."""
+    ctx, cfg, world, parallel = run.ctx, run.cfg, run.ctx.world, run.parallel
     ctx.hook.gaf_train_start(ctx=ctx)
-    record: dict[str, Any] = {}
-    train_time = 0.0
-    progress = _progress(ctx, cfg.steps, start) if world.is_main else None
+    progress = _progress(ctx, cfg.steps, run.start) if world.is_main else None
     try:
         with contextlib.ExitStack() as files:
-            log = (files.enter_context(metrics_path.open("a", encoding="utf-8"))
+            log = (files.enter_context(run.metrics_path.open("a", encoding="utf-8"))
                    if world.is_main else None)
-            for step in range(start + 1, cfg.steps + 1):
+            for step in range(run.start + 1, cfg.steps + 1):
                 t0 = time.perf_counter()
-                record = _step(objective, ctx, optimizer, params, step, last_good, parallel,
-                               check_sync=parallel is not None and step == start + 1)
-                scheduler.step()
+                record = _step(run.objective, ctx, run.optimizer, run.params, step,
+                               run.last_good, parallel,
+                               check_sync=parallel is not None and step == run.start + 1)
+                run.record = record
+                run.scheduler.step()
                 dt = time.perf_counter() - t0
-                train_time += dt
-                record[f"{unit}_per_s"] = round(cfg.batch_size * cfg.grad_accum / dt, 2)
-                record["elapsed_s"] = round(time.perf_counter() - t_start, 3)
+                run.train_time += dt
+                record[f"{run.unit}_per_s"] = round(cfg.batch_size * cfg.grad_accum / dt, 2)
+                record["elapsed_s"] = round(time.perf_counter() - run.t_start, 3)
                 ctx.hook.gaf_step_end(ctx=ctx, step=step, metrics=record)
                 if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                 if step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
-                    rng = world.gather(_rng_state())
-                    weights, opt_state = (parallel.gather(optimizer) if parallel is not None
-                                          else (None, None))
-                    extra = ({"objective": objective.training_state()}
-                             if hasattr(objective, "training_state") else None)
-                    if world.is_main:
-                        last_good = checkpoint.save_training_state(
-                            ckpt_dir, step, modules, optimizer, scheduler, extra=extra,
-                            keep=cfg.keep_checkpoints, rank_rng=rng, weights=weights,
-                            optimizer_state=opt_state)
-                        ctx.hook.gaf_checkpoint_saved(ctx=ctx, step=step, path=last_good)
+                    _save_checkpoint(run, step)
                 if progress is not None:
                     progress.advance(record)
     except NonFiniteLoss as exc:
         if world.is_main:
             _write_summary(ctx, {"status": "failed", "error": str(exc),
-                                 "last_checkpoint": str(last_good) if last_good else None})
+                                 "last_checkpoint": str(run.last_good) if run.last_good else None})
         raise
     finally:
         if progress is not None:
@@ -172,49 +222,81 @@ def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dic
         if parallel is not None:
             parallel.remove()
 
-    for mod in modules.values():
+
+def _save_checkpoint(run: _Training, step: int) -> None:
+    """Checkpoint ``step`` (every rank gathers; rank 0 writes) and call the hook."""
+    ctx, world, parallel = run.ctx, run.ctx.world, run.parallel
+    rng = world.gather(_rng_state())
+    weights, opt_state = (parallel.gather(run.optimizer) if parallel is not None
+                          else (None, None))
+    extra = ({"objective": run.objective.training_state()}
+             if hasattr(run.objective, "training_state") else None)
+    if world.is_main:
+        run.last_good = checkpoint.save_training_state(
+            run.ckpt_dir, step, run.modules, run.optimizer, run.scheduler, extra=extra,
+            keep=run.cfg.keep_checkpoints, rank_rng=rng, weights=weights,
+            optimizer_state=opt_state)
+        ctx.hook.gaf_checkpoint_saved(ctx=ctx, step=step, path=run.last_good)
+
+
+def _finish(run: _Training) -> dict[str, Any]:
+    """Export the registry-built modules, evaluate, plot, write ``summary.json``; every
+    rank returns rank 0's summary."""
+    import torch
+
+    ctx, cfg, world = run.ctx, run.cfg, run.ctx.world
+    for mod in run.modules.values():
         mod.eval()
     eval_metrics: dict[str, Any] = {}
     t_eval = time.perf_counter()
     if world.is_main:  # the other ranks wait at the barrier below
-        for name, mod in modules.items():  # registry-built modules become components
+        for name, mod in run.modules.items():  # registry-built modules become components
             if getattr(mod, "gaf_name", None):
                 save_component(mod, ctx.run_dir / name, kind=getattr(mod, "gaf_kind", name))
         with torch.no_grad():
-            eval_metrics = objective.evaluate(ctx) or {}
+            eval_metrics = run.objective.evaluate(ctx) or {}
         ctx.hook.gaf_eval_end(ctx=ctx, step=cfg.steps, metrics=eval_metrics)
     eval_s = time.perf_counter() - t_eval
     if not world.is_main:
         world.barrier()
         return world.broadcast(None)
 
-    records = read_metrics(metrics_path)
+    summary = _summary(run, eval_metrics, eval_s)
+    _write_summary(ctx, summary)
+    ctx.hook.gaf_train_end(ctx=ctx, summary=summary)
+    world.barrier()
+    return world.broadcast(summary)
+
+
+def _summary(run: _Training, eval_metrics: dict[str, Any], eval_s: float) -> dict[str, Any]:
+    """Plot the training curves and put the summary together (rank 0)."""
+    ctx, cfg, world = run.ctx, run.cfg, run.ctx.world
+    records = read_metrics(run.metrics_path)
     plot_metrics(records, ctx.run_dir / "plots" / "training.png",
-                 keys=getattr(objective, "plot_keys", None), title=f"{ctx.spec.objective} — {ctx.run_dir.name}")
-    steps_done = cfg.steps - start
+                 keys=getattr(run.objective, "plot_keys", None),
+                 title=f"{ctx.spec.objective} — {ctx.run_dir.name}")
+    train_time = run.train_time
+    steps_done = cfg.steps - run.start
     examples = steps_done * cfg.batch_size * cfg.grad_accum
     summary = {
         "status": "completed",
         "objective": ctx.spec.objective,
         "steps": cfg.steps,
-        "final": {k: v for k, v in record.items() if k != "elapsed_s"},
+        "final": {k: v for k, v in run.record.items() if k != "elapsed_s"},
         **eval_metrics,
-        "setup_s": round(setup_s, 3),
+        "setup_s": round(run.setup_s, 3),
         "train_s": round(train_time, 3),
         "eval_s": round(eval_s, 3),
-        "wall_s": round(time.perf_counter() - t_start, 3),
+        "wall_s": round(time.perf_counter() - run.t_start, 3),
         "steps_per_s": round(steps_done / train_time, 4) if train_time else None,
         "examples_per_s": round(examples / train_time, 2) if train_time else None,
-        f"train_{unit}_per_s": round(examples / train_time, 2) if train_time else None,
-        "parameters": sum(p.numel() for p in params),
+        f"train_{run.unit}_per_s": round(examples / train_time, 2) if train_time else None,
+        "parameters": sum(p.numel() for p in run.params),
         "device": str(ctx.device),
         "versions": _versions(),
     }
     summary["world_size"] = world.size
-    _write_summary(ctx, summary)
-    ctx.hook.gaf_train_end(ctx=ctx, summary=summary)
-    world.barrier()
-    return world.broadcast(summary)
+    return summary
 
 
 def _rng_state() -> Any:
