@@ -16,7 +16,9 @@ The public API (importing ``gaf`` does not import torch)::
     run_dir, summary = gaf.run("sft", policy="gpt2-tiny", sets=["train.steps=100"])
 
 Interfaces live in :mod:`gaf.interfaces`, hooks in :mod:`gaf.hookspecs`, the training
-loop in :mod:`gaf.train`, configs in :mod:`gaf.config`, errors in :mod:`gaf.errors`.
+loop in :mod:`gaf.train`, starting runs in :mod:`gaf.launch`, saving and loading
+components in :mod:`gaf.components`, configs in :mod:`gaf.config`, errors in
+:mod:`gaf.errors`.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ relative (``from .registry import X``, ``from . import checkpoint``) or absolute
 ``from . import name`` is an edge to the submodule when ``core/name.py`` exists, else
 to the package (``gaf/__init__.py``). Imports of ``gaf.plugins`` are not core edges.
 
-The allowed direction is written out in docs/architecture.md ("The core, module by
-module"): a cycle means some module reaches back up, e.g. a lazy import inside a
-function of a lower module.
+The allowed direction is written out in docs/architecture.md ("Import direction",
+under "The core, module by module"): a cycle means some module reaches back up, e.g.
+a lazy import inside a function of a lower module.
 """
 
 from __future__ import annotations
