@@ -461,7 +461,8 @@ class Scheduler(Protocol):
 
     * ``set_timesteps(n)`` fixes ``timesteps``: ``n`` strictly decreasing ints.
     * ``add_noise(x0, noise, t)`` and ``velocity(x0, noise, t)`` give ``x_t`` and the
-      v-target.
+      v-target; ``t`` broadcasts over the batch as in diffusers (an int, or a tensor of
+      1 or B timesteps of any shape: 0-d, ``(1,)``, ``(B,)``, ``(B, 1)``).
     * ``step(model_output, t, sample, *, generator=None) -> Tensor`` returns the
       previous sample. There is no hidden step counter: the previous timestep is
       looked up in ``timesteps``, so one scheduler can serve several threads.

@@ -254,24 +254,43 @@ class _Scheduler:
 
     # ------------------------------------------------------------- closed forms
 
-    def _alpha_bar_like(self, t: int | Tensor, like: Tensor):
-        """ᾱ_t for an int / 0-d t (a float) or a (B,) t (a tensor broadcasting over
-        ``like``'s trailing dimensions)."""
+    def _alpha_bar_like(self, t: int | Tensor, like: Tensor, *, table_dtype: bool = False):
+        """ᾱ_t for ``t`` broadcast over ``like`` as diffusers' ``add_noise`` does.
+
+        An int or a 0-d tensor gives a float. Any other tensor is flattened to ``n``
+        timesteps and shaped ``(n, 1, …, 1)`` against ``like``'s trailing dimensions, so
+        ``n`` must be 1 (one t for the whole batch), the batch size (one t per sample),
+        or anything when the batch is 1 (one sample noised at ``n`` timesteps). The
+        tensor is in ``like``'s dtype, or in the table's (float64; float32 on MPS) with
+        ``table_dtype``."""
         T = self.config.num_train_timesteps
         if not isinstance(t, Tensor) or t.dim() == 0:
             ti = int(t)
             if not 0 <= ti < T:
                 raise ValueError(f"timestep {ti} is outside [0, {T}) (num_train_timesteps)")
             return self._ab[ti]
-        if t.dim() != 1 or t.shape[0] != like.shape[0]:
-            raise ValueError(f"t must be an int, a 0-d tensor or a (batch,) tensor matching "
-                             f"the batch size {like.shape[0]}, got shape {tuple(t.shape)}")
-        if t.device.type == "cpu" and ((t < 0).any() or (t >= T).any()):
+        flat = t.flatten()
+        batch = like.shape[0] if like.dim() else 1
+        if flat.numel() not in (1, batch) and batch != 1:
+            raise ValueError(f"t must be an int or a tensor of 1 or {batch} timesteps (the "
+                             f"batch size) to broadcast over the batch, got shape "
+                             f"{tuple(t.shape)}")
+        if flat.device.type == "cpu" and ((flat < 0).any() or (flat >= T).any()):
             raise ValueError(f"timesteps must lie in [0, {T}) (num_train_timesteps), got "
-                             f"min {int(t.min())}, max {int(t.max())}")
+                             f"min {int(flat.min())}, max {int(flat.max())}")
         table = self._table(like.device)
-        ab = table[t.to(device=table.device, dtype=torch.long)]
-        return ab.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+        ab = table[flat.to(device=table.device, dtype=torch.long)]
+        ab = ab.reshape(-1, *([1] * (like.dim() - 1)))
+        return ab if table_dtype else ab.to(like.dtype)
+
+    def _coefficients(self, t: int | Tensor, like: Tensor):
+        """(√ᾱ_t, √(1−ᾱ_t)), computed in float64 and then cast to ``like``'s dtype, so
+        that a batched ``t`` gives what an int ``t`` gives (1 − ᾱ_t rounded in float32
+        would lose three digits near t = 0)."""
+        ab = self._alpha_bar_like(t, like, table_dtype=True)
+        if isinstance(ab, float):
+            return math.sqrt(ab), math.sqrt(1 - ab)
+        return ab.sqrt().to(like.dtype), (1 - ab).sqrt().to(like.dtype)
 
     def _table(self, device: torch.device) -> Tensor:
         table = self._on_device.get(device)
@@ -282,14 +301,15 @@ class _Scheduler:
         return table
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: int | Tensor) -> Tensor:
-        """x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε (``t``: an int, a 0-d or a (B,) tensor)."""
-        ab = self._alpha_bar_like(t, x0)
-        return sm.sqrt(ab) * x0 + sm.sqrt(1 - ab) * noise
+        """x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε (``t``: an int or a tensor of timesteps that
+        broadcasts over the batch as in diffusers: 0-d, (1,), (B,), (B, 1), …)."""
+        a, b = self._coefficients(t, x0)
+        return a * x0 + b * noise
 
     def velocity(self, x0: Tensor, noise: Tensor, t: int | Tensor) -> Tensor:
         """The v target √ᾱ_t·ε − √(1−ᾱ_t)·x0 (diffusers' ``get_velocity``)."""
-        ab = self._alpha_bar_like(t, x0)
-        return sm.sqrt(ab) * noise - sm.sqrt(1 - ab) * x0
+        a, b = self._coefficients(t, x0)
+        return a * noise - b * x0
 
     get_velocity = velocity
 

@@ -13,6 +13,9 @@ this fixture. Regenerate it with the peers venv (diffusers + torch)::
 * ``schedules``: β_t and ᾱ_t at a few t for each beta_schedule, zero-SNR rescaling and
   explicit trained_betas;
 * ``noise``: ``add_noise`` and ``get_velocity`` for a batch of timesteps;
+* ``noise_shapes``: the same for every timestep shape diffusers broadcasts: 0-d, (1,)
+  and (B, 1) tensors over the batch of 2, and a (2,) tensor over a batch of 1 (which
+  gives 2 outputs);
 * ``steps``: one ``step`` per case for fixed inputs (stored here too): DDIM with η = 0
   and η = 1 (with explicit ``variance_noise``), DDPM with the noise its generator drew
   (recorded), for each prediction type, clipping / thresholding, both variance types,
@@ -92,6 +95,22 @@ def noise_cases(x0, noise) -> list[dict]:
     return cases
 
 
+NOISE_SHAPES = (  # (timesteps, how many samples of x0/noise)
+    (torch.tensor(10), 2), (torch.tensor([500]), 2), (torch.tensor([[10], [500]]), 2),
+    (torch.tensor([10, 500]), 1))
+
+
+def noise_shape_cases(x0, noise) -> list[dict]:
+    s = DDPMScheduler()
+    cases = []
+    for t, batch in NOISE_SHAPES:
+        out = s.add_noise(x0[:batch], noise[:batch], t)
+        cases.append({"t": t.tolist(), "batch": batch, "out_shape": list(out.shape),
+                      "add_noise": floats(out),
+                      "velocity": floats(s.get_velocity(x0[:batch], noise[:batch], t))})
+    return cases
+
+
 def step_cases(sample, model_output, variance_noise) -> list[dict]:
     cases = []
 
@@ -165,6 +184,7 @@ def main() -> None:
         "timesteps": timesteps_cases(),
         "schedules": schedule_cases(),
         "noise": noise_cases(x0, noise),
+        "noise_shapes": noise_shape_cases(x0, noise),
         "steps": step_cases(sample, model_output, variance_noise),
     }
     OUT.write_text(json.dumps(data, separators=(",", ":")) + "\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gaf
@@ -573,6 +573,42 @@ def test_add_noise_and_velocity_match_diffusers(reference):
                               rtol=1e-5, atol=1e-5)
         assert torch.allclose(s.velocity(x0, noise, t), _tensor(reference, case["velocity"]),
                               rtol=1e-5, atol=1e-5)
+
+
+def test_add_noise_broadcasts_timesteps_like_diffusers(reference):
+    """diffusers flattens any timestep tensor and broadcasts it over the batch: 0-d,
+    (1,), (B, 1), and (n,) against a batch of one; the recorded outputs and shapes."""
+    x0 = _tensor(reference, reference["inputs"]["x0"])
+    noise = _tensor(reference, reference["inputs"]["noise"])
+    s = DDPMScheduler()
+    assert len(reference["noise_shapes"]) == 4
+    for case in reference["noise_shapes"]:
+        t, b = torch.tensor(case["t"]), case["batch"]
+        got = s.add_noise(x0[:b], noise[:b], t)
+        assert list(got.shape) == case["out_shape"], case["t"]
+        want = torch.tensor(case["add_noise"], dtype=x0.dtype).reshape(case["out_shape"])
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), case["t"]
+        want_v = torch.tensor(case["velocity"], dtype=x0.dtype).reshape(case["out_shape"])
+        assert torch.allclose(s.velocity(x0[:b], noise[:b], t), want_v,
+                              rtol=1e-5, atol=1e-5), case["t"]
+    with pytest.raises(ValueError, match="1 or 2 timesteps"):
+        s.add_noise(x0, noise, torch.tensor([1, 2, 3]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 4), st.lists(st.integers(0, 999), min_size=1, max_size=4),
+       st.sampled_from(["0d", "1", "B", "B1"]))
+def test_add_noise_with_any_timestep_shape_equals_per_sample_calls(batch, ts, shape):
+    ts = (ts * batch)[:batch]
+    t = {"0d": torch.tensor(ts[0]), "1": torch.tensor(ts[:1]), "B": torch.tensor(ts),
+         "B1": torch.tensor(ts).reshape(-1, 1)}[shape]
+    per = [ts[0]] * batch if shape in ("0d", "1") else ts
+    g = torch.Generator().manual_seed(batch)
+    x0, eps = torch.randn(batch, 2, 3, 3, generator=g), torch.randn(batch, 2, 3, 3, generator=g)
+    s = DDPMScheduler()
+    got = s.add_noise(x0, eps, t)
+    want = torch.stack([s.add_noise(x0[i], eps[i], per[i]) for i in range(batch)])
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_steps_match_diffusers(reference):
