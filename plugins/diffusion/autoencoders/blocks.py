@@ -42,6 +42,8 @@ from torch import Tensor, nn
 from gaf.config import option
 from gaf.errors import BadConfig
 
+from ..unet.resnet import Upsample  # the same nearest x2 + 3x3 conv as the UNet's
+
 __all__ = ["AutoencoderConfig", "Encoder", "Decoder", "ResnetBlock", "SelfAttention",
            "check_image", "count_parameters", "FirstStage", "DEFAULT_MULT"]
 
@@ -161,17 +163,6 @@ class Downsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    """Nearest-neighbour x2, then a 3x3 conv."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 def _mid(width: int, cfg: AutoencoderConfig) -> nn.Sequential:
