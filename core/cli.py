@@ -162,11 +162,12 @@ def show_cmd(kind: str, name: str) -> None:
 
     table = Table(box=None, header_style="bold", title=f"options (--set {kind}.NAME=VALUE)",
                   title_justify="left")
-    for col in ("option", "type", "default", "help"):
+    for col in ("option", "type", "default", "allowed", "help"):
         table.add_column(col, overflow="fold")
     defaults = _config.to_dict(REGISTRY.default_config(kind, entry.name))
     for f in _config.describe(cls):
-        table.add_row(f.name, f.type, json.dumps(defaults.get(f.name, f.default)), f.help)
+        table.add_row(f.name, f.type, json.dumps(defaults.get(f.name, f.default)), f.bounds,
+                      f.help)
     click.echo("")
     Console().print(table)
     if kind == "objective":

@@ -29,22 +29,127 @@ from .errors import BadConfig, did_you_mean
 _HELP = "gaf_help"
 
 
+_CHECKS = "gaf_checks"
+
+
+class OptionError(BadConfig):
+    """A config value outside what its option declares (or a rule relating options).
+
+    The message names the option (``lr must be > 0, got nan``); :func:`from_dict` puts
+    the config's ``<kind> <name>: `` in front, so every such error reads the same."""
+
+
+@attrs.frozen
+class Checks:
+    """What :func:`option` declares about a value: bounds, choices and finiteness."""
+
+    ge: Any = None
+    gt: Any = None
+    le: Any = None
+    lt: Any = None
+    choices: tuple[Any, ...] | None = None
+    finite: bool = True
+
+    def describe(self) -> str:
+        """The rule as text: ``> 0``, ``in [0, 1)``, ``one of: a, b`` (empty if none)."""
+        if self.choices is not None:
+            return "one of: " + ", ".join(str(c) for c in self.choices)
+        low = (f"[{self.ge}" if self.ge is not None else
+               f"({self.gt}" if self.gt is not None else None)
+        high = (f"{self.le}]" if self.le is not None else
+                f"{self.lt})" if self.lt is not None else None)
+        if low and high:
+            return f"in {low}, {high}"
+        for bound, sign in ((self.ge, ">="), (self.gt, ">"), (self.le, "<="), (self.lt, "<")):
+            if bound is not None:
+                return f"{sign} {bound}"
+        return ""
+
+    def violation(self, value: Any) -> str | None:
+        """Why ``value`` breaks the rule (``must be > 0``), or None if it fits."""
+        if self.choices is not None and value not in self.choices:
+            return "must be " + self.describe()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if ((self.ge is not None and not value >= self.ge)
+                or (self.gt is not None and not value > self.gt)
+                or (self.le is not None and not value <= self.le)
+                or (self.lt is not None and not value < self.lt)):
+            return "must be " + self.describe()
+        if self.finite and isinstance(value, float) and not math.isfinite(value):
+            return "must be finite"
+        return None
+
+
 def option(default: Any = attrs.NOTHING, help: str = "", *, factory: Any = None,
-           validator: Any = None) -> Any:
-    """An attrs field with a help string (shown by ``gaf show``)."""
+           validator: Any = None, ge: Any = None, gt: Any = None, le: Any = None,
+           lt: Any = None, choices: Any = None, finite: bool = True) -> Any:
+    """An attrs field with a help string (shown by ``gaf show``) and declared checks.
+
+    ``ge``/``gt``/``le``/``lt`` bound a number (each entry of a list), ``choices``
+    lists the allowed values, and float values must be finite unless ``finite=False``
+    (e.g. an option whose default is ``inf``). ``Literal`` types are checked too.
+    Breaking a rule raises :class:`OptionError` (a :class:`BadConfig`) when the config
+    is built, directly or through :func:`from_dict` / :func:`evolve`.
+    """
+    checks = Checks(ge, gt, le, lt, tuple(choices) if choices is not None else None, finite)
+    validators = [_check_option] + ([validator] if validator is not None else [])
+    metadata = {_HELP: help, _CHECKS: checks}
     if factory is not None:
-        return attrs.field(factory=factory, metadata={_HELP: help}, validator=validator)
-    return attrs.field(default=default, metadata={_HELP: help}, validator=validator)
+        return attrs.field(factory=factory, metadata=metadata, validator=validators)
+    return attrs.field(default=default, metadata=metadata, validator=validators)
+
+
+def option_error(name: str, rule: str, value: Any) -> OptionError:
+    """The uniform error for an option: ``<name> <rule>, got <value>``."""
+    return OptionError(f"{name} {rule}, got {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))  # -1, not -1.0: as the user most likely wrote it
+    return repr(value) if isinstance(value, (str, list)) else str(value)
+
+
+_LITERALS: dict[type, dict[str, tuple[Any, ...]]] = {}
+
+
+def _literals(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The ``Literal`` choices of ``cls``'s fields (resolved once per class)."""
+    if cls not in _LITERALS:
+        _LITERALS[cls] = {name: typing.get_args(tp) for name, tp in _hints(cls).items()
+                          if typing.get_origin(tp) is typing.Literal}
+    return _LITERALS[cls]
+
+
+def _check_option(inst: Any, attribute: Any, value: Any) -> None:
+    if value is None:
+        return
+    checks: Checks = attribute.metadata.get(_CHECKS) or Checks()
+    literal = _literals(type(inst)).get(attribute.name)
+    if literal is not None and checks.choices is None:
+        checks = attrs.evolve(checks, choices=literal)
+    items = value if isinstance(value, (list, tuple)) else (value,)
+    for item in items:
+        why = checks.violation(item)
+        if why is not None:
+            if item is not value:
+                why += " (each entry)"
+            raise option_error(attribute.name, why, value)
 
 
 @attrs.frozen
 class FieldInfo:
-    """One documented config field: name, type (as text), default and help."""
+    """One documented config field: name, type (as text), default, help and the
+    declared rule as text (``> 0``, ``in [0, 1)``, ``one of: a, b``; empty if none)."""
 
     name: str
     type: str
     default: Any
     help: str
+    bounds: str = ""
 
 
 def describe(cls: type) -> list[FieldInfo]:
@@ -58,7 +163,9 @@ def describe(cls: type) -> list[FieldInfo]:
         if default is attrs.NOTHING:
             default = None
         tp = hints.get(f.name, f.type)
-        out.append(FieldInfo(f.name, _type_name(tp), default, f.metadata.get(_HELP, "")))
+        checks = f.metadata.get(_CHECKS)
+        bounds = checks.describe() if checks is not None else ""
+        out.append(FieldInfo(f.name, _type_name(tp), default, f.metadata.get(_HELP, ""), bounds))
     return out
 
 
@@ -75,7 +182,8 @@ def from_dict(cls: type, data: Mapping[str, Any], *, where: str = "") -> Any:
     """Build ``cls`` from ``data``, coercing values to the field types.
 
     Unknown keys raise :class:`BadConfig` naming the valid keys (and close matches);
-    values of the wrong type raise :class:`BadConfig` naming the field.
+    values of the wrong type raise :class:`BadConfig` naming the field; values that
+    break an option's declared rule raise ``<where>: <option> must be …``.
     """
     where = f"{where}: " if where else ""
     names = field_names(cls)
@@ -88,6 +196,8 @@ def from_dict(cls: type, data: Mapping[str, Any], *, where: str = "") -> Any:
         kwargs[key] = coerce(value, hints.get(key, Any), f"{where}{key}")
     try:
         return cls(**kwargs)
+    except OptionError as exc:
+        raise OptionError(f"{where}{exc}") from None
     except (TypeError, ValueError) as exc:
         raise BadConfig(f"{where}{exc}") from None
 
@@ -117,8 +227,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         raise BadConfig(f"{where}: {value!r} is not a {_type_name(tp)}")
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
-            choices = ", ".join(repr(a) for a in typing.get_args(tp))
-            raise BadConfig(f"{where}: {value!r} is not one of {choices}")
+            choices = ", ".join(str(a) for a in typing.get_args(tp))
+            raise BadConfig(f"{where} must be one of: {choices}, got {value!r}")
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):

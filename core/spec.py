@@ -32,7 +32,7 @@ from typing import Any
 
 import attrs
 
-from . import config as _config
+from . import config as _conf  # not "_config": attrs' generated __init__ uses that global name
 from .config import option
 from .errors import BadConfig, did_you_mean
 from .registry import REGISTRY, Registry
@@ -67,10 +67,10 @@ class RunSpec:
         """Plain data for ``config.toml``: every option written out, defaults included."""
         # ``name`` is left out: feeding the file back makes a new run directory.
         out: dict[str, Any] = {k: getattr(self, k) for k in TOP_LEVEL if k != "name"}
-        out["objective"] = {"name": self.objective, **_config.to_dict(self.objective_config)}
+        out["objective"] = {"name": self.objective, **_conf.to_dict(self.objective_config)}
         for kind, comp in self.components.items():
             out[kind] = {"name": comp.name, **comp.options}
-        out["train"] = _config.to_dict(self.train)
+        out["train"] = _conf.to_dict(self.train)
         return out
 
 
@@ -82,7 +82,7 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
     line, ``top`` values (``seed``, ``device`` … from CLI flags) and ``--set`` items."""
     data = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in (data or {}).items()}
     cli_components = {k: v for k, v in (components or {}).items() if v}
-    overrides = [_config.parse_assignment(s) for s in sets]
+    overrides = [_conf.parse_assignment(s) for s in sets]
 
     obj_section = dict(data.pop("objective", {}) or {})
     file_objective = obj_section.pop("name", None)
@@ -120,8 +120,8 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
 
     # --set overrides.
     obj_cfg_cls = getattr(obj_cls, "Config", None)
-    obj_fields = _config.field_names(obj_cfg_cls) if obj_cfg_cls is not None else []
-    train_fields = _config.field_names(TrainConfig)
+    obj_fields = _conf.field_names(obj_cfg_cls) if obj_cfg_cls is not None else []
+    train_fields = _conf.field_names(TrainConfig)
     for key, value in overrides:
         section, _, field = key.partition(".")
         if not field:
@@ -141,22 +141,22 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
                             f"(valid keys: {', '.join(valid)})")
 
     # Build and validate.
-    objective_config = (_config.from_dict(obj_cfg_cls, obj_section, where=f"objective {obj_name}")
+    objective_config = (_conf.from_dict(obj_cfg_cls, obj_section, where=f"objective {obj_name}")
                         if obj_cfg_cls is not None else None)
     if obj_cfg_cls is None and obj_section:
         raise BadConfig(f"objective {obj_name!r} has no options (got {', '.join(obj_section)})")
     train_defaults = dict(getattr(obj_cls, "train_defaults", {}))
-    train = _config.from_dict(TrainConfig, {**train_defaults, **train_section}, where="train")
+    train = _conf.from_dict(TrainConfig, {**train_defaults, **train_section}, where="train")
     comps = {kind: _component(registry, kind, sec) for kind, sec in sections.items()}
     for key in top_values:
         if key not in TOP_LEVEL:
             raise BadConfig(f"unknown key {key!r}{did_you_mean(key, TOP_LEVEL)} "
                             f"(valid keys: {', '.join(TOP_LEVEL)})")
-    top_kwargs = {k: _config.coerce(v, _TOP_TYPES[k], k) for k, v in top_values.items()}
+    top_kwargs = {k: _conf.coerce(v, _TOP_TYPES[k], k) for k, v in top_values.items()}
     spec = RunSpec(objective=obj_name, objective_config=objective_config, components=comps,
                    train=train, **top_kwargs)
     if spec.device not in ("auto", "cpu", "cuda") and not spec.device.startswith("cuda:"):
-        raise BadConfig(f"device: {spec.device!r} is not one of auto, cpu, cuda")
+        raise BadConfig(f"device must be one of: auto, cpu, cuda, cuda:N, got {spec.device!r}")
     return spec
 
 
@@ -174,7 +174,7 @@ def _component(registry: Registry, kind: str, section: dict[str, Any]) -> Compon
     if cls is None:
         return ComponentSpec(name, section)
     cfg = registry.default_config(kind, name, **section)
-    return ComponentSpec(name, _config.to_dict(cfg))
+    return ComponentSpec(name, _conf.to_dict(cfg))
 
 
 def _locate(key: str, obj_fields: list[str], train_fields: list[str],

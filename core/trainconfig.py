@@ -13,37 +13,23 @@ from .config import option
 class TrainConfig:
     """How :func:`gaf.train.train` optimises an objective (the ``[train]`` section)."""
 
-    steps: int = option(500, "optimiser steps")
-    batch_size: int = option(32, "examples per micro-batch")
+    steps: int = option(500, "optimiser steps", ge=1)
+    batch_size: int = option(32, "examples per micro-batch", ge=1)
     grad_accum: int = option(1, "micro-batches per optimiser step (effective batch = "
-                                "batch_size × grad_accum)")
-    lr: float = option(1e-3, "peak learning rate")
+                                "batch_size × grad_accum)", ge=1)
+    lr: float = option(1e-3, "peak learning rate", gt=0)
     optimizer: Literal["adamw", "adam", "rmsprop", "sgd"] = option("adamw", "optimiser")
     betas: tuple[float, float] = option((0.9, 0.999), "Adam β1, β2")
-    weight_decay: float = option(0.0, "decoupled weight decay (AdamW) or L2 (others)")
+    weight_decay: float = option(0.0, "decoupled weight decay (AdamW) or L2 (others)", ge=0)
     schedule: Literal["constant", "linear", "cosine"] = option(
         "cosine", "learning-rate decay after warm-up")
-    warmup_steps: int = option(0, "linear warm-up steps from 0 to lr")
-    max_grad_norm: float = option(1.0, "gradient clipping by global norm (0 = off)")
+    warmup_steps: int = option(0, "linear warm-up steps from 0 to lr", ge=0)
+    max_grad_norm: float = option(1.0, "gradient clipping by global norm (0 = off)", ge=0)
     precision: Literal["auto", "fp32", "bf16"] = option(
         "auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
-    log_every: int = option(10, "write metrics.jsonl every N steps")
-    save_every: int = option(0, "checkpoint every N steps (0 = only at the end)")
-    keep_checkpoints: int = option(2, "how many checkpoints to keep")
+    log_every: int = option(10, "write metrics.jsonl every N steps", ge=1)
+    save_every: int = option(0, "checkpoint every N steps (0 = only at the end)", ge=0)
+    keep_checkpoints: int = option(2, "how many checkpoints to keep", ge=1)
     parallel: Literal["ddp", "fsdp"] = option(
         "ddp", "with several processes: 'ddp' replicates the model, 'fsdp' shards "
                "parameters, gradients and optimizer state (docs/distributed.md)")
-
-    def __attrs_post_init__(self) -> None:
-        from .errors import BadConfig
-
-        for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise BadConfig(f"train.{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise BadConfig(f"train.lr must be positive, got {self.lr}")
-        if self.parallel not in ("ddp", "fsdp"):
-            raise BadConfig(f"train.parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
-        for name in ("warmup_steps", "save_every", "max_grad_norm", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise BadConfig(f"train.{name} must not be negative, got {getattr(self, name)}")

@@ -82,7 +82,7 @@ def test_from_dict_validates():
     assert C.from_dict(Example, {"pair": [1, 0]}).pair == (1.0, 0.0)
     with pytest.raises(BadConfig, match="unknown key 'rat'; did you mean 'rate'.*valid keys: rate, size"):
         C.from_dict(Example, {"rat": 1})
-    with pytest.raises(BadConfig, match="mode: 'c' is not one of 'a', 'b'"):
+    with pytest.raises(BadConfig, match="^mode must be one of: a, b, got 'c'$"):
         C.from_dict(Example, {"mode": "c"})
     with pytest.raises(BadConfig, match="size: expected an integer"):
         C.from_dict(Example, {"size": 1.5})
@@ -107,10 +107,114 @@ def test_read_toml_names_file_and_line(tmp_path):
 
 
 def test_train_config_rejects_nonsense():
-    with pytest.raises(BadConfig, match="train.steps"):
+    with pytest.raises(BadConfig, match="^steps must be >= 1, got 0$"):
         TrainConfig(steps=0)
-    with pytest.raises(BadConfig, match="train.lr"):
+    with pytest.raises(BadConfig, match="^lr must be > 0, got -1$"):
         TrainConfig(lr=-1.0)
+    with pytest.raises(BadConfig, match="^train: lr must be > 0, got nan$"):
+        C.from_dict(TrainConfig, {"lr": math.nan}, where="train")
+    with pytest.raises(BadConfig, match="^parallel must be one of: ddp, fsdp, got 'mpi'$"):
+        TrainConfig(parallel="mpi")  # a Literal is checked on direct construction too
+
+
+# ------------------------------------------------------------- declared checks
+
+
+@attrs.define
+class Bounded:
+    low: int = C.option(0, "ge", ge=0)
+    pos: float = C.option(1.0, "gt", gt=0)
+    frac: float = C.option(0.5, "ge/lt", ge=0, lt=1)
+    top: float = C.option(1.0, "le", le=1)
+    under: int = C.option(0, "lt", lt=10)
+    pick: str = C.option("a", "choices", choices=("a", "b"))
+    widths: tuple[int, ...] = C.option((1, 2), "entries", ge=1)
+    limit: float = C.option(math.inf, "may be infinite", finite=False, gt=0)
+    free: float = C.option(0.0, "no bounds")
+    maybe: float | None = C.option(None, "optional")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"low": -1}, "low must be >= 0, got -1"),
+    ({"pos": 0}, "pos must be > 0, got 0"),
+    ({"pos": -1e-9}, "pos must be > 0, got -1e-09"),
+    ({"frac": 1}, "frac must be in [0, 1), got 1"),
+    ({"frac": -0.1}, "frac must be in [0, 1), got -0.1"),
+    ({"top": 1.5}, "top must be <= 1, got 1.5"),
+    ({"under": 10}, "under must be < 10, got 10"),
+    ({"pick": "c"}, "pick must be one of: a, b, got 'c'"),
+    ({"widths": [1, 0]}, "widths must be >= 1 (each entry), got [1, 0]"),
+    ({"limit": 0}, "limit must be > 0, got 0"),
+    ({"free": math.inf}, "free must be finite, got inf"),
+    ({"free": -math.inf}, "free must be finite, got -inf"),
+    ({"free": math.nan}, "free must be finite, got nan"),
+    ({"pos": math.nan}, "pos must be > 0, got nan"),
+    ({"maybe": math.nan}, "maybe must be finite, got nan"),
+])
+def test_declared_checks_reject_with_one_message_form(changes, message):
+    with pytest.raises(BadConfig) as exc:
+        C.from_dict(Bounded, changes, where="thing x")
+    assert str(exc.value) == f"thing x: {message}"
+    with pytest.raises(BadConfig) as exc:  # direct construction: the same rule, no prefix
+        Bounded(**{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
+    assert str(exc.value).partition(", got")[0] == message.partition(", got")[0]
+    with pytest.raises(BadConfig, match="^thing x: "):  # evolve as well
+        C.evolve(Bounded(), changes, where="thing x")
+
+
+def test_declared_checks_accept_the_edges():
+    cfg = C.from_dict(Bounded, {"low": 0, "frac": 0, "top": 1, "under": 9, "pick": "b",
+                                "limit": math.inf, "free": -1e300, "maybe": 2})
+    assert cfg.limit == math.inf and cfg.maybe == 2.0
+
+
+def test_describe_shows_the_declared_rules():
+    rules = {f.name: f.bounds for f in C.describe(Bounded)}
+    assert rules == {"low": ">= 0", "pos": "> 0", "frac": "in [0, 1)", "top": "<= 1",
+                     "under": "< 10", "pick": "one of: a, b", "widths": ">= 1",
+                     "limit": "> 0", "free": "", "maybe": ""}
+
+
+def _finite_float_options():
+    """(kind, name, option) for every float option declared finite, on every registered
+    component with a config and on the [train] section."""
+    from gaf.registry import REGISTRY
+
+    out = [("train", None, f.name) for f in attrs.fields(TrainConfig)
+           if C._hints(TrainConfig)[f.name] is float]
+    for kind in REGISTRY.kinds():
+        for name in REGISTRY.names(kind):
+            cls = REGISTRY.config_class(kind, name)
+            if cls is None:
+                continue
+            hints = C._hints(cls)
+            for f in attrs.fields(cls):
+                checks = f.metadata.get(C._CHECKS)
+                if hints.get(f.name) in (float, float | None) and checks and checks.finite:
+                    out.append((kind, name, f.name))
+    return out
+
+
+FINITE_OPTIONS = _finite_float_options()
+
+
+def test_the_property_covers_many_options():
+    assert len(FINITE_OPTIONS) > 50 and ("train", None, "lr") in FINITE_OPTIONS
+
+
+@given(target=st.sampled_from(FINITE_OPTIONS),
+       value=st.sampled_from([math.nan, math.inf, -math.inf]))
+def test_every_finite_float_option_rejects_non_finite_values(target, value):
+    from gaf.registry import REGISTRY
+
+    kind, name, field = target
+    with pytest.raises(BadConfig) as exc:
+        if name is None:
+            C.from_dict(TrainConfig, {field: value}, where="train")
+        else:
+            REGISTRY.default_config(kind, name, **{field: value})
+    prefix = "train" if name is None else f"{kind} {name}"
+    assert str(exc.value).startswith(f"{prefix}: {field} must be "), str(exc.value)
 
 
 # ------------------------------------------------------------------------ specs
