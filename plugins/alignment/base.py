@@ -35,7 +35,6 @@ from torch import Tensor, nn
 
 from gaf.components import load_from
 from gaf.config import option
-from gaf.errors import BadConfig
 from gaf.interfaces import PreferenceGroup
 from gaf.runs import RunContext
 
@@ -53,12 +52,12 @@ class AlignmentConfig:
     """Options every alignment objective has (the ``[objective]`` section)."""
 
     sft_steps: int = option(1000, "steps of the SFT stage for a policy built from a name "
-                                  "(0 = use it as built); a loaded policy skips the stage")
+                                  "(0 = use it as built); a loaded policy skips the stage", ge=0)
     max_new_tokens: int = option(64, "tokens generated per completion (data, rollouts and "
-                                     "evaluation)")
-    generation_batch_size: int = option(256, "prompts generated at once")
-    eval_prompts: int = option(200, "held-out prompts for the evaluation (0 = all)")
-    eval_batch_size: int = option(128, "sequences scored at once outside training")
+                                     "evaluation)", ge=1)
+    generation_batch_size: int = option(256, "prompts generated at once", ge=1)
+    eval_prompts: int = option(200, "held-out prompts for the evaluation (0 = all)", ge=0)
+    eval_batch_size: int = option(128, "sequences scored at once outside training", ge=1)
     eval_split: Literal["eval", "validation"] = option(
         "eval", "held-out split the evaluation reads: 'eval' for headline figures, "
                 "'validation' for tuning (sweeps and tuning scripts set it)")
@@ -66,28 +65,12 @@ class AlignmentConfig:
                                          "reference, critic and reward model to 0 (TRL's "
                                          "disable_dropout); false keeps the policy's")
 
-    def __attrs_post_init__(self) -> None:
-        if self.eval_split not in HELD_OUT_SPLITS:
-            raise BadConfig(f"eval_split must be one of {', '.join(HELD_OUT_SPLITS)}, "
-                            f"got {self.eval_split!r}")
-        for name in ("max_new_tokens", "generation_batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise BadConfig(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("sft_steps", "eval_prompts"):
-            if getattr(self, name) < 0:
-                raise BadConfig(f"{name} must be >= 0, got {getattr(self, name)}")
-
 
 def eval_samples_option() -> Any:
     """The ``eval_samples`` option of objectives judged by win rate (one declaration
     for the DPO family and the on-policy objectives)."""
     return option(4, "completions per held-out prompt from each policy (the win rate "
-                     "compares them in pairs)")
-
-
-def check_eval_samples(config: Any) -> None:
-    if config.eval_samples < 1:
-        raise BadConfig(f"eval_samples must be at least 1, got {config.eval_samples}")
+                     "compares them in pairs)", ge=1)
 
 
 def disable_dropout(module: nn.Module) -> int:

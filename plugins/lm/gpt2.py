@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from gaf.config import option
+from gaf.config import option, option_error
 from gaf.errors import BadConfig
 from gaf.interfaces import CompletionLogProbs, Rollout, Sampler, Tokenizer
 
@@ -46,29 +46,21 @@ KVCache = tuple[tuple[Tensor, Tensor], ...]
 class GPT2Config:
     """Shape of a GPT-2 model (embeddings are always tied to the output layer)."""
 
-    vocab_size: int = option(0, "number of token ids; 0 = the tokenizer's (259 for byte)")
-    n_positions: int = option(256, "longest sequence, in tokens (learned positions)")
-    d_model: int = option(128, "width of the residual stream")
-    n_layer: int = option(4, "number of transformer blocks")
-    n_head: int = option(4, "attention heads per block (must divide d_model)")
-    mlp_ratio: int = option(4, "MLP hidden width as a multiple of d_model")
-    dropout: float = option(0.0, "dropout on embeddings, attention weights and residual branches")
-    layer_norm_eps: float = option(1e-5, "LayerNorm epsilon")
+    vocab_size: int = option(0, "number of token ids; 0 = the tokenizer's (259 for byte)", ge=0)
+    n_positions: int = option(256, "longest sequence, in tokens (learned positions)", ge=1)
+    d_model: int = option(128, "width of the residual stream", ge=1)
+    n_layer: int = option(4, "number of transformer blocks", ge=1)
+    n_head: int = option(4, "attention heads per block (must divide d_model)", ge=1)
+    mlp_ratio: int = option(4, "MLP hidden width as a multiple of d_model", ge=1)
+    dropout: float = option(0.0, "dropout on embeddings, attention weights and residual branches",
+                            ge=0, lt=1)
+    layer_norm_eps: float = option(1e-5, "LayerNorm epsilon", gt=0)
     tokenizer: str = option("byte", "byte, sentiment-bpe, or a directory with vocab.json "
                             "and merges.txt")
 
     def __attrs_post_init__(self) -> None:
-        for name in ("vocab_size", "n_positions", "d_model", "n_layer", "n_head", "mlp_ratio"):
-            value = getattr(self, name)
-            least = 0 if name == "vocab_size" else 1
-            if not isinstance(value, int) or value < least:
-                raise BadConfig(f"gpt2: {name} must be an integer >= {least}, got {value!r}")
         if self.d_model % self.n_head:
-            raise BadConfig(f"gpt2: n_head ({self.n_head}) must divide d_model ({self.d_model})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise BadConfig(f"gpt2: dropout must be in [0, 1), got {self.dropout}")
-        if not self.layer_norm_eps > 0:
-            raise BadConfig(f"gpt2: layer_norm_eps must be > 0, got {self.layer_norm_eps}")
+            raise option_error("n_head", f"must divide d_model ({self.d_model})", self.n_head)
 
 
 # ------------------------------------------------------------------------- layers

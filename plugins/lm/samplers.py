@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from gaf.config import option
-from gaf.errors import BadConfig
 
 __all__ = ["Greedy", "Temperature", "TopK", "TopP"]
 
@@ -29,11 +28,6 @@ def _check_logits(logits: Tensor) -> Tensor:
     if (logits == float("-inf")).all(-1).any():
         raise ValueError("a row of logits is all -inf: no token can be chosen")
     return logits
-
-
-def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise BadConfig(f"temperature must be > 0, got {temperature}")
 
 
 def _draw(logits: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -65,10 +59,7 @@ class Greedy:
 
 @attrs.define
 class TemperatureConfig:
-    temperature: float = option(1.0, "divide logits by this before sampling (> 0)")
-
-    def __attrs_post_init__(self) -> None:
-        _check_temperature(self.temperature)
+    temperature: float = option(1.0, "divide logits by this before sampling", gt=0)
 
 
 class Temperature:
@@ -78,7 +69,6 @@ class Temperature:
 
     def __init__(self, config: TemperatureConfig | None = None):
         self.config = config or TemperatureConfig()
-        _check_temperature(self.config.temperature)
 
     @property
     def scoring_temperature(self) -> float:
@@ -91,17 +81,8 @@ class Temperature:
 
 @attrs.define
 class TopKConfig:
-    k: int = option(50, "sample among the k highest-logit tokens (>= 1)")
-    temperature: float = option(1.0, "divide logits by this before sampling (> 0)")
-
-    def __attrs_post_init__(self) -> None:
-        _check_k(self.k)
-        _check_temperature(self.temperature)
-
-
-def _check_k(k: int) -> None:
-    if not k >= 1:
-        raise BadConfig(f"k must be >= 1, got {k}")
+    k: int = option(50, "sample among the k highest-logit tokens", ge=1)
+    temperature: float = option(1.0, "divide logits by this before sampling", gt=0)
 
 
 class TopK:
@@ -115,8 +96,6 @@ class TopK:
 
     def __init__(self, config: TopKConfig | None = None):
         self.config = config or TopKConfig()
-        _check_k(self.config.k)
-        _check_temperature(self.config.temperature)
 
     #: truncated to k tokens: not ``softmax(logits / T)``, which on-policy objectives score
     scoring_temperature = None
@@ -132,17 +111,8 @@ class TopK:
 @attrs.define
 class TopPConfig:
     p: float = option(0.9, "sample within the smallest set of tokens whose probability "
-                           "reaches p (0 < p <= 1)")
-    temperature: float = option(1.0, "divide logits by this before sampling (> 0)")
-
-    def __attrs_post_init__(self) -> None:
-        _check_p(self.p)
-        _check_temperature(self.temperature)
-
-
-def _check_p(p: float) -> None:
-    if not 0 < p <= 1:
-        raise BadConfig(f"p must be in (0, 1], got {p}")
+                           "reaches p", gt=0, le=1)
+    temperature: float = option(1.0, "divide logits by this before sampling", gt=0)
 
 
 class TopP:
@@ -157,8 +127,6 @@ class TopP:
 
     def __init__(self, config: TopPConfig | None = None):
         self.config = config or TopPConfig()
-        _check_p(self.config.p)
-        _check_temperature(self.config.temperature)
 
     @property
     def scoring_temperature(self) -> float | None:

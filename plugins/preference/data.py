@@ -30,7 +30,7 @@ from gaf.plugins.alignment.base import AlignmentConfig, AlignmentObjective
 from gaf.plugins.alignment.groups import fitting
 from gaf.runs import RunContext
 
-from .labelling import LABEL_RULES, read_groups, sample_groups, write_groups
+from .labelling import read_groups, sample_groups, write_groups
 from .units import ScoredBatch, UnitOrder, assemble
 
 __all__ = ["PreferenceDataConfig", "PreferenceData"]
@@ -40,26 +40,13 @@ __all__ = ["PreferenceDataConfig", "PreferenceData"]
 class PreferenceDataConfig(AlignmentConfig):
     """Options of the objectives that train on preference groups."""
 
-    prompts: int = option(0, "training prompts to sample completions for (0 = all)")
-    samples_per_prompt: int = option(4, "completions sampled per training prompt (K)")
+    prompts: int = option(0, "training prompts to sample completions for (0 = all)", ge=0)
+    samples_per_prompt: int = option(4, "completions sampled per training prompt (K)", ge=2)
     labels: Literal["order", "bradley-terry", "plackett-luce"] = option(
         "order", "labelling rule: 'order' (by reward), 'bradley-terry' or 'plackett-luce' draws")
-    label_temperature: float = option(0.1, "τ of the bradley-terry / plackett-luce draws")
+    label_temperature: float = option(0.1, "τ of the bradley-terry / plackett-luce draws", gt=0)
     too_long: Literal["skip", "raise"] = option(
         "skip", "an example longer than the policy's context: 'skip' (counted) or 'raise'")
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        if self.labels not in LABEL_RULES:
-            raise BadConfig(f"labels must be one of {', '.join(LABEL_RULES)}, got {self.labels!r}")
-        if self.too_long not in ("skip", "raise"):
-            raise BadConfig(f"too_long must be 'skip' or 'raise', got {self.too_long!r}")
-        if self.samples_per_prompt < 2:
-            raise BadConfig(f"samples_per_prompt must be at least 2, got {self.samples_per_prompt}")
-        if not self.label_temperature > 0:
-            raise BadConfig(f"label_temperature must be > 0, got {self.label_temperature}")
-        if self.prompts < 0:
-            raise BadConfig(f"prompts must be >= 0, got {self.prompts}")
 
 
 class PreferenceData(AlignmentObjective):

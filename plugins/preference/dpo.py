@@ -41,7 +41,6 @@ import torch
 from torch import Tensor
 
 from gaf.config import option
-from gaf.errors import BadConfig
 from gaf.interfaces import PreferenceGroup, SequenceLogProbs
 
 from . import losses
@@ -60,12 +59,7 @@ class PairwiseConfig(PreferenceConfig):
     """Options of the losses on pairs."""
 
     rpo_alpha: float = option(0.0, "weight α of an NLL term on the chosen completions "
-                                   "(RPO; rpo_alpha of TRL < 1.0; 0 = off)")
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        if self.rpo_alpha < 0:
-            raise BadConfig(f"rpo_alpha must be >= 0, got {self.rpo_alpha}")
+                                   "(RPO; rpo_alpha of TRL < 1.0; 0 = off)", ge=0)
 
 
 class PairwiseObjective(PreferenceTraining):
@@ -130,12 +124,7 @@ class SmoothedConfig(PairwiseConfig):
     """Options of ``cdpo`` and ``robust``."""
 
     label_smoothing: float = option(0.1, "ε: assumed probability that a preference label "
-                                         "is flipped (0 gives plain dpo)")
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise BadConfig(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+                                         "is flipped (0 gives plain dpo)", ge=0, lt=0.5)
 
 
 class CDPO(PairwiseObjective):
@@ -187,7 +176,7 @@ class Hinge(PairwiseObjective):
 class SimPOConfig(PairwiseConfig):
     """Options of ``simpo`` (defaults from the SimPO paper: β = 2, γ = 1)."""
 
-    beta: float = option(2.0, "β: scale of the length-normalised reward")
+    beta: float = option(2.0, "β: scale of the length-normalised reward", gt=0)
     gamma: float = option(1.0, "γ: target reward margin, absolute (TRL's simpo_gamma)")
 
 
@@ -206,7 +195,7 @@ class SimPO(PairwiseObjective):
 class ORPOConfig(PairwiseConfig):
     """Options of ``orpo``; ``beta`` is the paper's λ (TRL also calls it beta)."""
 
-    beta: float = option(0.1, "λ: weight of the odds-ratio term against the chosen NLL")
+    beta: float = option(0.1, "λ: weight of the odds-ratio term against the chosen NLL", gt=0)
 
 
 class ORPO(PairwiseObjective):
@@ -233,11 +222,6 @@ class KTOConfig(PreferenceConfig):
         "trl", "paired data to labelled completions: 'trl' (the chosen of every pair is "
                "desirable, the rejected undesirable, as TRL's unpair_preference_dataset) or "
                "'net' (a response is desirable when it wins more of its pairs than it loses)")
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        if self.unpair not in ("trl", "net"):
-            raise BadConfig(f"unpair must be 'trl' or 'net', got {self.unpair!r}")
 
 
 class KTO(PreferenceTraining):

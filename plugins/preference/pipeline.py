@@ -35,9 +35,8 @@ import torch
 from torch import Tensor
 
 from gaf.config import option
-from gaf.errors import BadConfig
 from gaf.interfaces import SequenceLogProbs
-from gaf.plugins.alignment.base import check_eval_samples, eval_samples_option
+from gaf.plugins.alignment.base import eval_samples_option
 from gaf.plugins.alignment.groups import accepts_option, fitting
 from gaf.runs import RunContext
 
@@ -51,14 +50,8 @@ __all__ = ["PreferenceConfig", "PreferenceTraining"]
 class PreferenceConfig(PreferenceDataConfig):
     """Options shared by the preference objectives (the ``[objective]`` section)."""
 
-    beta: float = option(1.0, "β: strength of the KL constraint / implicit-reward scale")
+    beta: float = option(1.0, "β: strength of the KL constraint / implicit-reward scale", gt=0)
     eval_samples: int = eval_samples_option()
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        check_eval_samples(self)
-        if not self.beta > 0:
-            raise BadConfig(f"beta must be > 0, got {self.beta}")
 
 
 class PreferenceTraining(PreferenceData):

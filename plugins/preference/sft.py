@@ -15,9 +15,8 @@ from typing import Any, Literal
 import attrs
 
 from gaf.config import option
-from gaf.errors import BadConfig, BadData
+from gaf.errors import BadData
 from gaf.interfaces import SFTExample, batched
-from gaf.plugins.alignment.base import HELD_OUT_SPLITS
 from gaf.runs import RunContext
 
 from .data_order import EpochOrder
@@ -34,11 +33,6 @@ class SFTConfig:
     eval_split: Literal["eval", "validation"] = option(
         "eval", "held-out split the evaluation reads: 'eval' for headline figures, "
                 "'validation' for tuning")
-
-    def __attrs_post_init__(self) -> None:
-        if self.eval_split not in HELD_OUT_SPLITS:
-            raise BadConfig(f"eval_split must be one of {', '.join(HELD_OUT_SPLITS)}, "
-                            f"got {self.eval_split!r}")
 
 
 class SFT:

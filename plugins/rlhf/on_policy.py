@@ -36,7 +36,7 @@ from gaf.config import option
 from gaf.errors import BadConfig
 from gaf.interfaces import CompletionLogProbs, Rollout, RolloutPolicy
 from gaf.plugins.alignment.base import (AlignmentConfig, AlignmentObjective,
-                                        check_eval_samples, eval_samples_option)
+                                        eval_samples_option)
 from gaf.plugins.alignment.evaluation import mean_nll
 from gaf.plugins.preference.data_order import EpochOrder
 from gaf.runs import RunContext
@@ -48,14 +48,8 @@ __all__ = ["OnPolicyConfig", "OnPolicy", "scoring_temperature"]
 class OnPolicyConfig(AlignmentConfig):
     """Options shared by the on-policy objectives (the ``[objective]`` section)."""
 
-    beta: float = option(0.05, "β: weight of the KL(π‖π_ref) penalty in the reward")
+    beta: float = option(0.05, "β: weight of the KL(π‖π_ref) penalty in the reward", ge=0)
     eval_samples: int = eval_samples_option()
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        check_eval_samples(self)
-        if self.beta < 0:
-            raise BadConfig(f"beta must be >= 0, got {self.beta}")
 
 
 def scoring_temperature(sampler: Any, objective: str) -> float:

@@ -46,13 +46,7 @@ class PolicyGradientConfig(OnPolicyConfig):
     """Options of ``reinforce`` and ``rloo``."""
 
     samples_per_prompt: int = option(4, "completions sampled per training prompt (k); each "
-                                        "step trains on batch_size × k of them")
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        if self.samples_per_prompt < 1:
-            raise BadConfig(f"samples_per_prompt must be at least 1, got "
-                            f"{self.samples_per_prompt}")
+                                        "step trains on batch_size × k of them", ge=1)
 
 
 class PolicyGradient(OnPolicy):

@@ -36,7 +36,6 @@ from torch import Tensor
 
 from gaf.atomic import atomic_write_text
 from gaf.config import option
-from gaf.errors import BadConfig
 from gaf.interfaces import PreferenceGroup
 from gaf.plugins.alignment.base import disable_dropout
 from gaf.plugins.alignment.groups import fitting, group_chunks
@@ -55,14 +54,8 @@ __all__ = ["RewardTraining", "RewardConfig"]
 class RewardConfig(PreferenceDataConfig):
     """Options of ``reward``."""
 
-    margin: float = option(0.0, "m in −log σ(r_w − r_l − m): the reward gap asked of every pair")
-    center_coef: float = option(0.0, "c of the centring term c · mean(r²) (0 = off; ~0.01)")
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        if self.margin < 0 or self.center_coef < 0:
-            raise BadConfig(f"margin and center_coef must be >= 0, got {self.margin} and "
-                            f"{self.center_coef}")
+    margin: float = option(0.0, "m in −log σ(r_w − r_l − m): the reward gap asked of every pair", ge=0)
+    center_coef: float = option(0.0, "c of the centring term c · mean(r²) (0 = off; ~0.01)", ge=0)
 
 
 class RewardTraining(PreferenceData):

@@ -60,6 +60,15 @@ def test_show_lists_config_fields_with_named_defaults():
     assert "train defaults" in result.output and "uses: policy" in result.output
 
 
+def test_show_prints_each_options_declared_rule():
+    result = CliRunner().invoke(main, ["show", "policy", "gpt2-tiny"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "allowed" in result.output
+    rows = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
+    assert "in [0, 1)" in rows["dropout"] and "> 0" in rows["layer_norm_eps"]
+    assert ">= 1" in rows["n_layer"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--objective", "sft", "--policy", "gpt2-tyni"],
      "unknown policy 'gpt2-tyni'; did you mean 'gpt2-tiny'"),
@@ -71,6 +80,12 @@ def test_show_lists_config_fields_with_named_defaults():
     (["sample", "--policy", "/no/such/dir", "--prompt", "x"], "no such file or directory"),
     (["sample", "--policy", "gpt2-tiny", "--prompt", "x", "--sampler", "top-q"], "did you mean 'top-p'"),
     (["sample", "--policy", "gpt2-tiny", "--prompt", "x", "--set", "p=2"], "p must be"),
+    (["run", "--objective", "sft", "--policy", "gpt2-tiny", "--set", "train.lr=nan"],
+     "train: lr must be > 0, got nan"),
+    (["run", "--objective", "sft", "--set", "train.max_grad_norm=inf"],
+     "train: max_grad_norm must be finite, got inf"),
+    (["run", "--objective", "dpo", "--set", "objective.beta=-1"],
+     "objective dpo: beta must be > 0, got -1"),
 ])
 def test_user_errors_exit_2_without_traceback(args, message):
     result = CliRunner().invoke(main, args)

@@ -145,7 +145,8 @@ def test_bad_config_rejected(cls, data):
 
 
 def test_config_validation_also_on_direct_construction():
+    with pytest.raises(BadConfig, match="^k must be >= 1, got 0$"):
+        TopK.Config(k=0)
     cfg = TopK.Config()
-    cfg.k = 0  # attrs.define classes are mutable; the sampler re-checks
-    with pytest.raises(BadConfig):
-        TopK(cfg)
+    with pytest.raises(BadConfig, match="^k must be >= 1, got 0$"):
+        cfg.k = 0  # attrs.define classes are mutable; the declared check runs on assignment
