@@ -430,7 +430,7 @@ def test_config_round_trips():
     ({"context_dim": -1}, "context_dim must be an integer >= 0"),
     ({"dropout": 1.0}, "dropout must be in \\[0, 1\\)"),
     ({"mid_attention": "yes"}, "mid_attention must be true or false"),
-    ({"position_embedding": "learned"}, "position_embedding must be 'none' or 'sincos'"),
+    ({"position_embedding": "learned"}, "position_embedding must be one of: none, sincos"),
     ({"position_embedding": "sincos", "heads": 1, "head_dim": 6}, "divisible by 4, got 6"),
 ])
 def test_bad_configs(options, message):
