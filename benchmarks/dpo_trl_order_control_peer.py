@@ -43,33 +43,15 @@ def tokenizer(bos: bool):
 
 def train(init: str, pairs: str, order: str, out: str, steps: str, batch: str, lr: str,
           beta: str, bos: str) -> None:
-    import torch
-    from datasets import Dataset
-    from transformers import GPT2LMHeadModel
-    from trl import DPOConfig, DPOTrainer
+    from dpo_trl_parity_peer import dpo_args, train_and_save
 
-    torch.set_num_threads(2)
     rows = [json.loads(line) for line in Path(pairs).read_text().splitlines() if line.strip()]
     picks = json.loads(Path(order).read_text())
     if len(picks) != int(steps) * int(batch):
         raise SystemExit(f"{order}: {len(picks)} entries, expected {int(steps) * int(batch)}")
-    data = Dataset.from_list([{k: rows[i][k] for k in ("prompt", "chosen", "rejected")}
-                              for i in picks])
-    model = GPT2LMHeadModel.from_pretrained(init)
-    ref = GPT2LMHeadModel.from_pretrained(init)
-    args = DPOConfig(output_dir=str(Path(out) / "trainer"), per_device_train_batch_size=int(batch),
-                     max_steps=int(steps), learning_rate=float(lr), beta=float(beta),
-                     lr_scheduler_type="linear", warmup_steps=0, max_grad_norm=1.0,
-                     weight_decay=0.0, logging_steps=1, save_strategy="no", report_to=[],
-                     use_cpu=True, seed=0, dataloader_num_workers=0, disable_tqdm=True,
-                     bf16=False, max_length=256, loss_type=["sigmoid"], disable_dropout=True,
-                     gradient_checkpointing=False, train_sampling_strategy="sequential")
-    trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=data,
-                         processing_class=tokenizer(bos == "yes"))
-    trainer.train()
-    Path(out).mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(str(Path(out) / "policy"))
-    (Path(out) / "log_history.json").write_text(json.dumps(trainer.state.log_history))
+    args = dpo_args(out, steps, batch, lr, beta, 0, gradient_checkpointing=False,
+                    train_sampling_strategy="sequential")
+    train_and_save(init, [rows[i] for i in picks], args, tokenizer(bos == "yes"), out)
 
 
 if __name__ == "__main__":

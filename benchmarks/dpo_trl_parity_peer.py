@@ -110,30 +110,45 @@ def export(src: str, dst: str) -> None:
     GPT2LMHeadModel.from_pretrained(src).save_pretrained(dst)
 
 
-def train(init: str, pairs: str, out: str, seed: str, steps: str, batch: str, lr: str,
-          beta: str) -> None:
-    import torch
-    from datasets import Dataset
-    from transformers import GPT2LMHeadModel
-    from trl import DPOConfig, DPOTrainer
+def dpo_args(out: str, steps: str, batch: str, lr: str, beta: str, seed: int, **extra):
+    """The parity's ``DPOConfig``: sigmoid loss, linear decay without warm-up, clipping
+    1.0, no weight decay, dropout off, metrics every step (``extra`` adds options)."""
+    from trl import DPOConfig
 
-    torch.set_num_threads(2)
-    rows = [json.loads(line) for line in Path(pairs).read_text().splitlines() if line.strip()]
-    data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-    model = GPT2LMHeadModel.from_pretrained(init)
-    ref = GPT2LMHeadModel.from_pretrained(init)
-    args = DPOConfig(output_dir=str(Path(out) / "trainer"), per_device_train_batch_size=int(batch),
+    return DPOConfig(output_dir=str(Path(out) / "trainer"), per_device_train_batch_size=int(batch),
                      max_steps=int(steps), learning_rate=float(lr), beta=float(beta),
                      lr_scheduler_type="linear", warmup_steps=0, max_grad_norm=1.0,
                      weight_decay=0.0, logging_steps=1, save_strategy="no", report_to=[],
-                     use_cpu=True, seed=int(seed), dataloader_num_workers=0, disable_tqdm=True,
-                     bf16=False, max_length=256, loss_type=["sigmoid"], disable_dropout=True)
+                     use_cpu=True, seed=seed, dataloader_num_workers=0, disable_tqdm=True,
+                     bf16=False, max_length=256, loss_type=["sigmoid"], disable_dropout=True,
+                     **extra)
+
+
+def train_and_save(init: str, rows: list[dict], args, tokenizer, out: str) -> None:
+    """Train TRL's ``DPOTrainer`` from ``init`` on ``rows`` (in this order for a
+    sequential sampler); write ``OUT/policy`` and ``OUT/log_history.json``."""
+    import torch
+    from datasets import Dataset
+    from transformers import GPT2LMHeadModel
+    from trl import DPOTrainer
+
+    torch.set_num_threads(2)
+    data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    model = GPT2LMHeadModel.from_pretrained(init)
+    ref = GPT2LMHeadModel.from_pretrained(init)
     trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=data,
-                         processing_class=byte_tokenizer())
+                         processing_class=tokenizer)
     trainer.train()
     Path(out).mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(str(Path(out) / "policy"))
     (Path(out) / "log_history.json").write_text(json.dumps(trainer.state.log_history))
+
+
+def train(init: str, pairs: str, out: str, seed: str, steps: str, batch: str, lr: str,
+          beta: str) -> None:
+    rows = [json.loads(line) for line in Path(pairs).read_text().splitlines() if line.strip()]
+    train_and_save(init, rows, dpo_args(out, steps, batch, lr, beta, int(seed)),
+                   byte_tokenizer(), out)
 
 
 if __name__ == "__main__":
