@@ -199,13 +199,6 @@ def kid_from_features(f1: Tensor, f2: Tensor, subsets: int = 100, subset_size: i
 # ------------------------------------------------------------------- components
 
 
-def _check_common(cfg: Any) -> None:
-    if not isinstance(cfg.features, str):
-        raise BadConfig(f"features must be a directory path (a string), got {cfg.features!r}")
-    if not (isinstance(cfg.batch_size, int) and cfg.batch_size >= 1):
-        raise BadConfig(f"batch_size must be an integer >= 1, got {cfg.batch_size!r}")
-
-
 class _FeatureMetric(abc.ABC):
     """Shared loading of the feature network and feature extraction."""
 
@@ -213,7 +206,6 @@ class _FeatureMetric(abc.ABC):
     config: Any
 
     def __init__(self, config: Any, net: FeatureNet | None) -> None:
-        _check_common(config)
         if config.features and net is None and not Path(config.features).is_dir():
             raise BadConfig(f"metric {self.name}: features={config.features!r} is not a "
                             f"directory; {HOW_TO_MAKE}")
@@ -265,11 +257,8 @@ class _FeatureMetric(abc.ABC):
 class InDomainFDConfig:
     features: str = option("", "directory of a feature net trained on the real training "
                                "split (train_feature_net(...).save(DIR)); required")
-    batch_size: int = option(256, "images per feature-network forward pass")
+    batch_size: int = option(256, "images per feature-network forward pass", ge=1)
     seed: int = option(0, "seed of the random half split used for the real-vs-real floor")
-
-    def __attrs_post_init__(self) -> None:
-        _check_common(self)
 
 
 class InDomainFD(_FeatureMetric):
@@ -313,23 +302,11 @@ class InDomainFD(_FeatureMetric):
 class InDomainKIDConfig:
     features: str = option("", "directory of a feature net trained on the real training "
                                "split (train_feature_net(...).save(DIR)); required")
-    batch_size: int = option(256, "images per feature-network forward pass")
-    subsets: int = option(100, "number of random subsets the MMD² is averaged over")
+    batch_size: int = option(256, "images per feature-network forward pass", ge=1)
+    subsets: int = option(100, "number of random subsets the MMD² is averaged over", ge=1)
     subset_size: int = option(1000, "features per set in each subset (clipped to the "
-                                    "smaller set)")
+                                    "smaller set)", ge=2)
     seed: int = option(0, "seed of the subsets and of the half split of the floor")
-
-    def __attrs_post_init__(self) -> None:
-        _check_kid(self)
-
-
-def _check_kid(cfg: InDomainKIDConfig) -> None:
-    _check_common(cfg)
-    for name in ("subsets", "subset_size"):
-        value = getattr(cfg, name)
-        least = 2 if name == "subset_size" else 1
-        if not (isinstance(value, int) and value >= least):
-            raise BadConfig(f"{name} must be an integer >= {least}, got {value!r}")
 
 
 class InDomainKID(_FeatureMetric):
@@ -344,7 +321,6 @@ class InDomainKID(_FeatureMetric):
     def __init__(self, config: InDomainKIDConfig | None = None, *,
                  net: FeatureNet | None = None):
         self.config = config or InDomainKIDConfig()
-        _check_kid(self.config)
         super().__init__(self.config, net)
 
     def _kid(self, a: Tensor, b: Tensor) -> dict[str, float]:

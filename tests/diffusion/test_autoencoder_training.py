@@ -4,6 +4,8 @@ GAN split, a short overfit, an end-to-end run and ``gaf eval``."""
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from click.testing import CliRunner
 
 import gaf
 from gaf.cli import main
+from gaf.config import OptionError
 from gaf.plugins.diffusion.autoencoder_losses import (adaptive_weight, frozen_call, hinge_d_loss,
                                                       hinge_g_loss, kl_per_pixel,
                                                       reconstruction_loss)
@@ -196,6 +199,29 @@ def test_end_to_end_vqgan_reports_codebook_usage(tmp_path):
     assert 0 < summary["codebook_usage"] <= 1 and 1 <= summary["perplexity"] <= 16
     assert "rfd" not in summary and summary["psnr"] > 0
     assert gaf.load("autoencoder", run_dir).scale_factor_fitted
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"kl_weight": -1.0}, "kl_weight must be >= 0, got -1"),
+    ({"disc_weight": math.nan}, "disc_weight must be >= 0, got nan"),
+    ({"disc_factor": math.inf}, "disc_factor must be finite, got inf"),
+    ({"disc_start": -1}, "disc_start must be >= 0, got -1"),
+    ({"disc_layers": 0}, "disc_layers must be >= 1, got 0"),
+    ({"fd_epochs": 0}, "fd_epochs must be >= 1, got 0"),
+    ({"grid_images": -1}, "grid_images must be >= 0, got -1"),
+    ({"rec_loss": "l3"}, "rec_loss must be one of: l1, l2, got 'l3'"),
+])
+def test_autoencoder_options_are_declared(options, message):
+    with pytest.raises(OptionError, match=f"^{re.escape(message)}$"):
+        AutoencoderTrainingConfig(**options)
+
+
+def test_a_bad_option_exits_2_from_the_cli():
+    result = CliRunner().invoke(main, ["run", "--objective", "autoencoder",
+                                       "--set", "objective.kl_weight=nan"])
+    assert result.exit_code == 2, result.output
+    assert "objective autoencoder: kl_weight must be >= 0, got nan" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_gaf_eval_usage_errors(tmp_path):

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 
 import gaf
 from gaf import interfaces as I
+from gaf.config import OptionError
 from gaf.errors import BadConfig, BadData
-from gaf.plugins.metrics.features import FeatureNet, load_images, train_feature_net
+from gaf.plugins.metrics.features import (FeatureNet, FeatureNetConfig, load_images,
+                                          train_feature_net)
 from gaf.plugins.metrics.frechet import (InDomainFD, fd_from_features,
                                          feature_statistics, frechet_distance,
                                          kid_from_features, mmd2_unbiased, sqrtm_psd,
@@ -316,6 +318,26 @@ def test_registry_builds_them_and_asks_for_a_feature_net():
         gaf.create("metric", "kid", subset_size=1)
     with pytest.raises(BadConfig, match="batch_size"):
         InDomainFD(InDomainFD.Config(batch_size=0))
+
+
+@pytest.mark.parametrize("name, option, value, rule", [
+    ("fd", "batch_size", 0, ">= 1"), ("kid", "batch_size", -1, ">= 1"),
+    ("kid", "subsets", 0, ">= 1"), ("kid", "subset_size", 1, ">= 2")])
+def test_metric_options_are_declared(name, option, value, rule):
+    with pytest.raises(OptionError, match=rf"^metric {name}: {option} must be {rule}, got {value}$"):
+        gaf.create("metric", name, **{option: value})
+
+
+def test_feature_net_config_declares_its_sizes():
+    with pytest.raises(OptionError, match="^num_classes must be >= 2, got 1$"):
+        FeatureNetConfig(num_classes=1)
+    with pytest.raises(OptionError, match="^feature_dim must be >= 1, got 0$"):
+        FeatureNetConfig(feature_dim=0)
+    # the JSON sidecar reaches it without coercion: a float or bool size is refused
+    with pytest.raises(OptionError, match="^width must be an integer, not a float"):
+        FeatureNetConfig(width=16.0)
+    with pytest.raises(OptionError, match="^in_channels must be an integer, not a bool"):
+        FeatureNetConfig(in_channels=True)
 
 
 def test_a_directory_that_is_not_a_feature_net(tmp_path):

@@ -5,6 +5,8 @@ a finished run from Python and from ``gaf sample --pipeline``."""
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import pytest
 import torch
@@ -14,8 +16,10 @@ from safetensors.torch import load_file
 
 import gaf
 from gaf.cli import main
+from gaf.config import OptionError, from_dict
 from gaf.errors import BadConfig, Interrupted
 from gaf.hooks import plugin_manager
+from gaf.plugins.t2i.ldm import LDMConfig
 from gaf.plugins.t2i.pipeline import DiffusionPipeline
 
 TINY = ["dataset.resolution=16", "dataset.size=64", "noise-model.channels=[8, 16]",
@@ -191,6 +195,21 @@ def test_mismatched_components_are_clear_errors(tmp_path):
             f"out_dir={json.dumps(str(tmp_path))}", *TINY, "noise-model.in_channels=4"])
     with pytest.raises(BadConfig, match="p_uncond"):
         run(tmp_path, "objective.p_uncond=1.5", name="p")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"p_uncond": 1.0}, "p_uncond must be in [0, 1), got 1"),
+    ({"ema_decay": math.nan}, "ema_decay must be in [0, 1), got nan"),
+    ({"first_stage_steps": -1}, "first_stage_steps must be >= 0, got -1"),
+    ({"eval_steps": 0}, "eval_steps must be >= 1, got 0"),
+    ({"eval_guidance": (1.0, -1.0)}, "eval_guidance must be >= 0 (each entry), got [1.0, -1.0]"),
+    ({"fd_guidance": math.inf}, "fd_guidance must be finite, got inf"),
+])
+def test_ldm_options_are_declared(options, message):
+    with pytest.raises(OptionError, match=f"^{re.escape(message)}$"):
+        LDMConfig(**options)
+    with pytest.raises(OptionError, match=f"^objective ldm: {re.escape(message)}$"):
+        from_dict(LDMConfig, options, where="objective ldm")
 
 
 def test_gaf_eval_reproduces_the_evaluation_of_a_finished_run(pixel_run):
