@@ -160,19 +160,54 @@ def _comm_device() -> Any:
 
 
 def _leave() -> None:
-    """At exit: wait for every rank, then leave the group together (a rank that leaves
-    while a peer's connections are still open can make the peer abort)."""
+    """At exit: wait for every rank, then leave the group together, and free it.
+
+    The group must be *freed*, not only deregistered, before the interpreter starts
+    finalizing: gloo's worker threads are joined only by the group's destructor, and
+    a process that exits with them alive, or frees the group during finalization,
+    can abort in C++ ("terminate called without an active exception", SIGABRT), so
+    a finished run exits non-zero. ``destroy_process_group`` drops torch's registry
+    entries, but FSDP's device meshes keep the group alive from DTensor's caches, and
+    reference cycles hold the FSDP state; both are released here first (the test
+    ``test_distributed.py`` checks that the group is freed, for DDP and FSDP).
+    """
     import datetime
+    import gc
 
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        with contextlib.suppress(Exception):  # a peer that died is torchrun's business
-            if dist.get_backend() == "gloo":
-                dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
-            else:
-                dist.barrier()
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    with contextlib.suppress(Exception):  # a peer that died is torchrun's business
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        else:
+            dist.barrier()
+    _drop_cached_meshes()
+    gc.collect()
+    dist.destroy_process_group()
+    gc.collect()
+
+
+def _drop_cached_meshes() -> None:
+    """Make the device meshes FSDP used let go of their process groups.
+
+    DTensor's caches (sharding propagation, redistribution plans, mesh topology) keep
+    those meshes alive for the life of the process, and each mesh holds its groups in
+    ``_pg_registry``. Called after the last collective, when no mesh is used again.
+    """
+    import gc
+    import sys
+
+    if "torch.distributed.device_mesh" not in sys.modules:
+        return  # no mesh was ever made (DDP, or one process)
+    from torch.distributed.device_mesh import DeviceMesh
+
+    for obj in gc.get_objects():
+        if isinstance(obj, DeviceMesh):
+            registry = getattr(obj, "_pg_registry", None)
+            if isinstance(registry, dict):
+                registry.clear()
 
 
 def env_world() -> World:
@@ -208,6 +243,10 @@ def current_world(device: Any = None) -> World:
             cuda = device is not None and torch.device(device).type == "cuda"
             if cuda:
                 torch.cuda.set_device(world.local_rank)
+            # imported before the group exists, so that its functions' default
+            # arguments hold None, not the group (which would then outlive _leave)
+            import torch.distributed.nn.functional  # noqa: F401
+
             dist.init_process_group("nccl" if cuda else "gloo")
             atexit.register(_leave)
     return world

@@ -53,6 +53,13 @@ SCRIPT = textwrap.dedent('''
     train(obj, ctx, resume=resume)
     state = {k: v.detach().contiguous() for k, v in obj.modules()["policy"].state_dict().items()}
     save_file(state, str(out / f"rank{ctx.world.rank}.safetensors"))
+    if ctx.world.enabled:  # leaving frees the group, so no gloo thread outlives Python
+        import weakref
+        import torch.distributed as dist
+        from gaf.distributed import _leave
+        group = weakref.ref(dist.group.WORLD)
+        _leave()
+        assert group() is None, "the process group outlived _leave"
 ''')
 
 SFT_ROWS = [{"prompt": "The film", "completion": " was great."},
