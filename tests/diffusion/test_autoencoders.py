@@ -4,6 +4,7 @@ EMA, restarts), the discriminator, and the latent scale factor through save/load
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gaf
-from gaf.errors import BadConfig
+from gaf.config import OptionError
 from gaf.plugins.diffusion.autoencoders import (DiagonalGaussian, KLAutoencoder, PatchDiscriminator,
                                                 VectorQuantizer, VQAutoencoder)
 from gaf.plugins.diffusion.autoencoders.kl import LOGVAR_RANGE
@@ -48,18 +49,27 @@ def test_latent_and_reconstruction_shapes(name, f, c, k, batch, attention):
     assert len(model.encoder.down) == int(math.log2(f)) + 1
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"downsample": 3}, "downsample"),
-    ({"downsample": 32}, "downsample"),
-    ({"downsample": 4, "channel_mult": [1, 2]}, "channel_mult needs"),
-    ({"base_channels": 12, "num_groups": 8}, "num_groups"),
-    ({"latent_channels": 0}, "latent_channels"),
+@pytest.mark.parametrize("name, options, message", [
+    ("kl-vae", {"downsample": 3}, "downsample must be one of: 1, 2, 4, 8, 16, got 3"),
+    ("kl-vae", {"downsample": 32}, "downsample must be one of: 1, 2, 4, 8, 16, got 32"),
+    ("kl-vae", {"downsample": 4, "channel_mult": [1, 2]},
+     "channel_mult needs log2(f) + 1 = 3 entries for f=4, got [1, 2]"),
+    ("kl-vae", {"downsample": 2, "channel_mult": [1, 0]},
+     "channel_mult must be >= 1 (each entry), got [1, 0]"),
+    ("kl-vae", {"base_channels": 12, "num_groups": 8},
+     "num_groups must divide every width (base_channels x channel_mult = [12, 24, 48]), got 8"),
+    ("kl-vae", {"latent_channels": 0}, "latent_channels must be >= 1, got 0"),
+    ("kl-vae", {"num_res_blocks": -1}, "num_res_blocks must be >= 0, got -1"),
+    ("kl-vae", {"dropout": math.nan}, "dropout must be in [0, 1), got nan"),
+    ("vqgan", {"n_embed": 1}, "n_embed must be >= 2, got 1"),
+    ("vqgan", {"beta": -0.5}, "beta must be >= 0, got -0.5"),
+    ("vqgan", {"ema_decay": 1.0}, "ema_decay must be in (0, 1), got 1"),
+    ("vqgan", {"ema_eps": 0.0}, "ema_eps must be > 0, got 0"),
+    ("vqgan", {"restart_after": -1}, "restart_after must be >= 0, got -1"),
 ])
-def test_bad_configs(options, message):
-    with pytest.raises(BadConfig, match=message):
-        gaf.create("autoencoder", "kl-vae", **options)
-    with pytest.raises(BadConfig, match="n_embed"):
-        gaf.create("autoencoder", "vqgan", n_embed=1)
+def test_bad_configs(name, options, message):
+    with pytest.raises(OptionError, match=f"^autoencoder {name}: {re.escape(message)}$"):
+        gaf.create("autoencoder", name, **options)
 
 
 def test_channel_mult_from_a_list_and_odd_sizes_rejected():

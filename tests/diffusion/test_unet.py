@@ -6,18 +6,24 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import typing
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from click.testing import CliRunner
 from torch import nn
 
 import gaf.plugins.diffusion.unet.attention as attention_mod
-from gaf.config import dumps_toml, from_dict, loads_toml, to_dict
+import gaf.plugins.diffusion.unet.model as unet_model
+from gaf.cli import main
+from gaf.config import OptionError, dumps_toml, from_dict, loads_toml, to_dict
 from gaf.errors import BadConfig
 from gaf.interfaces import NoiseModel
+from gaf.plugins.diffusion import schedule_math
 from gaf.plugins.diffusion.schedulers import DDIMScheduler, SchedulerConfig
 from gaf.plugins.diffusion.unet import (GEGLU, Attention, ContextCache, Downsample, ResBlock,
                                         SpatialTransformer, TimeEmbedding, TransformerBlock, UNet,
@@ -419,23 +425,50 @@ def test_config_round_trips():
 # ------------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("options, message", [
-    ({"channels": (8, 10)}, "norm_groups \\(4\\) must divide every level width; channels has 10"),
-    ({"channels": ()}, "channels must list at least one level"),
-    ({"channels": (8, 0)}, "channels must be integers >= 1"),
-    ({"heads": 3}, "heads \\(3\\) must divide the width 8"),
-    ({"attention_levels": (2,)}, "attention_levels entries must be level indices in \\[0, 2\\)"),
-    ({"attention_levels": (0, 0)}, "attention_levels has repeated levels"),
-    ({"prediction_type": "noise"}, "prediction_type must be one of"),
-    ({"layers_per_level": 0}, "layers_per_level must be an integer >= 1"),
-    ({"context_dim": -1}, "context_dim must be an integer >= 0"),
-    ({"dropout": 1.0}, "dropout must be in \\[0, 1\\)"),
-    ({"mid_attention": "yes"}, "mid_attention must be true or false"),
-    ({"position_embedding": "learned"}, "position_embedding must be one of: none, sincos"),
-    ({"position_embedding": "sincos", "heads": 1, "head_dim": 6}, "divisible by 4, got 6"),
+    ({"channels": (8, 10)}, "norm_groups must divide every level width (channels has 10), got 4"),
+    ({"channels": ()}, "channels must list at least one level width, got []"),
+    ({"channels": (8, 0)}, "channels must be >= 1 (each entry), got [8, 0]"),
+    ({"heads": 3}, "heads must divide the width 8 of every level with attention when "
+                   "head_dim = 0 (or set head_dim), got 3"),
+    ({"attention_levels": (2,)}, "attention_levels entries must be level indices in [0, 2) "
+                                 "for 2 channel levels, got [2]"),
+    ({"attention_levels": (-1,)}, "attention_levels must be >= 0 (each entry), got [-1]"),
+    ({"attention_levels": (0, 0)}, "attention_levels must not repeat a level, got [0, 0]"),
+    ({"prediction_type": "noise"},
+     "prediction_type must be one of: epsilon, v_prediction, sample, got 'noise'"),
+    ({"layers_per_level": 0}, "layers_per_level must be >= 1, got 0"),
+    ({"context_dim": -1}, "context_dim must be >= 0, got -1"),
+    ({"dropout": 1.0}, "dropout must be in [0, 1), got 1"),
+    ({"dropout": math.nan}, "dropout must be in [0, 1), got nan"),
+    ({"position_embedding": "learned"}, "position_embedding must be one of: none, sincos, "
+                                        "got 'learned'"),
+    ({"position_embedding": "sincos", "heads": 1, "head_dim": 6},
+     "heads x head_dim must be divisible by 4 for position_embedding='sincos', got 6"),
 ])
 def test_bad_configs(options, message):
-    with pytest.raises(BadConfig, match=message):
+    with pytest.raises(OptionError, match=f"^{re.escape(message)}$"):
         UNetConfig(**{**TINY, **options})
+
+
+def test_bad_options_through_the_cli_exit_2():
+    result = CliRunner().invoke(main, ["run", "--objective", "ldm", "--set",
+                                       "noise-model.dropout=inf"])
+    assert result.exit_code == 2, result.output
+    assert "noise-model unet: dropout must be in [0, 1), got inf" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_types_are_checked_where_data_becomes_a_config():
+    with pytest.raises(BadConfig, match="mid_attention: expected true or false, got 'yes'"):
+        from_dict(UNetConfig, {**TINY, "mid_attention": "yes"})
+    with pytest.raises(BadConfig, match="channels: expected an integer, got 'a'"):
+        from_dict(UNetConfig, {**TINY, "channels": [8, "a"]})
+
+
+def test_prediction_types_are_the_schedulers():
+    assert typing.get_args(typing.get_type_hints(UNetConfig)["prediction_type"]) \
+        == schedule_math.PREDICTION_TYPES
+    assert unet_model.PREDICTION_TYPES is schedule_math.PREDICTION_TYPES
 
 
 def test_bad_config_from_data_names_the_field():

@@ -12,9 +12,8 @@ the training objective ``autoencoder``.
 
 Default size (``downsample=4, latent_channels=3, base_channels=16``, channel
 widths 16/32/64 from ``channel_mult=(1, 2, 4)``, ``num_res_blocks=1``, mid attention
-on): 0.68M parameters (``vqgan``: the same plus the codebook), ~88M multiply-adds per
-32x32 image, meant for 32x32 images on a CPU (a training step of 16 images takes
-~0.07 s on two cores).
+on; ``vqgan`` adds the codebook): meant for 32x32 images on a CPU. Its parameter count
+and what it takes to train are in docs/results.md § Autoencoders.
 """
 
 from .blocks import AutoencoderConfig, Decoder, Encoder

@@ -39,8 +39,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from gaf.config import option
-from gaf.errors import BadConfig
+from gaf.config import option, option_error
 
 from ..unet.resnet import Upsample  # the same nearest x2 + 3x3 conv as the UNet's
 
@@ -57,43 +56,31 @@ FACTORS = (1, 2, 4, 8, 16)
 class AutoencoderConfig:
     """Architecture options shared by ``kl-vae`` and ``vqgan``."""
 
-    in_channels: int = option(3, "image channels C (3 for RGB, 1 for grey)")
-    downsample: int = option(4, "spatial downsampling factor f: one of 1, 2, 4, 8, 16 "
-                                "(log2 f stride-2 stages)")
-    latent_channels: int = option(3, "latent channels c (z is (B, c, H/f, W/f))")
-    base_channels: int = option(16, "width of the first level (ch)")
+    in_channels: int = option(3, "image channels C (3 for RGB, 1 for grey)", ge=1)
+    downsample: int = option(4, "spatial downsampling factor f (log2 f stride-2 stages)",
+                             choices=FACTORS)
+    latent_channels: int = option(3, "latent channels c (z is (B, c, H/f, W/f))", ge=1)
+    base_channels: int = option(16, "width of the first level (ch)", ge=1)
     channel_mult: tuple[int, ...] = option((), "width multiplier per level, log2(f) + 1 "
-                                               "entries; empty = (1, 2, 4, 4, 4)[:levels]")
-    num_res_blocks: int = option(1, "ResNet blocks per encoder level (decoder: one more)")
+                                               "entries; empty = (1, 2, 4, 4, 4)[:levels]",
+                                           ge=1)
+    num_res_blocks: int = option(1, "ResNet blocks per encoder level (decoder: one more)",
+                                 ge=0)
     attention: bool = option(True, "one-head self-attention in the encoder and decoder "
                                    "mid blocks")
-    num_groups: int = option(8, "GroupNorm groups (must divide every width)")
-    dropout: float = option(0.0, "dropout inside the ResNet blocks")
+    num_groups: int = option(8, "GroupNorm groups (must divide every width)", ge=1)
+    dropout: float = option(0.0, "dropout inside the ResNet blocks", ge=0, lt=1)
 
     def __attrs_post_init__(self) -> None:
-        if self.downsample not in FACTORS:
-            raise BadConfig(f"autoencoder: downsample (f) must be one of "
-                            f"{', '.join(map(str, FACTORS))}, got {self.downsample!r}")
-        for name in ("in_channels", "latent_channels", "base_channels", "num_groups"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise BadConfig(f"autoencoder: {name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.num_res_blocks, int) or self.num_res_blocks < 0:
-            raise BadConfig(f"autoencoder: num_res_blocks must be >= 0, got "
-                            f"{self.num_res_blocks!r}")
+        # the rules that relate options; each option's own range is declared above
         mult = self.mult
         if len(mult) != self.levels:
-            raise BadConfig(f"autoencoder: channel_mult needs log2(f) + 1 = {self.levels} "
-                            f"entries for f={self.downsample}, got {list(mult)}")
-        if any(m < 1 for m in mult):
-            raise BadConfig(f"autoencoder: channel_mult entries must be >= 1, got {list(mult)}")
-        for width in {self.base_channels * m for m in mult}:
-            if width % self.num_groups:
-                raise BadConfig(f"autoencoder: num_groups ({self.num_groups}) must divide "
-                                f"every width; {width} = base_channels x channel_mult is not "
-                                f"a multiple")
-        if not 0.0 <= self.dropout < 1.0:
-            raise BadConfig(f"autoencoder: dropout must be in [0, 1), got {self.dropout}")
+            raise option_error("channel_mult", f"needs log2(f) + 1 = {self.levels} entries "
+                                               f"for f={self.downsample}", mult)
+        widths = sorted({self.base_channels * m for m in mult})
+        if any(width % self.num_groups for width in widths):
+            raise option_error("num_groups", f"must divide every width (base_channels x "
+                                             f"channel_mult = {widths})", self.num_groups)
 
     @property
     def levels(self) -> int:

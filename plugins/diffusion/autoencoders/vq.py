@@ -57,7 +57,6 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from gaf.config import option
-from gaf.errors import BadConfig
 
 from .blocks import AutoencoderConfig, Decoder, Encoder, FirstStage, check_image
 from .kl import AutoencoderOutput
@@ -69,27 +68,14 @@ __all__ = ["VQConfig", "VQAutoencoder", "VectorQuantizer", "QuantizerOutput", "p
 class VQConfig(AutoencoderConfig):
     """Options of ``vqgan``: the architecture plus the codebook."""
 
-    n_embed: int = option(256, "codebook size |Z|")
-    beta: float = option(0.25, "commitment weight beta on ||z - sg(z_q)||^2")
+    n_embed: int = option(256, "codebook size |Z|", ge=2)
+    beta: float = option(0.25, "commitment weight beta on ||z - sg(z_q)||^2", ge=0)
     ema: bool = option(True, "update the codebook by exponential moving averages "
                              "instead of the codebook loss")
-    ema_decay: float = option(0.99, "EMA decay gamma")
-    ema_eps: float = option(1e-5, "Laplace smoothing of the EMA cluster sizes")
+    ema_decay: float = option(0.99, "EMA decay gamma", gt=0, lt=1)
+    ema_eps: float = option(1e-5, "Laplace smoothing of the EMA cluster sizes", gt=0)
     restart_after: int = option(10, "re-initialise a code unused for this many training "
-                                     "forward passes from the batch (0 = never)")
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        if not isinstance(self.n_embed, int) or self.n_embed < 2:
-            raise BadConfig(f"vqgan: n_embed must be an integer >= 2, got {self.n_embed!r}")
-        if not self.beta >= 0:
-            raise BadConfig(f"vqgan: beta must be >= 0, got {self.beta}")
-        if not 0.0 < self.ema_decay < 1.0:
-            raise BadConfig(f"vqgan: ema_decay must be in (0, 1), got {self.ema_decay}")
-        if not self.ema_eps > 0:
-            raise BadConfig(f"vqgan: ema_eps must be > 0, got {self.ema_eps}")
-        if not isinstance(self.restart_after, int) or self.restart_after < 0:
-            raise BadConfig(f"vqgan: restart_after must be >= 0, got {self.restart_after!r}")
+                                     "forward passes from the batch (0 = never)", ge=0)
 
 
 def perplexity(counts: Tensor) -> Tensor:

@@ -10,14 +10,13 @@ Shapes: image tokens ``x`` are ``(B, N, d)`` (``N = H*W``), the conditioner's co
     out = concat_h(o_h) Wo + bo
 
 computed by ``torch.nn.functional.scaled_dot_product_attention`` (its CPU flash kernel
-took 0.68 ms where the hand-written softmax(QK^T)V took 3.0 ms, for 32 x 8 heads of
-64 tokens x 8 dims; forward + backward 4.8 ms against 11.5 ms at batch 64). Self-attention
+beats a hand-written softmax(QK^T)V forward and backward; docs/benchmarks.md § Latent
+diffusion against diffusers). Self-attention
 keeps q, k, v in one ``(d, 3*inner)`` projection ``to_qkv`` (one matmul instead of three);
 cross-attention has ``to_q`` and one ``(context_dim, 2*inner)`` projection ``to_kv``.
 The parameter count equals separate q/k/v layers. The heads are strided views of the
 projection (no copy); under autograd :class:`_SplitHeads` gathers their gradients into one
-buffer in a single pass (autograd's stack-then-copy took two): about 1.4% of a training
-step of the benchmark UNet.
+buffer in a single pass (autograd's stack-then-copy takes two).
 
 :class:`GEGLU` (the transformer MLP, Shazeer 2020)::
 
@@ -26,10 +25,9 @@ step of the benchmark UNet.
 
 The MLP's ``(N, 2*mult*d)`` intermediate is the widest tensor of the UNet, so it has two
 hand-made paths: for training, :class:`_GeGLUFunction` (two GEMMs into contiguous halves,
-a backward that writes the first weight's gradient halves in place; a level-0 MLP's
-forward + backward went from 9.4 to 8.0 ms, about 2.4% of a benchmark training step), and
-without autograd, ``_geglu_inference`` (512 tokens at a time through one reused buffer,
-gated in place; within noise of the plain version end to end). With ``dropout > 0`` in
+a backward that writes the first weight's gradient halves in place), and without
+autograd, ``_geglu_inference`` (512 tokens at a time through one reused buffer, gated in
+place). What each path is worth is in docs/benchmarks.md. With ``dropout > 0`` in
 training mode the plain autograd formula runs.
 
 :class:`TransformerBlock` (pre-norm, residual after each part)::

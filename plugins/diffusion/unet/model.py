@@ -34,28 +34,27 @@ Conditioning:
   the learned null label for classifier-free guidance, and ``labels=None`` means all
   null.
 
-Parameters: the defaults with ``in_channels=4`` have exactly the 3,152,644 parameters of
-diffusers' ``UNet2DConditionModel`` of the same shape (``benchmarks/ldm_throughput.py``);
-with diffusers' weights mapped in, both give the same output to ~1e-7.
+Parameters: the defaults with ``in_channels=4`` have the same parameter count as
+diffusers' ``UNet2DConditionModel`` of the same shape (``benchmarks/ldm_throughput.py``),
+and with diffusers' weights mapped in both compute the same function; the measured
+agreement and the speed against diffusers are in docs/benchmarks.md § Latent diffusion
+against diffusers.
 
-Speed (CPU; the benchmark UNet, 2 cores). Against diffusers on the same machine the
-sampling forward (batch 32) is ~1.3-1.4x faster and a training step (batch 64, fused
-AdamW) ~1.1-1.15x. Where it comes from, measured by switching each choice off:
+Speed choices (CPU; what each is worth is measured in docs/benchmarks.md):
 
 * feature maps and conv weights are channels-last (:attr:`UNet.memory_format`): oneDNN's
-  3x3 convolutions get faster (64 -> 64 channels at 8x8, batch 64, forward + backward:
-  5.1 -> 2.9 ms) and the transformer's token views cost no copy, but PyTorch's CPU
-  GroupNorm is 2-4x slower on channels-last tensors; end to end the two layouts are
-  within noise of each other (< 1%);
+  3x3 convolutions get faster and the transformer's token views cost no copy, but
+  PyTorch's CPU GroupNorm is slower on channels-last tensors, so end to end the two
+  layouts are within noise of each other;
 * the ResBlock, GEGLU and head-split paths described in :mod:`.resnet` and
-  :mod:`.attention`: 1-2.5% each;
+  :mod:`.attention`;
 * the rest is leaner layer code: less Python per layer and fewer copies than diffusers'
   generic blocks (its attention processor alone copies q, k, v and the output between
   layouts), and, for training, torch's fused AdamW kernel from gaf's ``make_optimizer``
-  (3.2 ms a step against 10.1 ms for the per-tensor loop, ~3% of a step).
+  instead of the per-tensor loop.
 
-Convolutions (~40% of a forward) and the GEMMs already run near the 2 cores' peak
-(~300 GFLOP/s), so the remaining cost is mostly memory-bound element-wise work.
+Convolutions and GEMMs already run near the cores' peak, so the remaining cost is mostly
+memory-bound element-wise work.
 """
 
 from __future__ import annotations
@@ -67,40 +66,41 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gaf.config import option
-from gaf.errors import BadConfig
+from gaf.config import option, option_error
 
+from ..schedule_math import PREDICTION_TYPES
 from .attention import ContextCache, SpatialTransformer
 from .embeddings import TimeEmbedding
 from .resnet import Downsample, GroupNorm32, ResBlock, Upsample, silu
 
-__all__ = ["UNetConfig", "UNet", "PREDICTION_TYPES"]
-
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+__all__ = ["UNetConfig", "UNet", "PREDICTION_TYPES"]  # PREDICTION_TYPES: schedule_math's
 
 
 @attrs.define
 class UNetConfig:
     """Architecture options of the ``unet`` noise model (see the module doc for the layout)."""
 
-    in_channels: int = option(3, "channels of x_t (latent channels for an LDM)")
-    out_channels: int = option(0, "channels of the prediction; 0 = in_channels")
+    in_channels: int = option(3, "channels of x_t (latent channels for an LDM)", ge=1)
+    out_channels: int = option(0, "channels of the prediction; 0 = in_channels", ge=0)
     channels: tuple[int, ...] = option((64, 128), "width of each resolution level, "
-                                                  "full resolution first")
-    layers_per_level: int = option(1, "ResBlocks per down level (up levels get one more)")
+                                                  "full resolution first", ge=1)
+    layers_per_level: int = option(1, "ResBlocks per down level (up levels get one more)",
+                                   ge=1)
     attention_levels: tuple[int, ...] = option((0,), "levels with a spatial transformer "
-                                                     "(0 = full resolution)")
+                                                     "(0 = full resolution)", ge=0)
     mid_attention: bool = option(True, "a spatial transformer in the middle block")
-    heads: int = option(8, "attention heads (the number of heads, not their width)")
-    head_dim: int = option(0, "width of each head; 0 = level channels // heads")
-    transformer_depth: int = option(1, "transformer blocks per spatial transformer")
+    heads: int = option(8, "attention heads (the number of heads, not their width)", ge=1)
+    head_dim: int = option(0, "width of each head; 0 = level channels // heads", ge=0)
+    transformer_depth: int = option(1, "transformer blocks per spatial transformer", ge=1)
     context_dim: int = option(64, "width of the context tokens for cross-attention; "
-                                  "0 = no cross-attention (self-attention only)")
+                                  "0 = no cross-attention (self-attention only)", ge=0)
     num_classes: int = option(0, "class labels for a class embedding; 0 = none (index "
-                                 "num_classes is the null label)")
-    time_embed_mult: int = option(4, "time embedding width = time_embed_mult * channels[0]")
-    norm_groups: int = option(32, "GroupNorm groups (must divide every level width)")
-    dropout: float = option(0.0, "dropout in the ResBlocks and the transformer MLPs")
+                                 "num_classes is the null label)", ge=0)
+    time_embed_mult: int = option(4, "time embedding width = time_embed_mult * channels[0]",
+                                  ge=1)
+    norm_groups: int = option(32, "GroupNorm groups (must divide every level width)", ge=1)
+    dropout: float = option(0.0, "dropout in the ResBlocks and the transformer MLPs",
+                            ge=0, lt=1)
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = option(
         "v_prediction", "what the model predicts: epsilon (the LDM's), v_prediction "
                         "(default: text-to-image layout is learned far faster, see "
@@ -110,55 +110,40 @@ class UNetConfig:
                 "a fixed 2-D sinusoidal embedding added to the spatial transformers' tokens")
 
     def __attrs_post_init__(self) -> None:
+        # each option's own range (and the Literal choices) is declared above; these are
+        # the rules the declarations cannot say: a non-empty list, no repeats, and the
+        # rules that relate two options
         for name in ("channels", "attention_levels"):
             value = getattr(self, name)
-            if not isinstance(value, (list, tuple)):
-                raise BadConfig(f"unet: {name} must be a list of integers, got {value!r}")
-            setattr(self, name, tuple(value))
-        _check_ints(self, ("in_channels", "layers_per_level", "heads", "transformer_depth",
-                           "time_embed_mult", "norm_groups"), minimum=1)
-        _check_ints(self, ("out_channels", "head_dim", "context_dim", "num_classes"), minimum=0)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
         if not self.channels:
-            raise BadConfig("unet: channels must list at least one level width")
+            raise option_error("channels", "must list at least one level width",
+                               self.channels)
         for width in self.channels:
-            if not _is_int(width) or width < 1:
-                raise BadConfig(f"unet: channels must be integers >= 1, got {list(self.channels)}")
             if width % self.norm_groups:
-                raise BadConfig(f"unet: norm_groups ({self.norm_groups}) must divide every "
-                                f"level width; channels has {width}")
+                raise option_error("norm_groups", f"must divide every level width "
+                                                  f"(channels has {width})", self.norm_groups)
         levels = len(self.channels)
-        for level in self.attention_levels:
-            if not _is_int(level) or not 0 <= level < levels:
-                raise BadConfig(f"unet: attention_levels entries must be level indices in "
-                                f"[0, {levels}) for {levels} channel levels, got "
-                                f"{list(self.attention_levels)}")
+        if any(level >= levels for level in self.attention_levels):
+            raise option_error("attention_levels", f"entries must be level indices in "
+                                                   f"[0, {levels}) for {levels} channel "
+                                                   f"levels", self.attention_levels)
         if len(set(self.attention_levels)) != len(self.attention_levels):
-            raise BadConfig(f"unet: attention_levels has repeated levels: "
-                            f"{list(self.attention_levels)}")
+            raise option_error("attention_levels", "must not repeat a level",
+                               self.attention_levels)
         if self.head_dim == 0:
             for width in self.attention_widths():
                 if width % self.heads:
-                    raise BadConfig(f"unet: heads ({self.heads}) must divide the width {width} "
-                                    f"of every level with attention when head_dim = 0 (or set "
-                                    f"head_dim)")
-        if not isinstance(self.mid_attention, bool):
-            raise BadConfig(f"unet: mid_attention must be true or false, got "
-                            f"{self.mid_attention!r}")
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise BadConfig(f"unet: dropout must be in [0, 1), got {self.dropout!r}")
-        if self.prediction_type not in PREDICTION_TYPES:
-            raise BadConfig(f"unet: prediction_type must be one of "
-                            f"{', '.join(map(repr, PREDICTION_TYPES))}, got "
-                            f"{self.prediction_type!r}")
-        if self.position_embedding not in ("none", "sincos"):
-            raise BadConfig(f"unet: position_embedding must be 'none' or 'sincos', got "
-                            f"{self.position_embedding!r}")
+                    raise option_error("heads", f"must divide the width {width} of every "
+                                                f"level with attention when head_dim = 0 "
+                                                f"(or set head_dim)", self.heads)
         if self.position_embedding == "sincos":
             for width in self.attention_widths():
                 inner = self.heads * self.head_width(width)
                 if inner % 4:
-                    raise BadConfig(f"unet: position_embedding='sincos' needs heads x "
-                                    f"head_dim divisible by 4, got {inner}")
+                    raise option_error("heads x head_dim", "must be divisible by 4 for "
+                                                           "position_embedding='sincos'", inner)
 
     @property
     def levels(self) -> int:
@@ -184,17 +169,6 @@ class UNetConfig:
 
     def head_width(self, channels: int) -> int:
         return self.head_dim or channels // self.heads
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_ints(cfg: UNetConfig, names: tuple[str, ...], minimum: int) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not _is_int(value) or value < minimum:
-            raise BadConfig(f"unet: {name} must be an integer >= {minimum}, got {value!r}")
 
 
 class Stage(nn.Module):

@@ -12,9 +12,8 @@ SiLU-activated time embedding ``emb`` (B or 1, D)::
 to every block (LDM applies the same SiLU inside each block). GroupNorm runs in float32
 (:class:`GroupNorm32`; eps 1e-5 as in both references).
 
-Speed choices (CPU). Together they make the benchmark UNet's sampling forward (batch 32,
-8x8 latents, 2 cores) about 1% faster than the plain ``conv1(...) + shift``, out-of-place
-version, and training no slower (within the ~2% noise of that machine):
+Speed choices (CPU), against the plain ``conv1(...) + shift``, out-of-place version
+(what they are worth is in docs/benchmarks.md § Latent diffusion against diffusers):
 
 * one timestep for the whole batch (``emb`` has one row, the sampling case): the time
   shift is folded into ``conv1``'s bias, saving a full pass over the activation;
