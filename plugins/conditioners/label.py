@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from gaf.config import option
-from gaf.errors import BadConfig, BadData
+from gaf.errors import BadData
 
 __all__ = ["ClassEmbeddingConfig", "ClassEmbedding", "NULL_STD"]
 
@@ -45,16 +45,10 @@ NULL_STD = 0.02
 class ClassEmbeddingConfig:
     """Options of the ``class`` conditioner."""
 
-    num_classes: int = option(30, "number of class labels (shapes: 30 colour-shape classes)")
-    width: int = option(64, "state width (must equal the noise model's context_dim)")
-    tokens: int = option(1, "learned vectors per class (the context length)")
-
-    def __attrs_post_init__(self) -> None:
-        for name in ("num_classes", "width", "tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BadConfig(f"class conditioner: {name} must be an integer >= 1, "
-                                f"got {value!r}")
+    num_classes: int = option(30, "number of class labels (shapes: 30 colour-shape classes)",
+                              ge=1)
+    width: int = option(64, "state width (must equal the noise model's context_dim)", ge=1)
+    tokens: int = option(1, "learned vectors per class (the context length)", ge=1)
 
 
 class ClassEmbedding(nn.Module):

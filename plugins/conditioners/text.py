@@ -74,8 +74,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gaf.config import option
-from gaf.errors import BadConfig, BadData
+from gaf.config import option, option_error
+from gaf.errors import BadData
 from gaf.plugins.lm.tokenizer import BPETokenizer, make_tokenizer
 
 __all__ = ["TextTransformerConfig", "TextTransformer", "SelfAttention", "EMBEDDING_STD"]
@@ -90,33 +90,24 @@ class TextTransformerConfig:
 
     tokenizer: str = option("shapes-bpe", "byte, sentiment-bpe, shapes-bpe, or a directory "
                             "with vocab.json and merges.txt")
-    width: int = option(64, "state width (must equal the noise model's context_dim)")
-    layers: int = option(2, "number of transformer blocks")
-    heads: int = option(4, "number of attention heads")
-    head_dim: int = option(0, "width of each attention head; 0 means width // heads")
+    width: int = option(64, "state width (must equal the noise model's context_dim)", ge=1)
+    layers: int = option(2, "number of transformer blocks", ge=1)
+    heads: int = option(4, "number of attention heads", ge=1)
+    head_dim: int = option(0, "width of each attention head; 0 means width // heads", ge=0)
     max_length: int = option(24, "tokens per caption (padded to it; longer captions are "
-                             "rejected); the longest shapes caption is 15 shapes-bpe tokens")
-    mlp_mult: int = option(4, "MLP hidden width as a multiple of width")
-    dropout: float = option(0.0, "dropout on attention weights and residual branches")
+                             "rejected); the longest shapes caption is 15 shapes-bpe tokens",
+                             ge=1)
+    mlp_mult: int = option(4, "MLP hidden width as a multiple of width", ge=1)
+    dropout: float = option(0.0, "dropout on attention weights and residual branches",
+                            ge=0, lt=1)
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.tokenizer, str) or not self.tokenizer:
-            raise BadConfig(f"text-transformer: tokenizer must be a non-empty name or path, "
-                            f"got {self.tokenizer!r}")
-        for name in ("width", "layers", "heads", "max_length", "mlp_mult"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BadConfig(f"text-transformer: {name} must be an integer >= 1, "
-                                f"got {value!r}")
-        if isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int) \
-                or self.head_dim < 0:
-            raise BadConfig(f"text-transformer: head_dim must be an integer >= 0 "
-                            f"(0: width // heads), got {self.head_dim!r}")
+        # each option's own range is declared above; these rules a bound cannot say
+        if not self.tokenizer:
+            raise option_error("tokenizer", "must be a non-empty name or path", self.tokenizer)
         if self.head_dim == 0 and self.width % self.heads:
-            raise BadConfig(f"text-transformer: heads ({self.heads}) must divide width "
-                            f"({self.width}) when head_dim is 0; or set head_dim")
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise BadConfig(f"text-transformer: dropout must be in [0, 1), got {self.dropout!r}")
+            raise option_error("heads", f"must divide width ({self.width}) when head_dim is "
+                                        f"0; or set head_dim", self.heads)
 
     @property
     def resolved_head_dim(self) -> int:

@@ -51,14 +51,13 @@ with an independent float64 loop instead). Images smaller than the window raise 
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import attrs
 import torch
 from torch import Tensor
 
-from gaf.config import option
-from gaf.errors import BadConfig
+from gaf.config import option, option_error
 
 __all__ = ["PSNR", "SSIM", "psnr", "ssim", "gaussian_window"]
 
@@ -138,17 +137,10 @@ def ssim(reference: Tensor, reconstruction: Tensor, window_size: int = 11,
     return per_channel.mean(1)
 
 
-def _check_positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise BadConfig(f"{name} must be a finite number > 0, got {value!r}")
-
-
 @attrs.define
 class PSNRConfig:
-    max_db: float = option(100.0, "cap on a per-image PSNR (identical images would be +inf)")
-
-    def __attrs_post_init__(self) -> None:
-        _check_positive("max_db", self.max_db)
+    max_db: float = option(100.0, "cap on a per-image PSNR (identical images would be +inf)",
+                           gt=0)
 
 
 class PSNR:
@@ -161,7 +153,6 @@ class PSNR:
 
     def __init__(self, config: PSNRConfig | None = None):
         self.config = config or PSNRConfig()
-        _check_positive("max_db", self.config.max_db)
 
     def per_image(self, reference: Tensor, reconstruction: Tensor) -> Tensor:
         return psnr(reference, reconstruction, self.config.max_db)
@@ -170,20 +161,17 @@ class PSNR:
         return {"psnr": float(self.per_image(reference, reconstruction).mean())}
 
 
+def _odd(inst: Any, attribute: Any, value: int) -> None:
+    """The rule of ``window_size`` that a bound cannot say (runs after the bound)."""
+    if value % 2 != 1:
+        raise option_error(attribute.name, "must be odd", value)
+
+
 @attrs.define
 class SSIMConfig:
-    window_size: int = option(11, "side of the Gaussian window (odd); 11 in Wang et al. 2004")
-    sigma: float = option(1.5, "standard deviation of the Gaussian window, pixels")
-
-    def __attrs_post_init__(self) -> None:
-        _check_ssim(self)
-
-
-def _check_ssim(cfg: SSIMConfig) -> None:
-    if not (isinstance(cfg.window_size, int) and cfg.window_size >= 1
-            and cfg.window_size % 2 == 1):
-        raise BadConfig(f"window_size must be an odd integer >= 1, got {cfg.window_size!r}")
-    _check_positive("sigma", cfg.sigma)
+    window_size: int = option(11, "side of the Gaussian window (odd); 11 in Wang et al. 2004",
+                              ge=1, validator=_odd)
+    sigma: float = option(1.5, "standard deviation of the Gaussian window, pixels", gt=0)
 
 
 class SSIM:
@@ -197,7 +185,6 @@ class SSIM:
 
     def __init__(self, config: SSIMConfig | None = None):
         self.config = config or SSIMConfig()
-        _check_ssim(self.config)
 
     def per_image(self, reference: Tensor, reconstruction: Tensor) -> Tensor:
         return ssim(reference, reconstruction, self.config.window_size, self.config.sigma)

@@ -9,7 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import gaf
 from gaf.components import load_from, save_component
+from gaf.config import OptionError
 from gaf.errors import BadConfig, BadData
 from gaf.interfaces import Conditioner
 from gaf.plugins.conditioners import ClassEmbedding, ClassEmbeddingConfig
@@ -127,11 +129,18 @@ def test_tokens_reshape_each_class_row():
     assert torch.equal(out[0], c.embedding.weight[2].view(3, 4))
 
 
-@pytest.mark.parametrize("field,value", [("num_classes", 0), ("width", 0), ("tokens", 0),
-                                         ("tokens", 1.5), ("width", True)])
+@pytest.mark.parametrize("field,value", [("num_classes", 0), ("width", 0), ("tokens", -1)])
 def test_bad_config_names_the_field(field, value):
-    with pytest.raises(BadConfig, match=f"class conditioner: {field} must"):
+    with pytest.raises(OptionError, match=f"^{field} must be >= 1, got {value}$"):
         ClassEmbeddingConfig(**{field: value})
+    with pytest.raises(OptionError, match=f"^conditioner class: {field} must be >= 1, got {value}$"):
+        gaf.create("conditioner", "class", **{field: value})
+
+
+@pytest.mark.parametrize("field,value", [("tokens", 1.5), ("width", True)])
+def test_non_integers_are_refused_where_data_becomes_a_config(field, value):
+    with pytest.raises(BadConfig, match=f"conditioner class: {field}: expected an integer"):
+        gaf.create("conditioner", "class", **{field: value})
 
 
 def test_labels_follow_the_parameters_device():

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import gaf
 from gaf.components import load_from, save_component
+from gaf.config import OptionError
 from gaf.errors import BadConfig, BadData
 from gaf.interfaces import Conditioner
 from gaf.plugins.conditioners import TextTransformer, TextTransformerConfig
@@ -271,17 +273,32 @@ def test_non_string_captions_are_bad_data(bad):
         model()(bad)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("width", 0), ("layers", 0), ("heads", -1), ("max_length", 0), ("mlp_mult", 0),
-    ("head_dim", -1), ("dropout", 1.0), ("dropout", -0.1), ("width", 2.5), ("tokenizer", ""),
+@pytest.mark.parametrize("field,value,message", [
+    ("width", 0, "width must be >= 1, got 0"), ("layers", 0, "layers must be >= 1, got 0"),
+    ("heads", -1, "heads must be >= 1, got -1"),
+    ("max_length", 0, "max_length must be >= 1, got 0"),
+    ("mlp_mult", 0, "mlp_mult must be >= 1, got 0"),
+    ("head_dim", -1, "head_dim must be >= 0, got -1"),
+    ("dropout", 1.0, "dropout must be in [0, 1), got 1"),
+    ("dropout", -0.1, "dropout must be in [0, 1), got -0.1"),
+    ("dropout", math.nan, "dropout must be in [0, 1), got nan"),
+    ("tokenizer", "", "tokenizer must be a non-empty name or path, got ''"),
 ])
-def test_bad_config_names_the_field(field, value):
-    with pytest.raises(BadConfig, match=rf"text-transformer: {field} must"):
+def test_bad_config_names_the_field(field, value, message):
+    with pytest.raises(OptionError, match=f"^{re.escape(message)}$"):
         TextTransformerConfig(**{field: value})
+    with pytest.raises(OptionError, match=f"^conditioner text-transformer: {re.escape(message)}$"):
+        gaf.create("conditioner", "text-transformer", **{field: value})
+
+
+def test_non_integers_are_refused_where_data_becomes_a_config():
+    with pytest.raises(BadConfig, match="conditioner text-transformer: width: expected an integer"):
+        gaf.create("conditioner", "text-transformer", width=2.5)
 
 
 def test_heads_must_divide_width_unless_head_dim_is_set():
-    with pytest.raises(BadConfig, match=r"heads \(3\) must divide width \(64\)"):
+    with pytest.raises(OptionError, match=r"^heads must divide width \(64\) when head_dim is 0; "
+                                          r"or set head_dim, got 3$"):
         TextTransformerConfig(heads=3)
     m = model(heads=3, head_dim=8)
     assert m(["a red circle"]).shape == (1, 24, 64)

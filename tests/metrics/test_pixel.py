@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 import gaf
 from gaf import interfaces as I
-from gaf.errors import BadConfig
+from gaf.config import OptionError
 from gaf.plugins.metrics.pixel import PSNR, SSIM
 
 
@@ -200,7 +201,16 @@ def test_bad_inputs_and_configs():
         SSIM()(x, x * float("nan"))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         PSNR()(x[0, 0], x[0, 0])
-    with pytest.raises(BadConfig, match="odd"):
-        gaf.create("metric", "ssim", window_size=10)
-    with pytest.raises(BadConfig, match="max_db"):
-        gaf.create("metric", "psnr", max_db=0)
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("ssim", {"window_size": 10}, "window_size must be odd, got 10"),
+    ("ssim", {"window_size": -1}, "window_size must be >= 1, got -1"),
+    ("ssim", {"sigma": 0}, "sigma must be > 0, got 0"),
+    ("ssim", {"sigma": float("inf")}, "sigma must be finite, got inf"),
+    ("psnr", {"max_db": 0}, "max_db must be > 0, got 0"),
+    ("psnr", {"max_db": float("nan")}, "max_db must be > 0, got nan"),
+])
+def test_bad_options(name, options, message):
+    with pytest.raises(OptionError, match=f"^metric {name}: {re.escape(message)}$"):
+        gaf.create("metric", name, **options)
