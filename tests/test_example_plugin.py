@@ -29,6 +29,7 @@ def test_plugin_appears_in_list(site):
     assert "min-p" in rows["min-p"]["summary"]
     shown = gaf_cli(site, "show", "sampler", "min-p")
     assert shown.returncode == 0 and "min_p" in shown.stdout
+    assert "in [0, 1]" in shown.stdout  # the declared rule, in the allowed column
 
 
 def test_plugin_samples_from_a_trained_run(site, tmp_path):
@@ -42,4 +43,5 @@ def test_plugin_samples_from_a_trained_run(site, tmp_path):
     assert json.loads(out.stdout.splitlines()[-1])["prompt"] == "The film"
     bad = gaf_cli(site, "sample", "--policy", str(run_dir), "--prompt", "x", "--sampler", "min-p",
                   "--set", "min_p=3")
-    assert bad.returncode == 2 and "min_p must be in [0, 1]" in bad.stderr
+    assert bad.returncode == 2, bad.stderr
+    assert "sampler min-p: min_p must be in [0, 1], got 3" in bad.stderr

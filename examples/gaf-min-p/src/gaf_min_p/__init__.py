@@ -11,19 +11,12 @@ import attrs
 import torch
 
 from gaf.config import option
-from gaf.errors import BadConfig
 
 
 @attrs.define
 class MinPConfig:
-    min_p: float = option(0.1, "keep tokens with p >= min_p * max p")
-    temperature: float = option(1.0, "softmax temperature applied first")
-
-    def __attrs_post_init__(self) -> None:
-        if not 0.0 <= self.min_p <= 1.0:
-            raise BadConfig(f"min_p must be in [0, 1], got {self.min_p}")
-        if self.temperature <= 0:
-            raise BadConfig(f"temperature must be positive, got {self.temperature}")
+    min_p: float = option(0.1, "keep tokens with p >= min_p * max p", ge=0, le=1)
+    temperature: float = option(1.0, "softmax temperature applied first", gt=0)
 
 
 class MinP:
