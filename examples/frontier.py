@@ -22,7 +22,8 @@ eval split; :mod:`gaf.plugins.alignment.tuning`), their mean true reward, and th
 sequence KL(π‖π_ref) estimated from them. Each run is one point
 (KL, reward). The script writes ``frontier.png`` and ``frontier.md`` (a table) into
 OUT_DIR and prints the table. A run whose ``summary.json`` exists is reused, so an
-interrupted sweep continues where it stopped. About 15 minutes on a 2-core CPU.
+interrupted sweep continues where it stopped. Its results and wall time are in
+docs/results.md § The DPO-vs-PPO frontier.
 
 ``--smoke`` runs everything with tiny budgets (a check that the script works, not a
 result).
@@ -42,8 +43,9 @@ DPO_BETAS = (0.05, 0.1, 1.0, 5.0)
 TARGET_KLS = (1.0, 3.0, 6.0, 12.0)
 #: the adaptive controller's horizon, in episodes (ppo's default): β may move by up
 #: to 0.2 × 16 / 32 = 10% per rollout of 16, fast enough to hold a target within the
-#: 100 rollouts of a run even against the learned reward, whose scale is ~4× the
-#: true reward's (a horizon of 200 let PPO overshoot a target of 1 to a KL of 10.7)
+#: 100 rollouts of a run even against the learned reward, whose scale is several times
+#: the true reward's (docs/results.md § The DPO-vs-PPO frontier); a much longer horizon
+#: reacts too slowly and lets PPO overshoot a small target
 KL_HORIZON = 32
 #: every run samples (training data, rollouts, evaluation) from the model itself:
 #: ancestral sampling at temperature 1, as PPO's ratios assume and the DPO paper did

@@ -4,7 +4,7 @@ compares settings never reads the eval split).
 
     python examples/swap_components.py [RUN_DIR]     # default: runs/latest
 
-Without a trained run it trains a short SFT run first (about 30 s on 2 CPU cores).
+Without a trained run it trains a short SFT run first.
 """
 
 from __future__ import annotations

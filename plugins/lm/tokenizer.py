@@ -117,7 +117,7 @@ def gpt2_split() -> re.Pattern[str]:
     r""":data:`GPT2_PATTERN` compiled with the standard ``re`` module.
 
     ``re`` has no ``\p{..}`` classes, so ``\p{L}`` and ``\p{N}`` are spelled out as
-    explicit code-point ranges built from :mod:`unicodedata` (built once, ~0.2 s),
+    explicit code-point ranges built from :mod:`unicodedata` (built once per process),
     rather than approximated with ``[^\W\d_]`` / ``\d`` (which would call ``²`` a
     letter and miss non-decimal numbers). ``re``'s ``\s`` also matches the ASCII
     separators U+001C-U+001F, which are not Unicode ``White_Space`` (the ``\s`` of
