@@ -400,7 +400,7 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], scheduler: str | None
                                       device=resolve_device(device))
     batch = [p for p in prompts for _ in range(num)]
     images = pipe(batch, steps=steps, guidance=guidance, seed=seed, progress=not quiet)
-    from gaf.plugins.diffusion.autoencoder_training import save_grid
+    from gaf.plugins.images.grid import save_grid
 
     rows = images.reshape(len(prompts), num, *images.shape[1:])
     path = save_grid(rows, Path(out_path))

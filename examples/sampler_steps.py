@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from gaf.config import read_toml
-from gaf.plugins.diffusion.autoencoder_training import stack_images
+from gaf.plugins.images.batches import stack_images
 from gaf.plugins.metrics.features import FeatureNet, cached_feature_net
 from gaf.plugins.metrics.frechet import InDomainFD
 from gaf.plugins.t2i.ldm_eval import sample_in_batches

@@ -97,7 +97,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import attrs
@@ -105,16 +104,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gaf.config import field_names, option
+from gaf.config import option
 from gaf.errors import BadConfig, BadData, GafError
 from gaf.runs import RunContext
 
+from ..images.batches import split_dataset, stack_images
 from ..images.common import EpochOrder
+from ..images.grid import save_grid
 from .autoencoder_losses import (adaptive_weight, frozen_call, hinge_d_loss, hinge_g_loss,
                                  kl_per_pixel, reconstruction_loss)
 from .autoencoders.discriminator import PatchDiscriminator
 
-__all__ = ["AutoencoderTraining", "AutoencoderTrainingConfig", "save_grid"]
+__all__ = ["AutoencoderTraining", "AutoencoderTrainingConfig"]
 
 
 @attrs.define
@@ -359,24 +360,6 @@ class AutoencoderTraining:
 # ------------------------------------------------------------------- helpers
 
 
-def stack_images(dataset: Any, indices: Any) -> Tensor:
-    """``torch.stack`` of ``dataset[i]["image"]`` (float32) for ``i`` in ``indices``."""
-    return torch.stack([torch.as_tensor(dataset[int(i)]["image"], dtype=torch.float32)
-                        for i in indices])
-
-
-def split_dataset(ctx: RunContext, split: str) -> Any:
-    """The run's dataset rebuilt with ``split=split`` (same options), or ``None`` when
-    the dataset has no ``split`` option (or was loaded from a path)."""
-    comp = ctx.spec.components.get("dataset")
-    if comp is None or ctx.registry.is_path("dataset", comp.name):
-        return None
-    cls = ctx.registry.config_class("dataset", comp.name)
-    if cls is None or "split" not in field_names(cls):
-        return None
-    return ctx.registry.create("dataset", comp.name, **{**comp.options, "split": split})
-
-
 def pixel_metrics(real: Tensor, rec: Tensor) -> dict[str, float]:
     """PSNR and SSIM through gaf's metrics (PSNR by hand if they are not installed)."""
     import gaf
@@ -389,21 +372,3 @@ def pixel_metrics(real: Tensor, rec: Tensor) -> dict[str, float]:
         mse = (real.double() - rec.double()).pow(2).flatten(1).mean(1).clamp_min(4e-10)
         out.setdefault("psnr", float((10 * torch.log10(4.0 / mse)).mean()))
     return out
-
-
-def save_grid(rows: Tensor, path: Path, pad: int = 2) -> Path:
-    """Write ``rows`` ``(R, K, C, H, W)`` in [-1, 1] as one PNG grid (R rows of K)."""
-    from PIL import Image
-
-    r, k, c, h, w = rows.shape
-    canvas = torch.ones(c, r * (h + pad) + pad, k * (w + pad) + pad)
-    for i in range(r):
-        for j in range(k):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            canvas[:, y:y + h, x:x + w] = (rows[i, j].float().clamp(-1, 1) + 1) / 2
-    array = (canvas * 255).round().byte().permute(1, 2, 0).numpy()
-    if c == 1:
-        array = array[:, :, 0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path

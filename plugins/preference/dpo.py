@@ -1,7 +1,7 @@
 """The DPO family: pairwise losses, KTO on labelled completions, and ranking DPO.
 
 Each class is a registered ``objective``; all of them run the shared pipeline of
-:class:`~gaf.plugins.preference.pipeline.PreferenceTraining` (SFT policy, preference
+:class:`~gaf.plugins.preference.training.PreferenceTraining` (SFT policy, preference
 data, cached reference log-probs, evaluation) and differ only in the loss, which
 comes from :mod:`gaf.plugins.preference.losses`. Notation: ``h = Δw − Δl`` with
 ``Δ = log π(y|x) − log π_ref(y|x)`` summed over completion tokens.
@@ -25,7 +25,7 @@ completions is added (RPO, Pang et al. 2024; ``rpo_alpha`` of TRL < 1.0), which 
 the chosen log-probs from falling.
 
 Each objective logs, and ranks held-out pairs by, its own implicit reward
-(:meth:`~gaf.plugins.preference.pipeline.PreferenceTraining.implicit_reward`):
+(:meth:`~gaf.plugins.preference.training.PreferenceTraining.implicit_reward`):
 ``β·Σ log π/π_ref`` for the sigmoid, smoothed, hinge, KTO and ranking losses, the
 per-token mean of the log-ratio times β for ipo (the quantity its loss squares, as
 TRL logs it), ``β·mean log π`` for the reference-free simpo and orpo.
@@ -44,7 +44,7 @@ from gaf.config import option
 from gaf.interfaces import PreferenceGroup, SequenceLogProbs
 
 from . import losses
-from .pipeline import PreferenceConfig, PreferenceTraining
+from .training import PreferenceConfig, PreferenceTraining
 from .units import ScoredBatch
 
 __all__ = ["DPO", "CDPO", "RobustDPO", "IPO", "Hinge", "SimPO", "ORPO", "KTO", "RankingDPO",
@@ -113,7 +113,7 @@ class DPO(PairwiseObjective):
     per training prompt and labels their pairs with the task's reward (or reads
     ``--data``), trains against the frozen SFT policy with cached reference
     log-probs, and reports ``win_rate``, ``mean_reward``, ``reference_mean_reward``
-    and ``kl`` on held-out prompts (:mod:`gaf.plugins.preference.pipeline`)."""
+    and ``kl`` on held-out prompts (:mod:`gaf.plugins.preference.training`)."""
 
     def pair_loss(self, chosen, rejected, ref_chosen, ref_rejected):
         return losses.dpo_loss(_margin(chosen, rejected, ref_chosen, ref_rejected), self.beta)

@@ -76,7 +76,7 @@ from gaf.config import option
 from gaf.errors import BadConfig, BadData
 from gaf.runs import RunContext
 
-from ..diffusion.autoencoder_training import stack_images
+from ..images.batches import stack_images
 from ..diffusion.ema import ema_decay, make_shadow, update_shadow
 from ..images.common import EpochOrder
 from .pipeline import PIPELINE_FILE

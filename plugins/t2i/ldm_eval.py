@@ -46,7 +46,8 @@ from torch import Tensor
 
 from gaf.runs import RunContext
 
-from ..diffusion.autoencoder_training import save_grid, split_dataset, stack_images
+from ..images.batches import split_dataset, stack_images
+from ..images.grid import save_grid
 from .pipeline import per_sample_generators
 from .training_data import conditions_of
 

@@ -33,7 +33,7 @@ FIGURE = re.compile(
 PENDING = {
     ("core/cli.py", "~90 s on 2 CPU cores"),
     ("core/train.py", "~3x faster"),
-    ("plugins/preference/sft.py", "Measured on a 2-core CPU: ~80 s"),
+    ("plugins/alignment/sft.py", "Measured on a 2-core CPU: ~80 s"),
     ("plugins/rlhf/ppo.py", "on a 2-core CPU (docs/results.md): ~25 s"),
 }
 

@@ -358,7 +358,7 @@ def test_resume_reuses_the_sft_stage_and_the_sampled_data(tmp_path, monkeypatch)
             "objective.labels=bradley-terry",
             "objective.eval_prompts=2", "train.steps=4", "train.save_every=2",
             "train.batch_size=4", "name=r"]
-    from gaf.plugins.preference import pipeline
+    from gaf.plugins.preference import training as pipeline
 
     real = pipeline.PreferenceTraining.loss
     state = {"n": 0}

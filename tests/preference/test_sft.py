@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import gaf
 from gaf.plugins.preference.data_order import EpochOrder
-from gaf.plugins.preference.sft import SFT
+from gaf.plugins.alignment.sft import SFT
 from gaf.runs import RunContext
 from gaf.spec import resolve
 

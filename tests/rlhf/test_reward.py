@@ -100,7 +100,7 @@ def ranked_data(tmp_path):
 
 
 def test_one_ranking_costs_k_forwards_and_its_pairs_come_from_them(tmp_path):
-    from gaf.plugins.rlhf.reward import RewardTraining
+    from gaf.plugins.rlhf.reward_training import RewardTraining
     from gaf.runs import RunContext
     from gaf.spec import resolve
 
@@ -134,7 +134,7 @@ def test_reward_run_trains_and_loads_back_as_a_reward(tmp_path):
 
 
 def test_bad_options():
-    from gaf.plugins.rlhf.reward import RewardConfig
+    from gaf.plugins.rlhf.reward_training import RewardConfig
 
     with pytest.raises(BadConfig, match="margin"):
         RewardConfig(margin=-1.0)

@@ -19,7 +19,7 @@ from gaf.errors import BadData
 from gaf.interfaces import SFTExample, batched
 from gaf.runs import RunContext
 
-from .data_order import EpochOrder
+from ..preference.data_order import EpochOrder
 
 
 @attrs.define
