@@ -96,7 +96,7 @@ def main() -> None:
     \b
     Quick start:
       gaf list                                   what is installed
-      gaf run --objective sft --policy gpt2-tiny train a tiny GPT-2 (~90 s on 2 CPU cores)
+      gaf run --objective sft --policy gpt2-tiny train a tiny GPT-2 (fits a laptop CPU)
       gaf sample --policy RUN_DIR --prompt "The film"
     """
 

@@ -40,7 +40,7 @@ class SFT:
 
     Config = SFTConfig
     uses = {"policy": "gpt2-tiny", "task": "sentiment", "sampler": "top-p"}
-    # Measured on a 2-core CPU: ~80 s, eval_loss ~0.30 nats/byte (docs/results.md).
+    # How these were chosen, and what they give: docs/results.md § SFT.
     train_defaults = {"steps": 1200, "batch_size": 16, "lr": 4e-3, "warmup_steps": 50,
                       "log_every": 20}
 

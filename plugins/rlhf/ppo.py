@@ -124,8 +124,7 @@ class PPO(OnPolicy):
 
     Config = PPOConfig
     unit = "sequences"
-    # Measured from the DPO run's SFT policy on a 2-core CPU (docs/results.md): ~25 s,
-    # 100 rollouts of 16 prompts.
+    # Chosen from the DPO run's SFT policy on validation: docs/results.md § PPO.
     train_defaults = {"steps": 400, "batch_size": 16, "lr": 3e-4, "warmup_steps": 10,
                       "log_every": 16, "max_grad_norm": 1.0}
     plot_keys = ("objective/scores", "objective/kl", "objective/rlhf_reward", "objective/beta",

@@ -28,15 +28,6 @@ FIGURE = re.compile(
     r"|\d ?[GT]FLOP/s|\d ?(?:images|tokens|samples|examples|steps|it)/s\b"
     r"|\b(?:on|with) (?:an? )?(?:idle |otherwise idle )?\d+[- ](?:core|CPU)", re.I)
 
-#: Figures still in files that other work in progress owns; each goes once the figure
-#: moves to the docs (an entry that no longer matches anything is harmless).
-PENDING = {
-    ("core/cli.py", "~90 s on 2 CPU cores"),
-    ("core/train.py", "~3x faster"),
-    ("plugins/alignment/sft.py", "Measured on a 2-core CPU: ~80 s"),
-    ("plugins/rlhf/ppo.py", "on a 2-core CPU (docs/results.md): ~25 s"),
-}
-
 
 def _prose(path: Path) -> Iterator[tuple[int, str]]:
     """``(line, text)`` of every comment and docstring line of a Python file."""
@@ -55,7 +46,7 @@ def _prose(path: Path) -> Iterator[tuple[int, str]]:
 def _figures(path: Path) -> list[str]:
     rel = path.relative_to(ROOT).as_posix()
     return [f"{rel}:{line}: {text.strip()}" for line, text in _prose(path)
-            if FIGURE.search(text) and not any(rel == p and s in text for p, s in PENDING)]
+            if FIGURE.search(text)]
 
 
 def test_the_pattern_finds_what_went_stale_and_spares_contracts():
