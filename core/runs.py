@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config as _config
+from . import seeding
 from .atomic import atomic_write_text
 from .components import create_or_load
 from .errors import GafError
@@ -43,11 +44,13 @@ from .registry import REGISTRY, Registry
 from .spec import RunSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     import torch
 
 
 class RunContext:
-    """What an objective sees of its run: spec, directory, device, components, seeds."""
+    """What an objective sees of its run: spec, directory, device, components, named
+    random streams (:meth:`rng`, :meth:`generator`)."""
 
     def __init__(self, spec: RunSpec, run_dir: Path, *, registry: Registry = REGISTRY,
                  console: Any = None):
@@ -81,13 +84,22 @@ class RunContext:
             self._components[kind] = obj
         return self._components[kind]
 
-    def generator(self, stream: int = 0, device: Any = None) -> torch.Generator:
-        """A generator seeded from the run seed and ``stream`` (independent streams)."""
-        import torch
+    def rng(self, name: str, *keys: int) -> np.random.Generator:
+        """A numpy ``Generator`` on the run's random stream ``name`` at ``keys``.
 
-        gen = torch.Generator(device=device or self.device)
-        gen.manual_seed(self.spec.seed * 1_000_003 + stream)
-        return gen
+        ``name`` says what the draws are for (``"ppo-minibatches"``), ``keys`` where in
+        the run they are drawn (rollout, epoch, rank): the same ``(seed, name, keys)``
+        gives the same draws in any process, so a resumed run draws what the
+        uninterrupted one would have. See :mod:`gaf.seeding`.
+        """
+        return seeding.rng(self.spec.seed, name, *keys)
+
+    def generator(self, name: str, *keys: int, device: Any = None) -> torch.Generator:
+        """A ``torch.Generator`` on ``device`` (default: the run's) seeded from the run's
+        random stream ``name`` at ``keys``: ``ctx.generator("rollouts", draw, rank)``.
+        See :meth:`rng` and :mod:`gaf.seeding`."""
+        return seeding.torch_generator(self.spec.seed, name, *keys,
+                                       device=self.device if device is None else device)
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         from .device import autocast

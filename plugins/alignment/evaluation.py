@@ -90,17 +90,17 @@ def policy_evaluation(obj: Any, ctx: RunContext, held_out: list[str]) -> dict[st
         # with an ancestral run sampler, the KL samples are the judged samples
         kl_samples, log_ratio = _rollout_log_ratios(
             policy, reference, prompts, ancestral, n_new, size,
-            ctx.generator(stream=21 if same_draws else 23))
+            ctx.generator("eval-policy-samples" if same_draws else "eval-kl-samples"))
         ours = (kl_samples if same_draws
-                else generate(policy, prompts, obj.sampler, n_new, size, ctx.generator(stream=21)))
+                else generate(policy, prompts, obj.sampler, n_new, size, ctx.generator("eval-policy-samples")))
     else:
-        ours = generate(policy, prompts, obj.sampler, n_new, size, ctx.generator(stream=21))
+        ours = generate(policy, prompts, obj.sampler, n_new, size, ctx.generator("eval-policy-samples"))
         kl_samples = (ours if same_draws
                       else generate(policy, prompts, ancestral, n_new, size,
-                                    ctx.generator(stream=23)))
+                                    ctx.generator("eval-kl-samples")))
         groups = [PreferenceGroup(p, (y,)) for p, y in zip(prompts, kl_samples)]
         log_ratio = (obj.score(policy, groups)[:, 0] - obj.score(reference, groups)[:, 0]).tolist()
-    theirs = generate(reference, prompts, obj.sampler, n_new, size, ctx.generator(stream=22))
+    theirs = generate(reference, prompts, obj.sampler, n_new, size, ctx.generator("eval-reference-samples"))
     out = {"kl": sum(log_ratio) / len(log_ratio), "eval_prompts": float(len(held_out)),
            "eval_samples": float(len(prompts))}
     reward_fn = obj.task.reward()

@@ -18,8 +18,8 @@ from gaf.config import option
 from gaf.errors import BadData
 from gaf.interfaces import SFTExample, batched
 from gaf.runs import RunContext
+from gaf.seeding import EpochOrder
 
-from ..preference.data_order import EpochOrder
 
 
 @attrs.define
@@ -55,7 +55,7 @@ class SFT:
             raise BadData("the task has no training examples")
         self.batch_size = ctx.spec.train.batch_size
         self.world = ctx.world
-        self.order = EpochOrder(len(self.examples), ctx.spec.seed)
+        self.order = EpochOrder(len(self.examples), ctx.spec.seed, "sft-order")
 
     def modules(self) -> dict[str, Any]:
         return {"policy": self.policy}
@@ -93,7 +93,7 @@ class SFT:
 
     def _samples(self, ctx: RunContext, prompts: list[str]) -> dict[str, float]:
         sampler = ctx.component("sampler")
-        generator = ctx.generator(stream=1)
+        generator = ctx.generator("sft-eval-samples")
         completions: list[str] = []
         for chunk in batched(prompts, self.config.eval_batch_size):
             completions += self.policy.generate(chunk, sampler=sampler,

@@ -114,7 +114,7 @@ class PreferenceData(AlignmentObjective):
                 self.policy, self.sampler, reward, prompts, k=cfg.samples_per_prompt,
                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generation_batch_size,
                 rule=cfg.labels, temperature=cfg.label_temperature,
-                generator=ctx.generator(stream=11))
+                generator=ctx.generator("preference-samples"))
         if ctx.world.is_main:  # every rank sampled the same groups (same seed)
             write_groups(ctx.path("data", "preferences.jsonl"), groups, rewards)
         return groups

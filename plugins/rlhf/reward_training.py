@@ -178,7 +178,7 @@ class RewardTraining(PreferenceData):
                     self.policy, self.sampler, reward, prompts, k=cfg.samples_per_prompt,
                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generation_batch_size,
                     rule="order", temperature=cfg.label_temperature,
-                    generator=ctx.generator(stream=31))
+                    generator=ctx.generator("reward-heldout-samples"))
         kept, _ = fitting(groups, self.reward_model.tokenizer, self.reward_model.config.n_positions)
         if truth is not None:
             keep = {id(g) for g in kept}

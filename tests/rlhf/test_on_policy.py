@@ -115,7 +115,7 @@ def test_heldout_kl_is_scored_on_the_drawn_tokens(tmp_path):
     drawn = [p for p in prompts for _ in range(obj.config.eval_samples)]
     with torch.no_grad():
         rollout = obj.policy.rollout(drawn, sampler=obj.sampler, max_new_tokens=2,
-                                     generator=ctx.generator(stream=21))
+                                     generator=ctx.generator("eval-policy-samples"))
         want = (obj.policy.completion_logprobs(rollout.batch).sequence().sum
                 - obj.reference.completion_logprobs(rollout.batch).sequence().sum)
     assert not bool(rollout.ended.all())
