@@ -10,6 +10,8 @@ trains its reward model the same way (all pairs of a prompt in one batch element
 
 Batch ``b`` is the units at positions ``b·size … (b+1)·size − 1`` of the endless
 epoch-by-epoch sequence: a pure function of ``b`` and the seed, so runs resume exactly.
+The groups of epoch ``e`` come in the order of the core's
+:class:`~gaf.seeding.EpochOrder` over the groups, on the stream ``"preference-order"``.
 """
 
 from __future__ import annotations
@@ -21,30 +23,35 @@ import attrs
 import numpy as np
 
 from gaf.interfaces import PreferenceGroup
+from gaf.seeding import EpochOrder
 
-__all__ = ["UnitOrder", "ScoredBatch", "assemble"]
+__all__ = ["UnitOrder", "ScoredBatch", "assemble", "ORDER_STREAM"]
+
+#: the random stream the groups are shuffled on (what the DPO-family and reward runs use)
+ORDER_STREAM = "preference-order"
 
 
 class UnitOrder:
     """Positions ``k = 0, 1, 2 …`` → ``(group, unit)``; groups shuffled per epoch.
 
     ``counts[g]`` is the number of units of group ``g`` (groups with none are never
-    drawn).
+    drawn); epoch ``e``'s group order is ``EpochOrder(len(counts), seed, name)``'s.
     """
 
-    def __init__(self, counts: Sequence[int], seed: int):
+    def __init__(self, counts: Sequence[int], seed: int, name: str = ORDER_STREAM):
         self.counts = np.asarray(counts, dtype=np.int64)
         self.total = int(self.counts.sum())
         if self.total < 1:
             raise ValueError("UnitOrder needs at least one unit")
         self.seed = seed
+        self.groups = EpochOrder(len(self.counts), seed, name)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         if epoch not in self._cache:
             if len(self._cache) > 4:
                 self._cache.clear()
-            perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.counts))
+            perm = self.groups.permutation(epoch)
             perm = perm[self.counts[perm] > 0]
             self._cache[epoch] = perm, np.cumsum(self.counts[perm])
         return self._cache[epoch]

@@ -38,8 +38,8 @@ from gaf.interfaces import CompletionLogProbs, Rollout, RolloutPolicy
 from gaf.plugins.alignment.base import (AlignmentConfig, AlignmentObjective,
                                         eval_samples_option)
 from gaf.plugins.alignment.evaluation import mean_nll
-from gaf.plugins.preference.data_order import EpochOrder
 from gaf.runs import RunContext
+from gaf.seeding import EpochOrder
 
 __all__ = ["OnPolicyConfig", "OnPolicy", "scoring_temperature"]
 
@@ -87,7 +87,7 @@ class OnPolicy(AlignmentObjective):
         self.reward_fn = self.frozen_component("reward")
         self.batch_size = ctx.spec.train.batch_size
         self.train_prompts = list(self.task.prompts("train"))
-        self.order = EpochOrder(len(self.train_prompts), ctx.spec.seed)
+        self.order = EpochOrder(len(self.train_prompts), ctx.spec.seed, "prompt-order")
         self.skipped = 0
         self.data_stats = {"train_prompts": float(len(self.train_prompts))}
 
@@ -107,9 +107,8 @@ class OnPolicy(AlignmentObjective):
 
     def sample(self, prompts: Sequence[str], draw: int) -> Rollout:
         """Rollout number ``draw`` of ``prompts`` from the current policy (eval mode, no
-        gradient), from a generator seeded by the run's seed, ``draw`` and the rank."""
-        gen = torch.Generator(device=self.policy.device)
-        gen.manual_seed(self.ctx.spec.seed * 1_000_003 + 7919 * draw + self.ctx.world.rank)
+        gradient), on the run's ``"rollouts"`` stream at ``(draw, rank)``."""
+        gen = self.ctx.generator("rollouts", draw, self.ctx.world.rank, device=self.policy.device)
         was_training = self.policy.training
         self.policy.eval()
         try:

@@ -53,7 +53,6 @@ import copy
 from typing import Any, Literal
 
 import attrs
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -62,8 +61,8 @@ from gaf.errors import BadConfig, GafError
 from gaf.interfaces import Rollout
 from gaf.plugins.alignment.base import disable_dropout
 from gaf.plugins.alignment.groups import accepts_option
-from gaf.plugins.preference.data_order import EpochOrder
 from gaf.runs import RunContext
+from gaf.seeding import EpochOrder
 
 from .advantages import explained_variance, gae, kl_k1, kl_k3, masked_mean, token_rewards
 from .kl_control import KLController
@@ -152,7 +151,7 @@ class PPO(OnPolicy):
         self.ptx_batch = cfg.ptx_batch_size or self.batch_size
         if self.sft_examples:
             ctx.world.shard(0, self.ptx_batch)  # an uneven split fails here
-            self.ptx_order = EpochOrder(len(self.sft_examples), ctx.spec.seed + 1)
+            self.ptx_order = EpochOrder(len(self.sft_examples), ctx.spec.seed, "ptx-order")
         self.data_stats["rollout_size"] = float(self.rollout_size)
         ctx.log(f"ppo: rollouts of {self.rollout_size} prompts, {self.updates} updates each, "
                 f"{train.steps // self.updates} rollouts; critic from {self.critic_source}")
@@ -254,8 +253,8 @@ class PPO(OnPolicy):
             self.buffer = self.make_rollout(number)
         epoch, pos = divmod(within, self.config.num_mini_batches * accum)
         n_local = len(self.buffer.rollout.completions)
-        perm = np.random.default_rng([self.ctx.spec.seed, number, epoch, self.ctx.world.rank]
-                                    ).permutation(n_local)
+        perm = self.ctx.rng("ppo-minibatches", number, epoch, self.ctx.world.rank
+                            ).permutation(n_local)
         rows = torch.as_tensor(perm[pos * self.local_batch:(pos + 1) * self.local_batch])
         out: dict[str, Any] = {"buffer": self.buffer, "rows": rows}
         if self.sft_examples:

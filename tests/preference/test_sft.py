@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gaf
-from gaf.plugins.preference.data_order import EpochOrder
 from gaf.plugins.alignment.sft import SFT
 from gaf.runs import RunContext
+from gaf.seeding import EpochOrder
 from gaf.spec import resolve
 
 TINY = ["policy.n_layer=1", "policy.d_model=32", "policy.n_head=2"]
@@ -71,8 +71,15 @@ def test_batches_are_a_pure_function_of_the_index(tmp_path):
 
 @given(n=st.integers(1, 50), seed=st.integers(0, 10**6), epoch=st.integers(0, 5))
 def test_each_epoch_visits_every_example_once(n, seed, epoch):
-    order = EpochOrder(n, seed)
+    order = EpochOrder(n, seed, "sft-order")
     assert sorted(order.slice(epoch * n, n)) == list(range(n))
+
+
+def test_the_order_is_the_cores_epoch_order_on_its_own_stream(tmp_path):
+    sft = SFT()
+    sft.setup(context(tmp_path, ROWS, "seed=5"))
+    assert isinstance(sft.order, EpochOrder)
+    assert (sft.order.n, sft.order.seed, sft.order.name) == (len(sft.examples), 5, "sft-order")
 
 
 def test_sft_overfits_a_tiny_dataset(tmp_path):

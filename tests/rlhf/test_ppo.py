@@ -111,8 +111,7 @@ def test_rollout_batch_scores_exactly_the_sampled_tokens(tmp_path):
     rollout = obj.sample(prompts, 3)
     from gaf.plugins.lm.batching import prompt_ids
 
-    gen = torch.Generator()
-    gen.manual_seed(obj.ctx.spec.seed * 1_000_003 + 7919 * 3)
+    gen = obj.ctx.generator("rollouts", 3, 0)  # draw 3 on rank 0
     drawn = policy.generate_ids([prompt_ids(tok, p, policy.context_length) for p in prompts],
                                 sampler=obj.sampler, max_new_tokens=5, generator=gen)
     lp = policy.completion_logprobs(rollout.batch)
