@@ -87,8 +87,9 @@ Evaluation (``evaluate``, also ``gaf eval RUN_DIR``)
    of originals (top row) over reconstructions (bottom row).
 
 Data: ``train_batch(i)`` takes ``batch_size`` items of the ``dataset`` component in
-a seeded per-epoch permutation (a pure function of ``i`` and the seed); the
-evaluation split is built through the registry with the same options and
+a seeded per-epoch permutation (the core's ``EpochOrder`` on the stream
+``"autoencoder-order"``: a pure function of ``i`` and the seed); the evaluation split
+is built through the registry with the same options and
 ``split = "eval"`` (a dataset without a ``split`` option is evaluated on its own
 items, reported as ``eval_on_train = 1``).
 """
@@ -100,16 +101,15 @@ import time
 from typing import Any, Literal
 
 import attrs
-import numpy as np
 import torch
 from torch import Tensor
 
 from gaf.config import option
 from gaf.errors import BadConfig, BadData, GafError
 from gaf.runs import RunContext
+from gaf.seeding import EpochOrder, rng
 
 from ..images.batches import split_dataset, stack_images
-from ..images.common import EpochOrder
 from ..images.grid import save_grid
 from .autoencoder_losses import (adaptive_weight, frozen_call, hinge_d_loss, hinge_g_loss,
                                  kl_per_pixel, reconstruction_loss)
@@ -187,7 +187,7 @@ class AutoencoderTraining:
         self.grad_accum = ctx.spec.train.grad_accum
         self.world = ctx.world
         self.seed = ctx.spec.seed
-        self.order = EpochOrder(len(self.dataset), self.seed, stream=7)
+        self.order = EpochOrder(len(self.dataset), self.seed, "autoencoder-order")
 
     @property
     def plot_keys(self) -> tuple[str, ...]:
@@ -203,7 +203,7 @@ class AutoencoderTraining:
 
     def train_batch(self, index: int) -> dict[str, Any]:
         start, count = self.world.shard(index * self.batch_size, self.batch_size)
-        picks = [self.order.position(k) for k in range(start, start + count)]
+        picks = self.order.slice(start, count)
         images = stack_images(self.dataset, picks)
         return {"image": images.to(self.device), "step": index // self.grad_accum}
 
@@ -301,7 +301,7 @@ class AutoencoderTraining:
         autoencoder component with it."""
         ae = self.autoencoder
         n = min(self.config.scale_images, len(self.dataset))
-        picks = np.random.default_rng([self.seed, 11]).permutation(len(self.dataset))[:n]
+        picks = rng(self.seed, "scale-factor-images").permutation(len(self.dataset))[:n]
         images = stack_images(self.dataset, picks.tolist())
         ae.fit_scale_factor(images.to(self.device), batch_size=self.config.eval_batch_size)
         if getattr(ae, "gaf_name", None):

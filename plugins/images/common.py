@@ -10,9 +10,10 @@
 * :func:`collate` batches items for a ``torch.utils.data.DataLoader``
   (``collate_fn=collate``): images and labels are stacked, every other key becomes a
   list (``torch``'s default collate cannot batch the ``None`` in a one-object
-  ``shapes`` scene's ``attributes``);
-* :class:`EpochOrder` is the seeded epoch-by-epoch shuffle that training objectives
-  draw their batches from (a pure function of the position, for exact resumes).
+  ``shapes`` scene's ``attributes``).
+
+(The seeded epoch-by-epoch shuffle training objectives draw their batches from is
+the core's :class:`gaf.seeding.EpochOrder`.)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import Tensor
 from gaf.errors import BadConfig
 
 __all__ = ["uint8_to_unit", "resize_square", "check_index", "check_channels",
-           "check_resolution", "collate", "EpochOrder"]
+           "check_resolution", "collate"]
 
 
 def uint8_to_unit(array: np.ndarray) -> Tensor:
@@ -88,28 +89,3 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             out[key] = values
     return out
 
-
-class EpochOrder:
-    """Position ``k`` of an endless shuffled pass over ``n`` items: epoch ``k // n`` is
-    the permutation ``default_rng([seed, stream, epoch]).permutation(n)``.
-
-    ``position(k)`` depends only on ``(n, seed, stream, k)``, so a training objective
-    that takes batch ``i`` from positions ``i·B … i·B + B − 1`` resumes exactly.
-    Recent epochs' permutations are cached.
-    """
-
-    def __init__(self, n: int, seed: int, stream: int):
-        if n < 1:
-            raise ValueError("EpochOrder needs at least one item")
-        self.n, self.seed, self.stream = n, seed, stream
-        self._perms: dict[int, np.ndarray] = {}
-
-    def position(self, k: int) -> int:
-        """The item index at position ``k`` (``k >= 0``)."""
-        epoch, pos = divmod(k, self.n)
-        if epoch not in self._perms:
-            if len(self._perms) > 4:
-                self._perms.clear()
-            rng = np.random.default_rng([self.seed, self.stream, epoch])
-            self._perms[epoch] = rng.permutation(self.n)
-        return int(self._perms[epoch][pos])

@@ -36,9 +36,10 @@ with probability ``p_uncond`` (classifier-free guidance training, Ho & Salimans 
 
 as the noise model's ``prediction_type`` says (the training scheduler is configured to
 match it; the ``unet`` default is v: trained on ε, the shapes model learned colours but
-placed objects wherever the noise put them, see docs/results.md). ``t``, ``ε`` and the dropped conditions are drawn from a generator seeded by
-the run seed and the micro-batch number, so ``train_batch(i)`` is a pure function of
-``i`` (exact resumes). Logged: ``loss`` (the MSE), ``loss_cond`` and ``loss_uncond``
+placed objects wherever the noise put them, see docs/results.md). ``t``, ``ε`` and the dropped conditions are drawn from the run seed's
+``"ldm-noise"`` stream at the micro-batch number (and the rank's first position), and
+the images from the ``"ldm-order"`` :class:`~gaf.seeding.EpochOrder`, so
+``train_batch(i)`` is a pure function of ``i`` (exact resumes). Logged: ``loss`` (the MSE), ``loss_cond`` and ``loss_uncond``
 (its mean over kept and dropped conditions), ``dropped``.
 
 EMA
@@ -65,7 +66,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -75,10 +75,10 @@ from gaf.components import load_from
 from gaf.config import option
 from gaf.errors import BadConfig, BadData
 from gaf.runs import RunContext
+from gaf.seeding import EpochOrder, rng, torch_generator
 
 from ..images.batches import stack_images
 from ..diffusion.ema import ema_decay, make_shadow, update_shadow
-from ..images.common import EpochOrder
 from .pipeline import PIPELINE_FILE
 from .training_data import conditions_of
 
@@ -150,7 +150,7 @@ class LDM:
         self.sample_shape = tuple(self.latents.shape[1:])
         key = self.conditioner.condition_key
         self.conditions = conditions_of(self.dataset, key)
-        self.order = EpochOrder(len(self.dataset), self.seed, stream=17)
+        self.order = EpochOrder(len(self.dataset), self.seed, "ldm-order")
         self.ema: dict[str, Any] = {}
         if cfg.ema_decay > 0:
             self.ema = {"noise_model_ema": make_shadow(self.noise_model)}
@@ -182,7 +182,7 @@ class LDM:
         ae.eval()
         if not getattr(ae, "scale_factor_fitted", True):
             n = min(1000, len(self.dataset))
-            picks = np.random.default_rng([self.seed, 11]).permutation(len(self.dataset))[:n]
+            picks = rng(self.seed, "scale-factor-images").permutation(len(self.dataset))[:n]
             ae.fit_scale_factor(stack_images(self.dataset, picks.tolist()).to(ctx.device))
             ctx.log(f"the autoencoder had no fitted scale factor: fitted "
                     f"{ae.scale_factor:.4f} on {n} training images (not saved to it)")
@@ -278,9 +278,8 @@ class LDM:
 
     def train_batch(self, index: int) -> dict[str, Any]:
         start, count = self.world.shard(index * self.batch_size, self.batch_size)
-        picks = [self.order.position(k) for k in range(start, start + count)]
-        gen = torch.Generator().manual_seed(int(np.random.default_rng(
-            [self.seed, 19, index, start]).integers(2 ** 62)))
+        picks = self.order.slice(start, count)
+        gen = torch_generator(self.seed, "ldm-noise", index, start)
         T = self.scheduler.config.num_train_timesteps
         t = torch.randint(0, T, (count,), generator=gen)
         noise = torch.randn((count, *self.sample_shape), generator=gen)

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from gaf.runs import RunContext
+from gaf.seeding import rng
 
 from ..images.batches import split_dataset, stack_images
 from ..images.grid import save_grid
@@ -72,11 +73,12 @@ def sample_in_batches(pipe: Any, conditions: Sequence[Any], *, guidance: float, 
 
 
 def shuffled(items: Sequence[Any], seed: int) -> list[Any]:
-    """``items`` permuted so that no item keeps its place (a random derangement)."""
+    """``items`` permuted so that no item keeps its place (a random derangement drawn
+    from ``seed``'s ``"floor-derangement"`` stream)."""
     n = len(items)
     if n < 2:
         return list(items)
-    perm = np.random.default_rng([seed, 23]).permutation(n)
+    perm = rng(seed, "floor-derangement").permutation(n)
     order = np.roll(perm, 1)  # item perm[k] gets perm[k-1]'s: a cyclic derangement
     out: list[Any] = [None] * n
     for src, dst in zip(order, perm):
