@@ -10,8 +10,10 @@ real training split only**, with the dataset's class labels:
     → Linear(feature_dim → num_classes) = the logits (cross-entropy)
 
 Training is AdamW (weight decay 1e-4) with a cosine learning-rate decay, no
-augmentation, deterministic for a seed (initialisation and shuffling come from
-seeded generators); the defaults are width 16, 128 features, 12 epochs, batch 64. On
+augmentation, deterministic for a seed (initialisation, shuffling and the floor's
+halves come from the seed's named streams ``"feature-net-init"``,
+``"feature-net-order"`` and ``"floor-halves"``, :mod:`gaf.seeding`); the defaults
+are width 16, 128 features, 12 epochs, batch 64. On
 ``shapes`` the label is the (colour, shape) class of the first object, which the pixels
 alone leave ambiguous in two-object scenes (which object is "first" is said only by the
 caption's relation), so even a perfect network stays well below accuracy 1; what it
@@ -62,6 +64,7 @@ from gaf.atomic import (atomic_save_tensors, atomic_write_text, load_state, load
                         read_json)
 from gaf.config import option, option_error
 from gaf.errors import BadConfig, BadData
+from gaf.seeding import torch_generator, torch_seed
 
 __all__ = ["FeatureNet", "FeatureNetConfig", "train_feature_net", "cached_feature_net", "load_images",
            "WEIGHTS_FILE", "META_FILE"]
@@ -352,9 +355,9 @@ def _train(train_ds: Any, eval_ds: Any, *, epochs: int, batch_size: int, lr: flo
                               width=width, feature_dim=feature_dim, resolution=int(x.shape[2]))
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(torch_seed(seed, "feature-net-init"))
         net = FeatureNet(config)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch_generator(seed, "feature-net-order")
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     n = x.shape[0]
     steps_per_epoch = max(1, math.ceil(n / batch_size))
@@ -383,7 +386,7 @@ def _train(train_ds: Any, eval_ds: Any, *, epochs: int, batch_size: int, lr: flo
     floor = None
     if compute_floor and ex.shape[0] >= 4:
         feats = net.features(ex)
-        perm = torch.randperm(ex.shape[0], generator=torch.Generator().manual_seed(seed + 1))
+        perm = torch.randperm(ex.shape[0], generator=torch_generator(seed, "floor-halves"))
         half = ex.shape[0] // 2
         a, b = feats[perm[:half]], feats[perm[half:2 * half]]
         kid = kid_from_features(a, b, subsets=floor_subsets, subset_size=floor_subset_size,

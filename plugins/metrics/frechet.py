@@ -51,7 +51,8 @@ al. (2018)::
             − 2/(mn) Σ_{i,j} k(xᵢ, yⱼ)
 
 computed on ``subsets`` random subsets of ``subset_size`` features drawn without
-replacement from each set (clipped to the smaller set), seeded by ``seed``. ``kid``
+replacement from each set (clipped to the smaller set), drawn from ``seed``'s
+``"kid-subsets"`` stream (:mod:`gaf.seeding`). ``kid``
 is the mean over subsets and ``kid_std`` their standard deviation (population,
 ``ddof = 0``; it is 0 when ``subset_size`` covers both sets, as every subset is then
 the whole set). Being unbiased, KID has expectation 0 for two samples of the same
@@ -98,6 +99,7 @@ from torch import Tensor
 
 from gaf.config import option
 from gaf.errors import BadConfig
+from gaf.seeding import torch_generator
 
 from .features import FeatureNet, load_images
 
@@ -188,7 +190,7 @@ def kid_from_features(f1: Tensor, f2: Tensor, subsets: int = 100, subset_size: i
         raise ValueError("KID needs at least 2 features in each set")
     if size == f1.shape[0] == f2.shape[0]:  # every subset is the whole of both sets
         return {"kid": mmd2_unbiased(f1, f2), "kid_std": 0.0}
-    g = torch.Generator().manual_seed(seed)
+    g = torch_generator(seed, "kid-subsets")
     values = torch.tensor([
         mmd2_unbiased(f1[torch.randperm(f1.shape[0], generator=g)[:size]],
                       f2[torch.randperm(f2.shape[0], generator=g)[:size]])
@@ -236,7 +238,7 @@ class _FeatureMetric(abc.ABC):
         if f.shape[0] < 4:
             raise ValueError(f"the real-vs-real floor needs at least 4 real images, "
                              f"got {f.shape[0]} (or pass a second real set)")
-        perm = torch.randperm(f.shape[0], generator=torch.Generator().manual_seed(self.config.seed))
+        perm = torch.randperm(f.shape[0], generator=torch_generator(self.config.seed, "floor-halves"))
         half = f.shape[0] // 2
         return f[perm[:half]], f[perm[half:2 * half]]
 
