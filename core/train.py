@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint
+from . import checkpoint, seeding
 from .atomic import atomic_write_text
 from .components import save_component
 from .errors import GafError, NonFiniteLoss
@@ -137,7 +137,7 @@ def _set_up(objective: Objective, ctx: RunContext, resume: bool) -> _Training:
     torch.manual_seed(ctx.spec.seed)  # the same on every rank: identical models
     objective.setup(ctx)
     if world.enabled:
-        torch.manual_seed(ctx.spec.seed + world.rank)
+        torch.manual_seed(seeding.torch_seed(ctx.spec.seed, "rank-global-rng", world.rank))
     setup_s = time.perf_counter() - t_start
     modules = dict(objective.modules())
     unit = getattr(objective, "unit", "examples")

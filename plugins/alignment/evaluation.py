@@ -86,21 +86,24 @@ def policy_evaluation(obj: Any, ctx: RunContext, held_out: list[str]) -> dict[st
     ancestral = (obj.sampler if is_ancestral(obj.sampler)
                  else ctx.registry.create("sampler", "temperature", temperature=1.0))
     same_draws = ancestral is obj.sampler
+    # the run's random streams: the judged samples, the reference's, and the KL samples
+    # (the judged ones themselves when the run's sampler is ancestral)
+    ours_stream, theirs_stream = "eval-policy-samples", "eval-reference-samples"
+    kl_stream = ours_stream if same_draws else "eval-kl-samples"
     if isinstance(policy, RolloutPolicy):
-        # with an ancestral run sampler, the KL samples are the judged samples
         kl_samples, log_ratio = _rollout_log_ratios(
-            policy, reference, prompts, ancestral, n_new, size,
-            ctx.generator("eval-policy-samples" if same_draws else "eval-kl-samples"))
+            policy, reference, prompts, ancestral, n_new, size, ctx.generator(kl_stream))
         ours = (kl_samples if same_draws
-                else generate(policy, prompts, obj.sampler, n_new, size, ctx.generator("eval-policy-samples")))
+                else generate(policy, prompts, obj.sampler, n_new, size,
+                              ctx.generator(ours_stream)))
     else:
-        ours = generate(policy, prompts, obj.sampler, n_new, size, ctx.generator("eval-policy-samples"))
+        ours = generate(policy, prompts, obj.sampler, n_new, size, ctx.generator(ours_stream))
         kl_samples = (ours if same_draws
                       else generate(policy, prompts, ancestral, n_new, size,
-                                    ctx.generator("eval-kl-samples")))
+                                    ctx.generator(kl_stream)))
         groups = [PreferenceGroup(p, (y,)) for p, y in zip(prompts, kl_samples)]
         log_ratio = (obj.score(policy, groups)[:, 0] - obj.score(reference, groups)[:, 0]).tolist()
-    theirs = generate(reference, prompts, obj.sampler, n_new, size, ctx.generator("eval-reference-samples"))
+    theirs = generate(reference, prompts, obj.sampler, n_new, size, ctx.generator(theirs_stream))
     out = {"kl": sum(log_ratio) / len(log_ratio), "eval_prompts": float(len(held_out)),
            "eval_samples": float(len(prompts))}
     reward_fn = obj.task.reward()
