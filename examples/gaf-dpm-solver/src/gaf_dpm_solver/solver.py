@@ -61,17 +61,15 @@ can therefore serve several concurrent sampling runs (threads), each with its ow
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import torch
 from torch import Tensor
 
-from gaf.config import field_names, from_dict, option, to_dict
+from gaf.config import option
 from gaf.errors import BadConfig
-from gaf.plugins.diffusion.scheduler_config import SchedulerConfig
-from gaf.plugins.diffusion.schedulers import DDIMScheduler
+from gaf.plugins.diffusion import SchedulerBase, SchedulerConfig
 
 __all__ = ["DPMSolverConfig", "DPMSolverPlusPlus2M", "half_log_snr", "LOWER_ORDER_FINAL_BELOW"]
 
@@ -108,47 +106,27 @@ def half_log_snr(alpha_bar: float) -> float:
     return 0.5 * (math.log(alpha_bar) - math.log1p(-alpha_bar))
 
 
-class DPMSolverPlusPlus2M(DDIMScheduler):
+class DPMSolverPlusPlus2M(SchedulerBase):
     """DPM-Solver++(2M): deterministic second-order multistep sampling with x̂0 (data) prediction.
 
-    Schedule, timesteps, ``add_noise``, ``velocity`` and the prediction-type conversions
-    are gaf's (this class extends ``DDIMScheduler`` for them); the solver is
-    :meth:`step`. Use ``state = scheduler.new_state()`` once per sampling run and
+    Schedule, timesteps, ``add_noise``, ``velocity``, the prediction-type conversions and
+    ``from_config`` (keeping the keys :class:`DPMSolverConfig` knows, so a ``ddpm`` run's
+    config or a diffusers ``scheduler_config.json`` loads) are gaf's: this class extends
+    the public ``SchedulerBase`` for them; the solver is :meth:`step`. Use ``state = scheduler.new_state()`` once per sampling run and
     ``scheduler.step(out, t, x, state=state)``; see the module docstring for the maths.
     """
 
     Config = DPMSolverConfig
 
-    def __init__(self, config: SchedulerConfig | None = None):
-        if config is None:
-            config = DPMSolverConfig()
-        elif isinstance(config, SchedulerConfig) and not isinstance(config, DPMSolverConfig):
-            config = DPMSolverConfig(**to_dict(config))  # a plain ddpm / ddim config
-        super().__init__(config)
-
-    @classmethod
-    def from_config(cls, config: Any, **overrides: Any) -> DPMSolverPlusPlus2M:
-        """Build from any scheduler config (a ``SchedulerConfig``, an attrs config or a
-        mapping such as the ``ddpm`` config a training run saved, or a diffusers
-        ``scheduler_config.json``), keeping the keys :class:`DPMSolverConfig` knows and
-        ignoring the rest."""
-        if isinstance(config, DPMSolverConfig) and not overrides:
-            return cls(config)
-        if attrs.has(type(config)):
-            data = to_dict(config)
-        elif isinstance(config, Mapping):
-            data = dict(config)
-        else:
-            raise BadConfig(f"{cls.__name__}.from_config takes a config or a mapping, got "
-                            f"{type(config).__name__}")
-        data.update(overrides)
-        known = set(field_names(DPMSolverConfig))
-        kept = {k: v for k, v in data.items() if k in known}
-        return cls(from_dict(DPMSolverConfig, kept, where=cls.__name__))
+    @property
+    def final_alpha_cumprod(self) -> float:
+        """ᾱ past the last timestep: 1 with ``set_alpha_to_one`` (the final step returns
+        x̂0), else ᾱ_0."""
+        return 1.0 if self.config.set_alpha_to_one else self.alphas_cumprod[0].item()
 
     # ------------------------------------------------------------------ state
 
-    def new_state(self) -> dict:
+    def new_state(self) -> dict:  # the base's None means stateless
         """A fresh, empty history for one sampling run (pass it to every ``step``)."""
         return {}
 
