@@ -321,8 +321,10 @@ def test_is_a_scheduler_and_loads_a_ddpm_run_config():
     assert DPMSolverPlusPlus2M(ddpm.config).config == s.config  # a plain config object too
     assert DPMSolverPlusPlus2M.from_config(saved, solver_order=1).config.solver_order == 1
     assert DPMSolverPlusPlus2M.from_config(s.config).config == s.config
-    with pytest.raises(BadConfig, match="solver_order must be 1 or 2"):
+    with pytest.raises(BadConfig, match="solver_order must be one of: 1, 2, got 3"):
         DPMSolverConfig(solver_order=3)
+    with pytest.raises(BadConfig, match="solver_order must be 1 or 2, not a bool"):
+        DPMSolverConfig(solver_order=True)
 
 
 def test_builds_through_a_registry():
@@ -377,7 +379,8 @@ def site(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_installed_plugin_is_listed_and_shown(site):
+def test_installed_plugin_is_listed_and_shown(site, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # option names unwrapped next to the allowed column
     out = gaf_cli(site, "list", "scheduler", "--json")
     assert out.returncode == 0, out.stderr
     rows = {r["name"]: r for r in map(json.loads, out.stdout.splitlines())}
@@ -426,4 +429,4 @@ def test_installed_plugin_samples_a_run_trained_with_ddpm(site, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "1 image(s) written" in out.stdout and (tmp_path / "grid.png").is_file()
     bad = gaf_cli(site, *args, "--set", "solver_order=3", "--out", str(tmp_path / "bad.png"))
-    assert bad.returncode == 2 and "solver_order must be 1 or 2" in bad.stderr
+    assert bad.returncode == 2 and "solver_order must be one of: 1, 2" in bad.stderr

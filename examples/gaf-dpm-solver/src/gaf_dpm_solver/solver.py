@@ -67,8 +67,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from gaf.config import option
-from gaf.errors import BadConfig
+from gaf.config import option, option_error
 from gaf.plugins.diffusion import SchedulerBase, SchedulerConfig
 
 __all__ = ["DPMSolverConfig", "DPMSolverPlusPlus2M", "half_log_snr", "LOWER_ORDER_FINAL_BELOW"]
@@ -86,15 +85,16 @@ class DPMSolverConfig(SchedulerConfig):
     set_alpha_to_one: bool = option(
         True, "the final step goes to ᾱ = 1 and returns x̂0 (else it goes to ᾱ_0)")
     eta: float = option(0.0, "ignored: the solver is deterministic")
-    solver_order: int = option(2, "2: DPM-Solver++(2M); 1: first order (= DDIM with eta 0)")
+    solver_order: int = option(2, "2: DPM-Solver++(2M); 1: first order (= DDIM with eta 0)",
+                               choices=(1, 2))
     lower_order_final: bool = option(
         True, "first-order final step when fewer than 15 timesteps (only matters with "
               "set_alpha_to_one=False)")
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        if isinstance(self.solver_order, bool) or self.solver_order not in (1, 2):
-            raise BadConfig(f"solver_order must be 1 or 2, got {self.solver_order!r}")
+        if isinstance(self.solver_order, bool):  # True == 1 passes choices=(1, 2)
+            raise option_error("solver_order", "must be 1 or 2, not a bool", self.solver_order)
 
 
 def half_log_snr(alpha_bar: float) -> float:
