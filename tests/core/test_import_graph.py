@@ -48,11 +48,18 @@ def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
-def imported_modules(source: str, modules: set[str]) -> set[str]:
+def imported_modules(source: str, modules: set[str], depth: int = 0) -> set[str]:
     """The modules of ``modules`` (dotted names in package ``gaf``) that ``source``, a
-    module of the flat package ``gaf``, imports."""
+    module of the flat package ``gaf`` (``depth`` 0) or of one of its subpackages
+    (``depth`` 1, e.g. ``gaf.interfaces.lm``), imports. A subpackage is one node: its
+    own relative imports (``from .data import X``) are not edges."""
     out: set[str] = set()
     for node in _imports(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level and depth:
+            if node.level <= depth:
+                continue  # inside the subpackage itself
+            node = ast.ImportFrom(module=node.module, names=node.names,
+                                  level=node.level - depth, lineno=node.lineno)
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif node.level == 0:
@@ -81,10 +88,15 @@ def imported_modules(source: str, modules: set[str]) -> set[str]:
 
 
 def import_graph(core: Path = CORE) -> dict[str, set[str]]:
-    files = {module_name(p): p for p in sorted(core.glob("*.py"))}
+    files = {module_name(p): [(p, 0)] for p in sorted(core.glob("*.py"))}
+    # a subpackage (core/interfaces/) is one node, gaf.interfaces, made of all its files
+    for init in sorted(core.glob("*/__init__.py")):
+        files[f"{PACKAGE}.{init.parent.name}"] = [(p, 1) for p in sorted(init.parent.glob("*.py"))]
     graph = {}
-    for name, path in files.items():
-        edges = imported_modules(path.read_text(encoding="utf-8"), set(files))
+    for name, paths in files.items():
+        edges = set()
+        for path, depth in paths:
+            edges |= imported_modules(path.read_text(encoding="utf-8"), set(files), depth)
         # "import gaf.x" also runs gaf/__init__, as does every submodule import: the
         # package edge only counts when a name of __init__ itself is imported.
         graph[name] = edges - {name}
@@ -131,6 +143,7 @@ def test_the_graph_is_read_from_the_sources():
     assert "gaf.train" in graph["gaf.launch"]  # the launcher drives the loop
     assert "gaf.runs" in graph["gaf.train"]  # the loop is given a RunContext
     assert "gaf.registry" in graph["gaf.components"]
+    assert "gaf.interfaces" in graph  # a subpackage is one node
 
 
 def test_registry_does_not_reach_up_to_saving_and_loading():

@@ -1,0 +1,138 @@
+"""Image side contracts: :class:`Dataset`, :class:`Autoencoder`, :class:`Conditioner`,
+:class:`NoiseModel`, :class:`Scheduler`, :class:`Metric`.
+
+Part of :mod:`gaf.interfaces` (which re-exports every name here); no torch at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+    from torch import Tensor
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A map-style dataset: ``len(ds)`` and ``ds[i] -> dict`` (e.g. ``{"image", "caption"}``).
+
+    Images are float tensors ``(C, H, W)`` in ``[-1, 1]``. Deterministic per seed.
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Autoencoder(Protocol):
+    """An image first stage: ``encode(x) -> z`` and ``decode(z) -> x``.
+
+    ``x`` is ``(B, C, H, W)`` in ``[-1, 1]``; ``z`` is ``(B, c, H/f, W/f)``.
+    ``scale_factor`` multiplies latents before diffusion (unit variance on the data)
+    and is stored with the checkpoint.
+    """
+
+    scale_factor: float
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    def decode(self, z: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class Conditioner(Protocol):
+    """Turns conditions (captions, labels) into token states for cross-attention.
+
+    * ``__call__(conditions) -> Tensor`` of shape ``(B, tokens, width)``, one row per
+      condition (a caption string for ``text-transformer``, an int label for ``class``);
+      a condition it cannot encode (a prompt longer than its context, an unknown
+      label) raises :class:`~gaf.errors.BadData` naming it.
+    * ``null(batch_size) -> Tensor`` ``(batch_size, tokens, width)``: the
+      unconditional embedding that classifier-free guidance uses, and that training
+      substitutes for a dropped condition. It does not depend on any condition.
+    * ``condition_key``: the dataset item field it reads (``"caption"``, ``"label"``).
+    * ``tokens`` and ``width``: the shape of one condition's states (``width`` must equal
+      the noise model's ``context_dim``).
+    * ``trainable``: True when it is trained jointly with the noise model (the LDM
+      recipe); a frozen pretrained encoder says False and the objective leaves it be.
+    """
+
+    condition_key: str
+    tokens: int
+    width: int
+    trainable: bool
+
+    def __call__(self, conditions: Sequence[Any]) -> Tensor: ...
+
+    def null(self, batch_size: int) -> Tensor: ...
+
+
+@runtime_checkable
+class NoiseModel(Protocol):
+    """Predicts the diffusion target (ε, v or x0) from ``(x_t, t, context)``.
+
+    ``__call__(x_t (B,C,H,W), t, context=None, *, labels=None) -> (B,C,H,W)``, where
+    ``t`` is a ``(B,)`` tensor or one timestep for the whole batch (an int or a 0-d
+    tensor) and ``context`` is the conditioner's ``(B, L, D)`` states, or ``None`` for
+    a model without cross-attention. ``labels`` ``(B,)`` are class labels for a model
+    with a class embedding. ``prediction_type`` names what it predicts
+    (``"epsilon"``, ``"v_prediction"`` or ``"sample"``: the scheduler's names), and
+    ``in_channels`` the channels of ``x_t``.
+
+    Optional: ``cache_context(context) -> object``, accepted in place of ``context`` and
+    giving the same output, lets a sampler compute the context's cross-attention keys
+    and values once instead of at every step.
+    """
+
+    prediction_type: str
+    in_channels: int
+
+    def __call__(self, x_t: Tensor, t: Any, context: Any = None, *,
+                 labels: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """A diffusion noise schedule and sampler (diffusers' field names and semantics).
+
+    * ``set_timesteps(n)`` fixes ``timesteps``: ``n`` strictly decreasing ints.
+    * ``add_noise(x0, noise, t)`` and ``velocity(x0, noise, t)`` give ``x_t`` and the
+      v-target; ``t`` broadcasts over the batch as in diffusers (an int, or a tensor of
+      1 or B timesteps of any shape: 0-d, ``(1,)``, ``(B,)``, ``(B, 1)``).
+    * ``step(model_output, t, sample, *, generator=None) -> Tensor`` returns the
+      previous sample. There is no hidden step counter: the previous timestep is
+      looked up in ``timesteps``, so one scheduler can serve several threads.
+    * ``from_config(dict)`` (a classmethod) builds one from another scheduler's saved
+      config, ignoring fields it does not know: a run trained with ``ddpm`` samples
+      with any scheduler.
+
+    Optional members, used by samplers when present (diffusers' names):
+
+    * ``init_noise_sigma`` (float, default 1): the scale of the initial noise;
+    * ``scale_model_input(sample, t) -> Tensor``: what the noise model sees at ``t``;
+    * ``new_state() -> dict`` for a multistep solver: a sampler calls it once per
+      sampling run and passes the dict as ``step(..., state=state)``; the scheduler
+      keeps its history (earlier model outputs) there, not on itself, so it stays
+      shareable across threads.
+    """
+
+    timesteps: Any
+
+    def set_timesteps(self, num_inference_steps: int) -> None: ...
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor: ...
+
+    def velocity(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor: ...
+
+    def step(self, model_output: Tensor, t: int, sample: Tensor, *,
+             generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """A metric: ``__call__(*inputs) -> dict[str, float]`` (one or more named values)."""
+
+    def __call__(self, *inputs: Any) -> dict[str, float]: ...

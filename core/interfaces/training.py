@@ -1,0 +1,77 @@
+"""Training contracts: :class:`Objective` and :class:`PreferenceObjective`.
+
+Part of :mod:`gaf.interfaces` (which re-exports every name here); no torch at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .data import SequenceLogProbs
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+    from torch import Tensor
+
+    from ..runs import RunContext
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """A trainable recipe (``sft``, ``dpo``, ``ppo``, ``ldm`` …), driven by :func:`gaf.train.train`.
+
+    The class declares ``Config`` (an attrs class: the objective's own options),
+    ``uses`` (a mapping from component kind to default name: the components it
+    needs, e.g. ``{"policy": "gpt2-tiny", "task": "sentiment"}``) and
+    ``train_defaults`` (overrides of :class:`gaf.train.TrainConfig` defaults).
+    It is built as ``Objective(config)`` and then:
+
+    1. ``setup(ctx)`` builds models and data through ``ctx.component(kind)``;
+    2. ``modules()`` returns the ``nn.Module`` objects to optimise and checkpoint,
+       by name (each is exported to ``RUN_DIR/<name>/`` at the end);
+    3. ``train_batch(index)`` returns micro-batch number ``index``. It must be a pure
+       function of ``index`` and the seed, so that runs resume exactly;
+    4. ``loss(batch)`` returns ``(scalar loss, {metric: float})``;
+    5. ``evaluate(ctx)`` runs the final evaluation, may write samples into the run
+       directory and returns metrics for ``summary.json``.
+
+    An objective that carries state of its own across steps (PPO's adaptive KL
+    coefficient) may also define ``training_state() -> dict`` (JSON values, saved in
+    every checkpoint's ``state.json``) and ``load_training_state(dict)`` (called on
+    resume, after ``setup``). An objective that keeps weights the optimiser does not
+    step (an EMA copy) may define ``after_step(step)``, called after every optimiser
+    step with its 1-based number; such weights live in modules whose parameters do
+    not require gradients, so they are checkpointed but never optimised.
+    """
+
+    def setup(self, ctx: RunContext) -> None: ...
+
+    def modules(self) -> Mapping[str, Any]: ...
+
+    def train_batch(self, index: int) -> Any: ...
+
+    def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]: ...
+
+    def evaluate(self, ctx: RunContext) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class PreferenceObjective(Protocol):
+    """A loss on preference pairs, written only in terms of sequence scores.
+
+    ``pair_loss(chosen, rejected, ref_chosen, ref_rejected)`` takes
+    :class:`SequenceLogProbs` of the policy and of the frozen reference (the latter
+    ``None`` for reference-free losses, where ``reference_free`` is True) and returns
+    the per-pair loss ``(B,)``. ``beta`` scales the implicit reward
+    ``β·log π(y|x)/π_ref(y|x)`` that is logged as ``rewards/*``. Nothing here assumes
+    tokens: any model that can answer "score these completions" can be trained by
+    the same objective.
+    """
+
+    reference_free: bool
+    beta: float
+
+    def pair_loss(self, chosen: SequenceLogProbs, rejected: SequenceLogProbs,
+                  ref_chosen: SequenceLogProbs | None,
+                  ref_rejected: SequenceLogProbs | None) -> Tensor: ...
