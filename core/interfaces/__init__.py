@@ -31,12 +31,14 @@ from .data import (
     SFTExample,
     batched,
 )
-from .images import Autoencoder, Conditioner, Dataset, Metric, NoiseModel, Scheduler
+from .images import (Autoencoder, Conditioner, Dataset, Metric, NoiseModel, NoiseSchedule,
+                     Scheduler)
 from .lm import Policy, RewardFn, RolloutPolicy, Sampler, Task, Tokenizer
 from .training import Objective, PreferenceObjective
 
 __all__ = [
     "Autoencoder", "CompletionLogProbs", "Conditioner", "Dataset", "Metric", "NoiseModel",
+    "NoiseSchedule",
     "Objective", "Policy", "PreferenceGroup", "PreferenceObjective", "RewardFn", "Rollout",
     "RolloutPolicy", "SFTExample", "Sampler", "Scheduler", "SequenceLogProbs", "Task",
     "Tokenizer", "batched",

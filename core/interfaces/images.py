@@ -1,5 +1,5 @@
 """Image side contracts: :class:`Dataset`, :class:`Autoencoder`, :class:`Conditioner`,
-:class:`NoiseModel`, :class:`Scheduler`, :class:`Metric`.
+:class:`NoiseModel`, :class:`NoiseSchedule`, :class:`Scheduler`, :class:`Metric`.
 
 Part of :mod:`gaf.interfaces` (which re-exports every name here); no torch at import.
 """
@@ -95,40 +95,69 @@ class NoiseModel(Protocol):
 
 
 @runtime_checkable
-class Scheduler(Protocol):
-    """A diffusion noise schedule and sampler (diffusers' field names and semantics).
+class NoiseSchedule(Protocol):
+    """The forward process of a diffusion model (what training needs).
+
+    * ``add_noise(x0, noise, t)`` gives ``x_t`` = √ᾱ_t·x0 + √(1−ᾱ_t)·noise;
+    * ``velocity(x0, noise, t)`` the v-target √ᾱ_t·noise − √(1−ᾱ_t)·x0;
+    * ``training_target(x0, noise, t)`` what the model regresses onto for the
+      config's ``prediction_type`` (noise, v or x0).
+
+    ``t`` broadcasts over the batch as in diffusers (an int, or a tensor of 1 or B
+    timesteps of any shape: 0-d, ``(1,)``, ``(B,)``, ``(B, 1)``). The reference
+    implementation is ``gaf.plugins.diffusion.NoiseSchedule``.
+    """
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Any) -> Tensor: ...
+
+    def velocity(self, x0: Tensor, noise: Tensor, t: Any) -> Tensor: ...
+
+    def training_target(self, x0: Tensor, noise: Tensor, t: Any) -> Tensor: ...
+
+
+@runtime_checkable
+class Scheduler(NoiseSchedule, Protocol):
+    """A :class:`NoiseSchedule` plus a sampler (diffusers' field names and semantics).
+
+    The reference implementation is ``gaf.plugins.diffusion.SchedulerBase``: a third-party
+    sampler subclasses it and writes ``step`` (the DPM-Solver example). All members
+    below are required; callers use them directly.
 
     * ``set_timesteps(n)`` fixes ``timesteps``: ``n`` strictly decreasing ints.
-    * ``add_noise(x0, noise, t)`` and ``velocity(x0, noise, t)`` give ``x_t`` and the
-      v-target; ``t`` broadcasts over the batch as in diffusers (an int, or a tensor of
-      1 or B timesteps of any shape: 0-d, ``(1,)``, ``(B,)``, ``(B, 1)``).
     * ``step(model_output, t, sample, *, generator=None) -> Tensor`` returns the
-      previous sample. There is no hidden step counter: the previous timestep is
-      looked up in ``timesteps``, so one scheduler can serve several threads.
-    * ``from_config(dict)`` (a classmethod) builds one from another scheduler's saved
-      config, ignoring fields it does not know: a run trained with ``ddpm`` samples
-      with any scheduler.
+      sample at the entry of ``timesteps`` after ``t`` (past the end after the last).
+      There is no hidden step counter: the previous timestep is looked up in
+      ``timesteps``, so one scheduler can serve several threads.
+    * ``new_state()`` gives one sampling run's memory: a sampler calls it once per run
+      and, when it is not None, passes it as ``step(..., state=state)``. A stateless
+      sampler returns None (``SchedulerBase``'s default) and its ``step`` need not
+      accept ``state``; a multistep solver returns a fresh object (a dict) and keeps its
+      history (earlier model outputs) there, not on itself, so it stays shareable.
+      Required by this contract (a scheduler that does not subclass ``SchedulerBase``
+      defines it, returning None if stateless); gaf's pipeline still tolerates its
+      absence in older schedulers.
+    * ``from_config(config, **overrides)`` (a classmethod) builds one from another
+      scheduler's saved config (an attrs config or a mapping), ignoring fields it does
+      not know: a run trained with ``ddpm`` samples with any scheduler. ``config`` is
+      the scheduler's own attrs config.
 
     Optional members, used by samplers when present (diffusers' names):
 
     * ``init_noise_sigma`` (float, default 1): the scale of the initial noise;
-    * ``scale_model_input(sample, t) -> Tensor``: what the noise model sees at ``t``;
-    * ``new_state() -> dict`` for a multistep solver: a sampler calls it once per
-      sampling run and passes the dict as ``step(..., state=state)``; the scheduler
-      keeps its history (earlier model outputs) there, not on itself, so it stays
-      shareable across threads.
+    * ``scale_model_input(sample, t) -> Tensor``: what the noise model sees at ``t``.
     """
 
     timesteps: Any
 
     def set_timesteps(self, num_inference_steps: int) -> None: ...
 
-    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor: ...
-
-    def velocity(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor: ...
-
     def step(self, model_output: Tensor, t: int, sample: Tensor, *,
              generator: torch.Generator | None = None) -> Tensor: ...
+
+    def new_state(self) -> Any: ...
+
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> Scheduler: ...
 
 
 @runtime_checkable
