@@ -23,6 +23,7 @@ import click
 from . import config as _config
 from ._version import __version__
 from .errors import BadConfig, GafError
+from .interfaces.training import objective_member
 from .registry import REGISTRY, PluginWarning
 
 NOT_SELECTABLE = {"objective", "loader"}  # objective has its own option; loaders are implicit
@@ -150,7 +151,7 @@ def show_cmd(kind: str, name: str) -> None:
         click.echo("")
         for line in doc.splitlines():
             click.echo(f"  {line.rstrip()}")
-    uses = getattr(obj, "uses", None)
+    uses = objective_member(obj, "uses")
     if uses:
         click.echo("\n  uses: " + ", ".join(f"{k} (default {v!r})" for k, v in uses.items()))
     cls = REGISTRY.config_class(kind, entry.name)
@@ -173,7 +174,7 @@ def show_cmd(kind: str, name: str) -> None:
     if kind == "objective":
         from .trainconfig import TrainConfig
 
-        train = _config.to_dict(_config.from_dict(TrainConfig, getattr(obj, "train_defaults", {})))
+        train = _config.to_dict(_config.from_dict(TrainConfig, objective_member(obj, "train_defaults")))
         click.echo("\n  train defaults: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in train.items()))
 
 

@@ -26,6 +26,7 @@ from .atomic import atomic_write_text
 from .components import save_component
 from .errors import GafError, NonFiniteLoss
 from .interfaces import Objective
+from .interfaces.training import objective_member
 from .plots import plot_metrics, read_metrics
 from .runs import RunContext
 from .trainconfig import TrainConfig
@@ -140,7 +141,7 @@ def _set_up(objective: Objective, ctx: RunContext, resume: bool) -> _Training:
         torch.manual_seed(seeding.torch_seed(ctx.spec.seed, "rank-global-rng", world.rank))
     setup_s = time.perf_counter() - t_start
     modules = dict(objective.modules())
-    unit = getattr(objective, "unit", "examples")
+    unit = objective_member(objective, "unit")
     latest = checkpoint.latest_checkpoint(ctx.run_dir / "checkpoints") if resume else None
     if latest is not None:  # weights first: a sharded model is built from them
         checkpoint.load_module_weights(latest, modules)
@@ -172,8 +173,9 @@ def _resume(run: _Training) -> None:
         state = checkpoint.load_schedule_and_rng(latest, run.scheduler, world.rank)
         run.start = state["step"]
         saved = state.get("extra", {}).get("objective")
-        if saved is not None and hasattr(run.objective, "load_training_state"):
-            run.objective.load_training_state(saved)
+        load_state = objective_member(run.objective, "load_training_state")
+        if saved is not None and load_state is not None:
+            load_state(saved)
         ctx.log(f"resuming from {latest} (step {run.start})")
     world.barrier()  # every rank has read the checkpoint before rank 0 edits the log
     if world.is_main:
@@ -229,8 +231,8 @@ def _save_checkpoint(run: _Training, step: int) -> None:
     rng = world.gather(_rng_state())
     weights, opt_state = (parallel.gather(run.optimizer) if parallel is not None
                           else (None, None))
-    extra = ({"objective": run.objective.training_state()}
-             if hasattr(run.objective, "training_state") else None)
+    state = objective_member(run.objective, "training_state")
+    extra = {"objective": state()} if state is not None else None
     if world.is_main:
         run.last_good = checkpoint.save_training_state(
             run.ckpt_dir, step, run.modules, run.optimizer, run.scheduler, extra=extra,
@@ -273,7 +275,7 @@ def _summary(run: _Training, eval_metrics: dict[str, Any], eval_s: float) -> dic
     ctx, cfg, world = run.ctx, run.cfg, run.ctx.world
     records = read_metrics(run.metrics_path)
     plot_metrics(records, ctx.run_dir / "plots" / "training.png",
-                 keys=getattr(run.objective, "plot_keys", None),
+                 keys=objective_member(run.objective, "plot_keys"),
                  title=f"{ctx.spec.objective} — {ctx.run_dir.name}")
     train_time = run.train_time
     steps_done = cfg.steps - run.start
@@ -343,7 +345,7 @@ def _step(objective: Objective, ctx: RunContext, optimizer: Any, params: list[An
                 f"DDP, so gradients were not averaged; add its name to the module's "
                 f"gaf_ddp_methods (docs/distributed.md)")
     optimizer.step()
-    after = getattr(objective, "after_step", None)
+    after = objective_member(objective, "after_step")
     if after is not None:  # e.g. an EMA update of the weights just stepped
         after(step)
     return {"step": step, **totals, "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm}

@@ -75,3 +75,21 @@ class PreferenceObjective(Protocol):
     def pair_loss(self, chosen: SequenceLogProbs, rejected: SequenceLogProbs,
                   ref_chosen: SequenceLogProbs | None,
                   ref_rejected: SequenceLogProbs | None) -> Tensor: ...
+
+
+#: The optional members of an :class:`Objective` and what the core assumes when one is
+#: missing: ``uses``/``train_defaults`` nothing, ``unit`` "examples" (what the progress
+#: line counts), ``plot_keys`` None (plot every numeric metric), and None for the
+#: optional methods ``training_state``, ``load_training_state``, ``after_step`` (not
+#: called). Objectives that define none of them still work.
+OBJECTIVE_DEFAULTS: dict[str, Any] = {
+    "uses": {}, "train_defaults": {}, "unit": "examples", "plot_keys": None,
+    "training_state": None, "load_training_state": None, "after_step": None,
+}
+
+
+def objective_member(obj: Any, name: str) -> Any:
+    """The optional :class:`Objective` member ``name`` of ``obj`` (an objective or its
+    class), or its default from :data:`OBJECTIVE_DEFAULTS`: the one place the core
+    looks these members up."""
+    return getattr(obj, name, OBJECTIVE_DEFAULTS[name])
