@@ -22,6 +22,7 @@ import click
 
 from . import config as _config
 from ._version import __version__
+from .device import DEVICE_FORMS, is_device_name
 from .errors import BadConfig, GafError
 from .interfaces.training import objective_member
 from .registry import REGISTRY, PluginWarning
@@ -193,6 +194,20 @@ def _run_options(func: Any) -> Any:
     return func
 
 
+class _DeviceName(click.ParamType):
+    """``--device``: exactly the names the run spec accepts (``gaf.device.is_device_name``)."""
+
+    name = "[auto|cpu|cuda|cuda:N]"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 - click's signature
+        if isinstance(value, str) and is_device_name(value):
+            return value
+        self.fail(f"must be one of: {DEVICE_FORMS}, got {value!r}", param, ctx)
+
+
+DEVICE = _DeviceName()
+
+
 @click.option("--objective", metavar="NAME", shell_complete=_complete("objective"),
               help="training recipe (gaf list objective)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
@@ -204,7 +219,7 @@ def _run_options(func: Any) -> Any:
 @click.option("--init", "init", type=click.Path(exists=True, file_okay=False), metavar="DIR",
               help="start from this trained policy: an SFT run directory, a saved policy "
                    "or a Hugging Face GPT-2 directory (shortcut for --policy DIR)")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+@click.option("--device", type=DEVICE, default=None,
               help="where to train [default: auto]")
 @click.option("--seed", type=int, default=None, help="random seed [default: 0]")
 @click.option("--out", "out_dir", metavar="DIR", default=None, help="parent of run directories [default: runs]")
@@ -339,7 +354,7 @@ def _fmt(value: float) -> str:
 @click.option("--ema/--no-ema", default=True, show_default=True,
               help="images: sample with the moving-average weights")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="text: one JSON object per completion")
 @click.option("-q", "--quiet", is_flag=True, help="images: no progress bar")
 def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...], sampler: str,
@@ -417,7 +432,7 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], scheduler: str | None
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="change an evaluation option, e.g. objective.eval_images=200 (repeatable)")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+@click.option("--device", type=DEVICE, default=None,
               help="where to evaluate [default: the run's device]")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object")
 def eval_cmd(run_dir: str, sets: tuple[str, ...], device: str | None, as_json: bool) -> None:

@@ -12,6 +12,14 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 DEVICES = ("auto", "cpu", "cuda")
+#: the forms a device name may take (run spec, ``--device``), for error messages
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N"
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is a device name the run spec and ``--device`` accept:
+    ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    return name in DEVICES or name.startswith("cuda:")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -161,3 +161,20 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
                                        "--out", str(tmp_path)])
     assert result.exit_code == 2 and "CUDA is not available" in result.output
     assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_device_option_accepts_what_the_run_spec_accepts(tmp_path):
+    from gaf.device import is_device_name
+    for name in ("auto", "cpu", "cuda", "cuda:0", "cuda:1"):
+        assert is_device_name(name)
+    # cuda:1 passes parsing; what fails next is the missing run directory, not --device
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "none"), "--device", "cuda:1"])
+    assert "--device" not in result.output
+    assert "not a run directory" in result.output
+
+
+@pytest.mark.parametrize("command", [["eval", "somewhere"], ["run"]])
+def test_bad_device_exits_2_naming_the_forms(command):
+    result = CliRunner().invoke(main, [*command, "--device", "tpu"])
+    assert result.exit_code == 2
+    assert "auto, cpu, cuda, cuda:N" in result.output and "'tpu'" in result.output
