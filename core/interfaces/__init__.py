@@ -34,12 +34,12 @@ from .data import (
 from .images import (Autoencoder, Conditioner, Dataset, Metric, NoiseModel, NoiseSchedule,
                      Scheduler)
 from .lm import Policy, RewardFn, RolloutPolicy, Sampler, Task, Tokenizer
-from .training import Objective, PreferenceObjective
+from .training import Objective, ObjectiveBase, PreferenceObjective, objective_member
 
 __all__ = [
     "Autoencoder", "CompletionLogProbs", "Conditioner", "Dataset", "Metric", "NoiseModel",
     "NoiseSchedule",
-    "Objective", "Policy", "PreferenceGroup", "PreferenceObjective", "RewardFn", "Rollout",
+    "Objective", "ObjectiveBase", "objective_member", "Policy", "PreferenceGroup", "PreferenceObjective", "RewardFn", "Rollout",
     "RolloutPolicy", "SFTExample", "Sampler", "Scheduler", "SequenceLogProbs", "Task",
     "Tokenizer", "batched",
 ]

@@ -93,3 +93,15 @@ def objective_member(obj: Any, name: str) -> Any:
     class), or its default from :data:`OBJECTIVE_DEFAULTS`: the one place the core
     looks these members up."""
     return getattr(obj, name, OBJECTIVE_DEFAULTS[name])
+
+
+class ObjectiveBase:
+    """Optional base class of an :class:`Objective` with the defaults of
+    :data:`OBJECTIVE_DEFAULTS` as class attributes (subclasses override what they
+    declare). Objectives that do not derive from it work the same: the core reads
+    these members through :func:`objective_member`."""
+
+    uses: Mapping[str, str] = {}
+    train_defaults: Mapping[str, Any] = {}
+    unit: str = "examples"
+    plot_keys: Any = None
