@@ -21,6 +21,15 @@ class Dataset(Protocol):
     Images are float tensors ``(C, H, W)`` in ``[-1, 1]``. Deterministic per seed.
     """
 
+    #: classes of ``item["label"]`` (0 when the items carry no label)
+    num_classes: int
+    #: a name per class (empty when there are none)
+    class_names: Sequence[str]
+    #: image height and width
+    resolution: int
+    #: image channels
+    channels: int
+
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> dict[str, Any]: ...

@@ -109,7 +109,7 @@ class Policy(Protocol):
 
 
 @runtime_checkable
-class RolloutPolicy(Protocol):
+class RolloutPolicy(Policy, Protocol):
     """A :class:`Policy` that can also sample :class:`Rollout` objects (what on-policy
     RL objectives such as ``ppo`` need).
 

@@ -43,7 +43,16 @@ class Objective(Protocol):
     step (an EMA copy) may define ``after_step(step)``, called after every optimiser
     step with its 1-based number; such weights live in modules whose parameters do
     not require gradients, so they are checkpointed but never optimised.
+
+    Optional members and their defaults are :data:`OBJECTIVE_DEFAULTS` (read through
+    :func:`objective_member`; :class:`ObjectiveBase` carries them as class attributes):
+    ``uses`` and ``train_defaults`` (empty), ``unit`` (what ``train.batch_size`` counts,
+    for the logs: ``"examples"``), ``plot_keys`` (the metrics plotted at the end;
+    ``None`` = all), and the three hooks above (absent = not called).
     """
+
+    #: the objective's options, an attrs class built from ``[objective]`` / ``--set``
+    Config: type
 
     def setup(self, ctx: RunContext) -> None: ...
 
