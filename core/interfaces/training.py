@@ -66,24 +66,41 @@ class Objective(Protocol):
 
 
 @runtime_checkable
-class PreferenceObjective(Protocol):
-    """A loss on preference pairs, written only in terms of sequence scores.
+class PreferenceObjective(Objective, Protocol):
+    """An :class:`Objective` trained on preferences, written only in terms of scores.
 
-    ``pair_loss(chosen, rejected, ref_chosen, ref_rejected)`` takes
-    :class:`SequenceLogProbs` of the policy and of the frozen reference (the latter
-    ``None`` for reference-free losses, where ``reference_free`` is True) and returns
-    the per-pair loss ``(B,)``. ``beta`` scales the implicit reward
-    ``β·log π(y|x)/π_ref(y|x)`` that is logged as ``rewards/*``. Nothing here assumes
-    tokens: any model that can answer "score these completions" can be trained by
-    the same objective.
+    The DPO family (``dpo``, ``cdpo``, ``robust``, ``ipo``, ``hinge``, ``simpo``,
+    ``orpo``, ``kto``, ``ranking-dpo``) implements it, and so must any objective that
+    learns from preferred and dispreferred outputs (Diffusion-DPO will, with a
+    denoising error in place of a log-probability). Beyond the :class:`Objective`
+    members it provides:
+
+    * ``beta``: the strength of the implicit KL penalty, the scale of the implicit
+      reward;
+    * ``reference_free``: True when the loss needs no frozen reference model (then
+      every ``ref`` argument below is ``None``);
+    * ``implicit_reward(policy, ref) -> (B,)``: the reward the objective trains
+      implicitly from the policy's and the reference's scores of the same outputs,
+      ``β·(log π − log π_ref)`` for DPO; logged as ``rewards/*`` and used to rank
+      held-out pairs;
+    * ``batch_loss(batch, policy, ref) -> (loss, metrics)``: the mean loss of a batch of
+      preference units (pairs, rankings or labelled single outputs: the objective's
+      ``unit``) from the scores of their outputs.
+
+    Scores are :class:`SequenceLogProbs` (a sum and a count per output): nothing here
+    assumes tokens, so any model that can answer "score these outputs" can be trained
+    by the same objective. Pairwise members also define ``pair_loss(chosen, rejected,
+    ref_chosen, ref_rejected) -> (B,)``, the per-pair loss ``batch_loss`` averages.
     """
 
     reference_free: bool
     beta: float
 
-    def pair_loss(self, chosen: SequenceLogProbs, rejected: SequenceLogProbs,
-                  ref_chosen: SequenceLogProbs | None,
-                  ref_rejected: SequenceLogProbs | None) -> Tensor: ...
+    def implicit_reward(self, policy: SequenceLogProbs,
+                        ref: SequenceLogProbs | None) -> Tensor: ...
+
+    def batch_loss(self, batch: Any, policy: SequenceLogProbs,
+                   ref: SequenceLogProbs | None) -> tuple[Tensor, dict[str, float]]: ...
 
 
 #: The optional members of an :class:`Objective` and what the core assumes when one is

@@ -57,6 +57,10 @@ class PreferenceConfig(PreferenceDataConfig):
 class PreferenceTraining(PreferenceData):
     """The shared pipeline (module docstring); subclasses define units and their loss.
 
+    Every subclass is a :class:`gaf.interfaces.PreferenceObjective` (``beta``,
+    ``reference_free``, :meth:`implicit_reward`, :meth:`batch_loss`): the contract is
+    the core's, this class is one way to meet it for language-model policies.
+
     A subclass sets ``unit`` (what ``batch_size`` counts: ``"pairs"``, ``"rankings"``,
     ``"completions"``) and implements :meth:`units_of`, :meth:`responses_of` and
     :meth:`batch_loss`.
