@@ -34,7 +34,9 @@ import attrs
 
 from . import config as _conf  # not "_config": attrs' generated __init__ uses that global name
 from .config import option
+from .device import is_device_name
 from .errors import BadConfig, did_you_mean
+from .interfaces.training import objective_member
 from .registry import REGISTRY, Registry
 from .trainconfig import TrainConfig
 
@@ -93,7 +95,7 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
         raise BadConfig("no objective given: pass --objective NAME (known: "
                         + ", ".join(registry.names("objective")) + ")")
     obj_cls = registry.get("objective", obj_name)
-    uses: dict[str, str] = dict(getattr(obj_cls, "uses", {}))
+    uses: dict[str, str] = dict(objective_member(obj_cls, "uses"))
 
     for kind in cli_components:
         if kind not in uses:
@@ -145,7 +147,7 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
                         if obj_cfg_cls is not None else None)
     if obj_cfg_cls is None and obj_section:
         raise BadConfig(f"objective {obj_name!r} has no options (got {', '.join(obj_section)})")
-    train_defaults = dict(getattr(obj_cls, "train_defaults", {}))
+    train_defaults = dict(objective_member(obj_cls, "train_defaults"))
     train = _conf.from_dict(TrainConfig, {**train_defaults, **train_section}, where="train")
     comps = {kind: _component(registry, kind, sec) for kind, sec in sections.items()}
     for key in top_values:
@@ -155,7 +157,7 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
     top_kwargs = {k: _conf.coerce(v, _TOP_TYPES[k], k) for k, v in top_values.items()}
     spec = RunSpec(objective=obj_name, objective_config=objective_config, components=comps,
                    train=train, **top_kwargs)
-    if spec.device not in ("auto", "cpu", "cuda") and not spec.device.startswith("cuda:"):
+    if not is_device_name(spec.device):
         raise BadConfig(f"device must be one of: auto, cpu, cuda, cuda:N, got {spec.device!r}")
     return spec
 
