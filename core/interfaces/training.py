@@ -5,8 +5,9 @@ Part of :mod:`gaf.interfaces` (which re-exports every name here); no torch at im
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from .data import SequenceLogProbs
 
@@ -44,11 +45,10 @@ class Objective(Protocol):
     step with its 1-based number; such weights live in modules whose parameters do
     not require gradients, so they are checkpointed but never optimised.
 
-    Optional members and their defaults are :data:`OBJECTIVE_DEFAULTS` (read through
-    :func:`objective_member`; :class:`ObjectiveBase` carries them as class attributes):
-    ``uses`` and ``train_defaults`` (empty), ``unit`` (what ``train.batch_size`` counts,
-    for the logs: ``"examples"``), ``plot_keys`` (the metrics plotted at the end;
-    ``None`` = all), and the three hooks above (absent = not called).
+    The optional members (``uses``, ``train_defaults``, ``unit``, ``plot_keys`` and the
+    three methods above) are declared one by one, with their defaults, on
+    :class:`ObjectiveBase`: that is their reference. The core reads them through
+    :func:`objective_member` only, so an objective need not derive from it.
     """
 
     #: the objective's options, an attrs class built from ``[objective]`` / ``--set``
@@ -103,31 +103,61 @@ class PreferenceObjective(Objective, Protocol):
                    ref: SequenceLogProbs | None) -> tuple[Tensor, dict[str, float]]: ...
 
 
-#: The optional members of an :class:`Objective` and what the core assumes when one is
-#: missing: ``uses``/``train_defaults`` nothing, ``unit`` "examples" (what the progress
-#: line counts), ``plot_keys`` None (plot every numeric metric), and None for the
-#: optional methods ``training_state``, ``load_training_state``, ``after_step`` (not
-#: called). Objectives that define none of them still work.
-OBJECTIVE_DEFAULTS: dict[str, Any] = {
-    "uses": {}, "train_defaults": {}, "unit": "examples", "plot_keys": None,
-    "training_state": None, "load_training_state": None, "after_step": None,
-}
+class ObjectiveBase:
+    """Optional base class of an :class:`Objective`, and the reference for its optional
+    members: each is declared and documented below, as pluggy documents its hook
+    specifications (what it is, when the core reads or calls it, its default).
+
+    The core reads every one of them through :func:`objective_member`, which falls back
+    to the value declared here (:data:`OBJECTIVE_DEFAULTS`), so an objective that does
+    not derive from this class works the same. A subclass overrides what it declares;
+    put this class last among its bases.
+    """
+
+    uses: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    """The components the objective needs, kind → default name, e.g.
+    ``{"policy": "gpt2-tiny", "task": "sentiment"}``. Read when a run spec is resolved
+    (each kind gets a ``[<kind>]`` section defaulting to that name, which ``--<kind>``
+    overrides) and by ``gaf show objective NAME``. Default: none."""
+
+    train_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    """Overrides of :class:`gaf.trainconfig.TrainConfig` defaults (``steps``, ``lr`` …),
+    below a run file's ``[train]`` and ``--set train.*``. Default: none."""
+
+    unit: ClassVar[str] = "examples"
+    """What ``train.batch_size`` counts (``"pairs"``, ``"images"`` …), named in the
+    run's log lines. Default: ``"examples"``."""
+
+    plot_keys: ClassVar[Sequence[str] | None] = None
+    """The metrics drawn in ``plots/training.png`` at the end of a run, in order.
+    Default: None, every numeric metric."""
+
+    training_state: ClassVar[Callable[[], dict[str, Any]] | None] = None
+    """``def training_state(self) -> dict``: the objective's own state across steps (PPO's
+    adaptive KL coefficient), JSON values, called at every checkpoint and saved in its
+    ``state.json``. Default: None, nothing saved."""
+
+    load_training_state: ClassVar[Callable[[dict[str, Any]], None] | None] = None
+    """``def load_training_state(self, state: dict) -> None``: restores what
+    ``training_state`` returned, called on ``--resume`` after ``setup`` when the
+    checkpoint holds such a state. Default: None, not called."""
+
+    after_step: ClassVar[Callable[[int], None] | None] = None
+    """``def after_step(self, step: int) -> None``: called after every optimiser step with
+    its 1-based number, for weights the optimiser does not step (the LDM's EMA copy;
+    they live in modules whose parameters do not require gradients, so they are
+    checkpointed but never optimised). Default: None, not called."""
+
+
+#: The optional :class:`Objective` members and the values the core assumes when an
+#: objective lacks one: those :class:`ObjectiveBase` declares. None for a method means
+#: "not called".
+OBJECTIVE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {name: getattr(ObjectiveBase, name) for name in ObjectiveBase.__annotations__})
 
 
 def objective_member(obj: Any, name: str) -> Any:
     """The optional :class:`Objective` member ``name`` of ``obj`` (an objective or its
     class), or its default from :data:`OBJECTIVE_DEFAULTS`: the one place the core
-    looks these members up."""
+    looks these members up. ``name`` must be one of them (a ``KeyError`` otherwise)."""
     return getattr(obj, name, OBJECTIVE_DEFAULTS[name])
-
-
-class ObjectiveBase:
-    """Optional base class of an :class:`Objective` with the defaults of
-    :data:`OBJECTIVE_DEFAULTS` as class attributes (subclasses override what they
-    declare). Objectives that do not derive from it work the same: the core reads
-    these members through :func:`objective_member`."""
-
-    uses: Mapping[str, str] = {}
-    train_defaults: Mapping[str, Any] = {}
-    unit: str = "examples"
-    plot_keys: Any = None
