@@ -1,7 +1,7 @@
 """What every preference objective (dpo, ipo, kto, ranking-dpo …) does around its loss.
 
-:class:`PreferenceTraining` is the :class:`~gaf.interfaces.Objective` the DPO family
-shares; a concrete objective only says which *units* it trains on (pairs, rankings or
+:class:`PreferenceTraining` is the :class:`~gaf.interfaces.PreferenceObjective` the DPO
+family shares (it subclasses that core contract); a concrete objective only says which *units* it trains on (pairs, rankings or
 labelled completions) and how it scores them. A run goes through four stages:
 
 1. **SFT policy**, dropout off and a frozen reference ``π_ref``: the alignment base
@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from gaf.config import option
-from gaf.interfaces import SequenceLogProbs
+from gaf.interfaces import PreferenceObjective, SequenceLogProbs
 from gaf.plugins.alignment.base import eval_samples_option
 from gaf.plugins.alignment.groups import accepts_option, fitting
 from gaf.runs import RunContext
@@ -54,12 +54,12 @@ class PreferenceConfig(PreferenceDataConfig):
     eval_samples: int = eval_samples_option()
 
 
-class PreferenceTraining(PreferenceData):
+class PreferenceTraining(PreferenceData, PreferenceObjective):
     """The shared pipeline (module docstring); subclasses define units and their loss.
 
-    Every subclass is a :class:`gaf.interfaces.PreferenceObjective` (``beta``,
+    It subclasses the core contract :class:`gaf.interfaces.PreferenceObjective` (``beta``,
     ``reference_free``, :meth:`implicit_reward`, :meth:`batch_loss`): the contract is
-    the core's, this class is one way to meet it for language-model policies.
+    the core's, this class is one way to meet it, for language-model policies.
 
     A subclass sets ``unit`` (what ``batch_size`` counts: ``"pairs"``, ``"rankings"``,
     ``"completions"``) and implements :meth:`units_of`, :meth:`responses_of` and

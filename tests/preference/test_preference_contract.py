@@ -15,6 +15,7 @@ FAMILY = ["dpo", "cdpo", "robust", "ipo", "hinge", "simpo", "orpo", "kto", "rank
 def test_every_family_member_is_a_preference_objective(name):
     obj = gaf.REGISTRY.get("objective", name)()
     assert isinstance(obj, PreferenceObjective)
+    assert PreferenceObjective in type(obj).__mro__  # it subclasses the contract, not only fits it
     assert isinstance(obj.beta, float) and isinstance(obj.reference_free, bool)
     policy = SequenceLogProbs(torch.tensor([-3.0, -5.0], dtype=torch.float64),
                               torch.tensor([2.0, 4.0], dtype=torch.float64))
