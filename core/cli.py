@@ -197,7 +197,10 @@ def _run_options(func: Any) -> Any:
 class _DeviceName(click.ParamType):
     """``--device``: exactly the names the run spec accepts (``gaf.device.is_device_name``)."""
 
-    name = "[auto|cpu|cuda|cuda:N]"
+    name = "device"
+
+    def get_metavar(self, param, ctx=None):  # noqa: ANN001 - click's signature
+        return "[auto|cpu|cuda|cuda:N]"  # as typed (click would upper-case ``name``)
 
     def convert(self, value, param, ctx):  # noqa: ANN001 - click's signature
         if isinstance(value, str) and is_device_name(value):

@@ -1,4 +1,4 @@
-"""Device selection (``--device auto|cpu|cuda``) and mixed precision."""
+"""Device selection (``--device auto|cpu|cuda|cuda:N``) and mixed precision."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ DEVICE_FORMS = "auto, cpu, cuda, cuda:N"
 def is_device_name(name: str) -> bool:
     """Whether ``name`` is a device name the run spec and ``--device`` accept:
     ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
-    return name in DEVICES or name.startswith("cuda:")
+    return name in DEVICES or (name.startswith("cuda:") and name[5:].isascii()
+                               and name[5:].isdigit())
 
 
 def resolve_device(name: str = "auto") -> torch.device:

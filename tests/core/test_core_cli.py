@@ -173,8 +173,24 @@ def test_device_option_accepts_what_the_run_spec_accepts(tmp_path):
     assert "not a run directory" in result.output
 
 
+@pytest.mark.parametrize("device", ["tpu", "cuda:", "cuda:x", "cuda:-1", "mps"])
 @pytest.mark.parametrize("command", [["eval", "somewhere"], ["run"]])
-def test_bad_device_exits_2_naming_the_forms(command):
-    result = CliRunner().invoke(main, [*command, "--device", "tpu"])
+def test_bad_device_exits_2_naming_the_forms(command, device):
+    from gaf.device import is_device_name
+    assert not is_device_name(device)
+    result = CliRunner().invoke(main, [*command, "--device", device])
     assert result.exit_code == 2
-    assert "auto, cpu, cuda, cuda:N" in result.output and "'tpu'" in result.output
+    assert "auto, cpu, cuda, cuda:N" in result.output and repr(device) in result.output
+
+
+@pytest.mark.parametrize("command", ["run", "sample", "eval"])
+def test_help_shows_the_device_forms_as_typed(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert "--device [auto|cpu|cuda|cuda:N]" in result.output
+
+
+def test_the_run_spec_rejects_a_bad_device_like_the_cli():
+    from gaf.errors import BadConfig
+    from gaf.spec import resolve
+    with pytest.raises(BadConfig, match="cuda:N, got 'cuda:x'"):
+        resolve(objective="sft", sets=['device="cuda:x"'])
