@@ -1,4 +1,5 @@
-"""docs/architecture.md's interface table names exactly the members the Protocols declare.
+"""docs/architecture.md's interface table names exactly the members the Protocols declare,
+and the arguments of the methods it spells out.
 
 Each row's contract column is read for member names (``name(…)``, a bare ``name``, and
 ``len(ds)``/``ds[i]`` for ``__len__``/``__getitem__``); they must equal the members of
@@ -9,6 +10,7 @@ to a Protocol without the doc, or documented without the Protocol, fails here.
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -100,3 +102,28 @@ def test_the_row_names_what_the_protocol_declares(name):
     assert not undescribed, f"optional members {sorted(undescribed)} are not in {name}'s docstring"
     doc -= extra
     assert doc == code, {"in the doc only": sorted(doc - code), "in the code only": sorted(code - doc)}
+
+
+def arguments(contract: str) -> list[tuple[str, list[str]]]:
+    """``(method, argument names)`` for each ``name(args)`` in a row, shapes such as
+    ``logits (B,V)``, ``*`` and defaults left out."""
+    out = []
+    for m in re.finditer(r"`(\w+)\(((?:[^()`]|\([^()`]*\))*)\)", contract):
+        args = re.sub(r"\([^()]*\)", "", m.group(2))
+        names = [n.group(1) for a in args.split(",") if (n := re.match(r"\s*\**(\w+)", a))]
+        out.append((m.group(1), names))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(ROWS))
+def test_the_row_names_the_arguments_in_order(name):
+    """A method the Protocol declares is shown with its own parameter names, in order
+    (trailing ones may be left out)."""
+    proto = getattr(interfaces, name)
+    for method, names in arguments(ROWS[name]):
+        func = next((vars(k)[method] for k in proto.__mro__ if method in vars(k)), None)
+        func = getattr(func, "__func__", func)
+        if not inspect.isfunction(func):  # not declared on the Protocol (``len(ds)``, an
+            continue                       # optional member documented in prose)
+        params = [p for p in inspect.signature(func).parameters if p not in ("self", "cls")]
+        assert names == params[:len(names)], f"{name}.{method}: the doc shows {names}, the code has {params}"
