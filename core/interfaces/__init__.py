@@ -1,24 +1,21 @@
 """The component interfaces: each docstring is the contract a plugin must meet.
 
-Interfaces are :class:`typing.Protocol` classes (runtime-checkable where the check is
-meaningful), so a plugin needs no base class: it only has to provide the members
-named here. This module does not import torch; tensor types are named in strings.
+Interfaces are :class:`typing.Protocol` classes (runtime-checkable), so a plugin needs
+no base class: it only has to provide the members named here. Nothing here imports
+torch; tensor types are named in strings. The package is split by side, and every
+public name is re-exported here (import them from ``gaf.interfaces``):
 
-Language-model side (implemented by the built-in plugins today):
-
-* :class:`Tokenizer`, :class:`Policy` (and :class:`RolloutPolicy`), :class:`Sampler`,
-  :class:`RewardFn`, :class:`Task`, :class:`Objective`, :class:`PreferenceObjective`;
-* data: :class:`SFTExample`, :class:`PreferenceGroup`, :class:`CompletionLogProbs`,
-  :class:`SequenceLogProbs`, :class:`Rollout`.
-
-Image side:
-
-* :class:`Dataset`, :class:`Scheduler`, :class:`Autoencoder`, :class:`Metric`,
-  :class:`NoiseModel`, :class:`Conditioner` (implemented by the built-in plugins).
-
-The package is split by side: :mod:`gaf.interfaces.data` (data classes, ``batched``),
-:mod:`gaf.interfaces.lm`, :mod:`gaf.interfaces.images` and
-:mod:`gaf.interfaces.training`; every public name is re-exported here.
+* :mod:`.lm`: :class:`Tokenizer`, :class:`Sampler`, :class:`Policy` (and
+  :class:`RolloutPolicy`), :class:`RewardFn`, :class:`Task`;
+* :mod:`.images`: :class:`Dataset`, :class:`Autoencoder`, :class:`Conditioner`,
+  :class:`NoiseModel`, :class:`NoiseSchedule`, :class:`Scheduler` (a noise schedule
+  plus a sampler), :class:`Metric`;
+* :mod:`.training`: :class:`Objective`, :class:`PreferenceObjective`; the optional
+  members of an objective are declared, with their defaults, on :class:`ObjectiveBase`
+  and read by the core through :func:`objective_member`;
+* :mod:`.data`: the data classes :class:`SFTExample`, :class:`PreferenceGroup`,
+  :class:`CompletionLogProbs`, :class:`SequenceLogProbs`, :class:`Rollout`, and the
+  helper :func:`batched`.
 """
 
 from __future__ import annotations
@@ -31,15 +28,33 @@ from .data import (
     SFTExample,
     batched,
 )
-from .images import (Autoencoder, Conditioner, Dataset, Metric, NoiseModel, NoiseSchedule,
-                     Scheduler)
+from .images import (
+    Autoencoder,
+    Conditioner,
+    Dataset,
+    Metric,
+    NoiseModel,
+    NoiseSchedule,
+    Scheduler,
+)
 from .lm import Policy, RewardFn, RolloutPolicy, Sampler, Task, Tokenizer
-from .training import Objective, ObjectiveBase, PreferenceObjective, objective_member
+from .training import (
+    OBJECTIVE_DEFAULTS,
+    Objective,
+    ObjectiveBase,
+    PreferenceObjective,
+    objective_member,
+)
 
 __all__ = [
-    "Autoencoder", "CompletionLogProbs", "Conditioner", "Dataset", "Metric", "NoiseModel",
-    "NoiseSchedule",
-    "Objective", "ObjectiveBase", "objective_member", "Policy", "PreferenceGroup", "PreferenceObjective", "RewardFn", "Rollout",
-    "RolloutPolicy", "SFTExample", "Sampler", "Scheduler", "SequenceLogProbs", "Task",
-    "Tokenizer", "batched",
+    # data
+    "CompletionLogProbs", "PreferenceGroup", "Rollout", "SFTExample", "SequenceLogProbs",
+    "batched",
+    # language models
+    "Policy", "RewardFn", "RolloutPolicy", "Sampler", "Task", "Tokenizer",
+    # images
+    "Autoencoder", "Conditioner", "Dataset", "Metric", "NoiseModel", "NoiseSchedule",
+    "Scheduler",
+    # training
+    "OBJECTIVE_DEFAULTS", "Objective", "ObjectiveBase", "PreferenceObjective", "objective_member",
 ]

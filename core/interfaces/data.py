@@ -15,6 +15,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import Tensor
 
 
+__all__ = ["CompletionLogProbs", "PreferenceGroup", "Rollout", "SFTExample", "SequenceLogProbs",
+           "batched"]
+
+
 @attrs.frozen
 class SFTExample:
     """One supervised example: the model sees ``prompt`` and learns ``completion``.

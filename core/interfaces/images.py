@@ -14,6 +14,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import Tensor
 
 
+__all__ = ["Autoencoder", "Conditioner", "Dataset", "Metric", "NoiseModel", "NoiseSchedule",
+           "Scheduler"]
+
+
 @runtime_checkable
 class Dataset(Protocol):
     """A map-style dataset: ``len(ds)`` and ``ds[i] -> dict`` (e.g. ``{"image", "caption"}``).

@@ -16,6 +16,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import Tensor
 
 
+__all__ = ["Policy", "RewardFn", "RolloutPolicy", "Sampler", "Task", "Tokenizer"]
+
+
 @runtime_checkable
 class Tokenizer(Protocol):
     """Text ↔ token ids.

@@ -18,6 +18,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from ..runs import RunContext
 
 
+__all__ = ["OBJECTIVE_DEFAULTS", "Objective", "ObjectiveBase", "PreferenceObjective",
+           "objective_member"]
+
+
 @runtime_checkable
 class Objective(Protocol):
     """A trainable recipe (``sft``, ``dpo``, ``ppo``, ``ldm`` …), driven by :func:`gaf.train.train`.
