@@ -69,7 +69,8 @@ class RunSpec:
         """Plain data for ``config.toml``: every option written out, defaults included."""
         # ``name`` is left out: feeding the file back makes a new run directory.
         out: dict[str, Any] = {k: getattr(self, k) for k in TOP_LEVEL if k != "name"}
-        out["objective"] = {"name": self.objective, **_conf.to_dict(self.objective_config)}
+        options = {} if self.objective_config is None else _conf.to_dict(self.objective_config)
+        out["objective"] = {"name": self.objective, **options}
         for kind, comp in self.components.items():
             out[kind] = {"name": comp.name, **comp.options}
         out["train"] = _conf.to_dict(self.train)
@@ -121,7 +122,7 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
                         f"(valid keys: {', '.join(valid)})")
 
     # --set overrides.
-    obj_cfg_cls = getattr(obj_cls, "Config", None)
+    obj_cfg_cls = objective_member(obj_cls, "Config")
     obj_fields = _conf.field_names(obj_cfg_cls) if obj_cfg_cls is not None else []
     train_fields = _conf.field_names(TrainConfig)
     for key, value in overrides:

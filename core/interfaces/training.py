@@ -26,11 +26,11 @@ __all__ = ["OBJECTIVE_DEFAULTS", "Objective", "ObjectiveBase", "PreferenceObject
 class Objective(Protocol):
     """A trainable recipe (``sft``, ``dpo``, ``ppo``, ``ldm`` …), driven by :func:`gaf.train.train`.
 
-    The class declares ``Config`` (an attrs class: the objective's own options),
+    The class usually declares ``Config`` (an attrs class: the objective's own options),
     ``uses`` (a mapping from component kind to default name: the components it
     needs, e.g. ``{"policy": "gpt2-tiny", "task": "sentiment"}``) and
     ``train_defaults`` (overrides of :class:`gaf.train.TrainConfig` defaults).
-    It is built as ``Objective(config)`` and then:
+    It is built as ``Objective(config)`` (``Objective()`` without a ``Config``) and then:
 
     1. ``setup(ctx)`` builds models and data through ``ctx.component(kind)``;
     2. ``modules()`` returns the ``nn.Module`` objects to optimise and checkpoint,
@@ -49,14 +49,11 @@ class Objective(Protocol):
     step with its 1-based number; such weights live in modules whose parameters do
     not require gradients, so they are checkpointed but never optimised.
 
-    The optional members (``uses``, ``train_defaults``, ``unit``, ``plot_keys`` and the
-    three methods above) are declared one by one, with their defaults, on
+    The optional members (``Config``, ``uses``, ``train_defaults``, ``unit``,
+    ``plot_keys`` and the three methods above) are declared one by one, with their defaults, on
     :class:`ObjectiveBase`: that is their reference. The core reads them through
     :func:`objective_member` only, so an objective need not derive from it.
     """
-
-    #: the objective's options, an attrs class built from ``[objective]`` / ``--set``
-    Config: type
 
     def setup(self, ctx: RunContext) -> None: ...
 
@@ -117,6 +114,12 @@ class ObjectiveBase:
     not derive from this class works the same. A subclass overrides what it declares;
     put this class last among its bases.
     """
+
+    Config: ClassVar[type | None] = None
+    """The objective's options: an attrs class (fields made with :func:`gaf.config.option`)
+    built from the run file's ``[objective]`` section and ``--set objective.*`` and
+    passed to the constructor, ``Objective(config)``; ``gaf show objective NAME`` lists
+    its fields. Default: None, an objective without options, built as ``Objective()``."""
 
     uses: ClassVar[Mapping[str, str]] = MappingProxyType({})
     """The components the objective needs, kind → default name, e.g.

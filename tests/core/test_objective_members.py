@@ -22,7 +22,8 @@ from toy_objective import Toy, ToyConfig  # noqa: E402  (tests/core is on sys.pa
 
 
 class Bare:
-    """Only the required members: no uses, train_defaults, unit, plot_keys or hooks."""
+    """Only the required members and a Config: no uses, train_defaults, unit, plot_keys
+    or hooks."""
 
     Config = ToyConfig
 
@@ -68,9 +69,9 @@ class Counting(Toy, ObjectiveBase):
 def test_the_defaults_are_what_objective_base_declares():
     declared = set(ObjectiveBase.__annotations__)
     assert set(OBJECTIVE_DEFAULTS) == declared
-    assert {"uses", "train_defaults", "unit", "plot_keys", "training_state",
+    assert {"Config", "uses", "train_defaults", "unit", "plot_keys", "training_state",
             "load_training_state", "after_step"} == declared
-    for name in declared:
+    for name in declared - {"Config"}:
         assert objective_member(Bare, name) == OBJECTIVE_DEFAULTS[name]
         assert ObjectiveBase.__dict__[name] is OBJECTIVE_DEFAULTS[name]
     with pytest.raises(KeyError):
@@ -118,3 +119,32 @@ def _recording(init, built):
         init(self, config)
         built.append(self)
     return wrapper
+
+
+class NoOptions:
+    """No Config at all: built as NoOptions() and trained on its fixed options."""
+
+    def __init__(self):
+        self._toy = Toy(ToyConfig())
+
+    def setup(self, ctx):
+        self._toy.setup(ctx)
+
+    def modules(self):
+        return self._toy.modules()
+
+    def train_batch(self, index):
+        return self._toy.train_batch(index)
+
+    def loss(self, batch):
+        return self._toy.loss(batch)
+
+    def evaluate(self, ctx):
+        return self._toy.evaluate(ctx)
+
+
+def test_an_objective_without_config_trains(tmp_path):
+    assert objective_member(NoOptions, "Config") is None and isinstance(NoOptions(), Objective)
+    run_dir, summary = _run(NoOptions, tmp_path)
+    assert summary["status"] == "completed"
+    _run(NoOptions, tmp_path, resume=run_dir)  # config.toml reads back: [objective] is a name
