@@ -10,6 +10,7 @@ maths is documented in :mod:`gaf.plugins.diffusion.schedulers`.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -200,7 +201,7 @@ class NoiseSchedule:
         return c0, ct, var
 
 
-class SchedulerBase(NoiseSchedule):
+class SchedulerBase(NoiseSchedule, abc.ABC):
     """A :class:`NoiseSchedule` plus the sampling contract (:class:`gaf.interfaces.Scheduler`).
 
     The reference for third-party samplers: subclass this (not ``DDIMScheduler``) to get
@@ -310,11 +311,12 @@ class SchedulerBase(NoiseSchedule):
         None (the default) for a stateless sampler."""
         return None
 
+    @abc.abstractmethod
     def step(self, model_output: Tensor, t: int | Tensor, sample: Tensor, *,
              generator: torch.Generator | Sequence[torch.Generator] | None = None,
              **kwargs: Any) -> Tensor:
-        """The sample at :meth:`previous_timestep` (t) from the model output at ``t``."""
-        raise NotImplementedError(f"{type(self).__name__} must define step")
+        """The sample at :meth:`previous_timestep` (t) from the model output at ``t``
+        (every sampler defines it; a subclass without one cannot be built)."""
 
     # -------------------------------------------------------------------- step
 

@@ -21,14 +21,8 @@ from gaf.spec import resolve
 from toy_objective import Toy, ToyConfig  # noqa: E402  (tests/core is on sys.path)
 
 
-class Bare:
-    """Only the required members and a Config: no uses, train_defaults, unit, plot_keys
-    or hooks."""
-
-    Config = ToyConfig
-
-    def __init__(self, config=None):
-        self._toy = Toy(config)
+class _Delegating:
+    """The required members, each handed to a wrapped Toy (no optional member)."""
 
     def setup(self, ctx):
         self._toy.setup(ctx)
@@ -44,6 +38,16 @@ class Bare:
 
     def evaluate(self, ctx):
         return self._toy.evaluate(ctx)
+
+
+class Bare(_Delegating):
+    """Only the required members and a Config: no uses, train_defaults, unit, plot_keys
+    or hooks."""
+
+    Config = ToyConfig
+
+    def __init__(self, config=None):
+        self._toy = Toy(config)
 
 
 class Counting(Toy, ObjectiveBase):
@@ -121,26 +125,11 @@ def _recording(init, built):
     return wrapper
 
 
-class NoOptions:
+class NoOptions(_Delegating):
     """No Config at all: built as NoOptions() and trained on its fixed options."""
 
     def __init__(self):
         self._toy = Toy(ToyConfig())
-
-    def setup(self, ctx):
-        self._toy.setup(ctx)
-
-    def modules(self):
-        return self._toy.modules()
-
-    def train_batch(self, index):
-        return self._toy.train_batch(index)
-
-    def loss(self, batch):
-        return self._toy.loss(batch)
-
-    def evaluate(self, ctx):
-        return self._toy.evaluate(ctx)
 
 
 def test_an_objective_without_config_trains(tmp_path):
