@@ -411,7 +411,7 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], scheduler: str | None
     from .device import resolve_device
 
     try:
-        from gaf.plugins.t2i.pipeline import DiffusionPipeline
+        from gaf.plugins.t2i.diffusion_pipeline import DiffusionPipeline
     except ImportError as exc:  # pragma: no cover - plugins not installed
         raise BadConfig(f"image sampling needs gaf's t2i plugins: {exc}") from None
     pipe = DiffusionPipeline.from_run(run_dir, scheduler=scheduler or "ddim",

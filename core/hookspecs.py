@@ -25,7 +25,7 @@ Hooks observe; an exception raised in a hook stops the run.
 Sampling hooks
 --------------
 :func:`gaf_sample_step` runs after every denoising step of a diffusion sampler
-(``gaf sample --pipeline``, :class:`gaf.plugins.t2i.pipeline.DiffusionPipeline`) and
+(``gaf sample --pipeline``, :class:`gaf.plugins.t2i.diffusion_pipeline.DiffusionPipeline`) and
 may replace the latents.
 """
 

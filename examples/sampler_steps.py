@@ -29,7 +29,7 @@ from gaf.plugins.images.batches import stack_images
 from gaf.plugins.metrics.features import FeatureNet, cached_feature_net
 from gaf.plugins.metrics.frechet import InDomainFD
 from gaf.plugins.t2i.ldm_eval import sample_in_batches
-from gaf.plugins.t2i.pipeline import DiffusionPipeline
+from gaf.plugins.t2i.diffusion_pipeline import DiffusionPipeline
 
 import gaf
 

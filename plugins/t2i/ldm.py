@@ -45,7 +45,7 @@ the images from the ``"ldm-order"`` :class:`~gaf.seeding.EpochOrder`, so
 EMA
 ---
 After each optimiser step the EMA copies ``noise_model_ema`` and ``conditioner_ema``
-move towards the trained weights (:mod:`gaf.plugins.diffusion.ema`; ``ema_decay = 0``
+move towards the trained weights (:mod:`gaf.plugins.nn.ema`; ``ema_decay = 0``
 turns it off). They are checkpointed and exported beside the trained modules, and
 sampling uses them by default.
 
@@ -78,8 +78,8 @@ from gaf.runs import RunContext
 from gaf.seeding import EpochOrder, rng, torch_generator
 
 from ..images.batches import stack_images
-from ..diffusion.ema import ema_decay, make_shadow, update_shadow
-from .pipeline import PIPELINE_FILE
+from ..nn.ema import ema_decay, make_shadow, update_shadow
+from .diffusion_pipeline import PIPELINE_FILE
 from .training_data import conditions_of
 
 __all__ = ["LDM", "LDMConfig"]
@@ -322,7 +322,7 @@ class LDM:
 
     def pipeline(self, scheduler: str | None = None, ema: bool = True) -> Any:
         """A :class:`~.pipeline.DiffusionPipeline` over this run's (EMA) modules."""
-        from .pipeline import DiffusionPipeline
+        from .diffusion_pipeline import DiffusionPipeline
 
         import gaf
 

@@ -49,7 +49,7 @@ from gaf.seeding import rng
 
 from ..images.batches import split_dataset, stack_images
 from ..images.grid import save_grid
-from .pipeline import per_sample_generators
+from .diffusion_pipeline import per_sample_generators
 from .training_data import conditions_of
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -20,7 +20,7 @@ from gaf.config import OptionError, from_dict
 from gaf.errors import BadConfig, Interrupted
 from gaf.hooks import plugin_manager
 from gaf.plugins.t2i.ldm import LDMConfig
-from gaf.plugins.t2i.pipeline import DiffusionPipeline
+from gaf.plugins.t2i.diffusion_pipeline import DiffusionPipeline
 
 TINY = ["dataset.resolution=16", "dataset.size=64", "noise-model.channels=[8, 16]",
         "noise-model.norm_groups=4", "noise-model.heads=2", "noise-model.context_dim=16",

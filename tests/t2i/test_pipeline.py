@@ -16,7 +16,7 @@ import gaf
 from gaf.errors import BadConfig
 from gaf.hooks import plugin_manager
 from gaf.plugins.diffusion.schedulers import DDIMScheduler, DDPMScheduler, SchedulerConfig
-from gaf.plugins.t2i.pipeline import DiffusionPipeline, guided_prediction
+from gaf.plugins.t2i.diffusion_pipeline import DiffusionPipeline, guided_prediction
 
 
 class RowModel(nn.Module):

@@ -23,7 +23,8 @@ Speed choices (CPU), against the plain ``conv1(...) + shift``, out-of-place vers
   not keep their outputs for backward, so this is safe under autograd).
 
 Downsample is a stride-2 3x3 conv with padding 1 (the UNet's, not the autoencoder's
-asymmetric one); Upsample is nearest x2 then a 3x3 conv.
+asymmetric one); Upsample is nearest x2 then a 3x3 conv (:mod:`gaf.plugins.nn.resample`,
+shared with the autoencoders).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ...nn.resample import Upsample
 
 __all__ = ["GroupNorm32", "ResBlock", "Downsample", "Upsample", "silu"]
 
@@ -90,14 +93,3 @@ class Downsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
-
-
-class Upsample(nn.Module):
-    """``(B, C, H, W) -> (B, C, 2H, 2W)``: nearest-neighbour x2, then a 3x3 conv."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -7,7 +7,7 @@ Both implement :class:`gaf.interfaces.Autoencoder`: ``encode(x) -> z`` maps imag
 maps back, and ``scale_factor`` (fitted after training, saved in the state dict)
 multiplies latents before diffusion. See :mod:`.blocks` for the encoder/decoder
 architecture and its options, :mod:`.kl` and :mod:`.vq` for the two latent
-regularisers, :mod:`gaf.plugins.diffusion.autoencoder_training` for the losses and
+regularisers, :mod:`gaf.plugins.autoencoders.training` for the losses and
 the training objective ``autoencoder``.
 
 Default size (``downsample=4, latent_channels=3, base_channels=16``, channel

@@ -28,7 +28,7 @@ pixel values matches its per-image *summed* reconstruction loss, so the LDM's
 
 GAN schedule and adaptive weight
 --------------------------------
-The PatchGAN discriminator :class:`~gaf.plugins.diffusion.autoencoders.PatchDiscriminator`
+The PatchGAN discriminator :class:`~gaf.plugins.autoencoders.PatchDiscriminator`
 is off for the first ``disc_start`` optimiser steps (the autoencoder first learns
 to reconstruct; both GAN terms are absent and the discriminator gets no gradient).
 From step ``disc_start`` on, the generator's GAN term is weighted by the LDM's
@@ -48,7 +48,7 @@ The trainer (:func:`gaf.train.train`) runs ONE optimiser over every parameter of
 player gets exactly its own gradient:
 
 * the generator's GAN term evaluates the discriminator through
-  :func:`~gaf.plugins.diffusion.autoencoder_losses.frozen_call` (parameters
+  :func:`~gaf.plugins.autoencoders.losses.frozen_call` (parameters
   detached): gradient flows into ``x̂`` and the autoencoder, never into ``φ``;
 * ``L_D`` sees only detached images (``x`` and ``sg x̂``): it moves ``φ`` and
   nothing else.
@@ -111,9 +111,9 @@ from gaf.seeding import EpochOrder, rng
 
 from ..images.batches import split_dataset, stack_images
 from ..images.grid import save_grid
-from .autoencoder_losses import (adaptive_weight, frozen_call, hinge_d_loss, hinge_g_loss,
+from .losses import (adaptive_weight, frozen_call, hinge_d_loss, hinge_g_loss,
                                  kl_per_pixel, reconstruction_loss)
-from .autoencoders.discriminator import PatchDiscriminator
+from .discriminator import PatchDiscriminator
 
 __all__ = ["AutoencoderTraining", "AutoencoderTrainingConfig"]
 
@@ -283,7 +283,7 @@ class AutoencoderTraining:
         out.update(pixel_metrics(real, rec))
         if counts is not None:
             out["codebook_usage"] = float((counts > 0).double().mean())
-            from .autoencoders.vq import perplexity
+            from .vq import perplexity
 
             out["perplexity"] = float(perplexity(counts))
         if cfg.fd:

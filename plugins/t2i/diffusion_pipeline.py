@@ -4,7 +4,7 @@ A pipeline is a noise model, a conditioner (or none), a first stage (an autoenco
 or ``none`` for pixel space) and a scheduler. ``pipe(prompts, steps=50, guidance=3,
 seed=0)`` returns images ``(B, C, H, W)`` in ``[-1, 1]``::
 
-    from gaf.plugins.t2i.pipeline import DiffusionPipeline
+    from gaf.plugins.t2i.diffusion_pipeline import DiffusionPipeline
 
     pipe = DiffusionPipeline.from_run("runs/2026-11-26-ldm-1a2b3c", scheduler="ddim")
     images = pipe(["a red circle above a blue square"] * 4, steps=50, guidance=3, seed=0)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from gaf.plugins.diffusion.ema import ema_decay, make_shadow, update_shadow
+from gaf.plugins.nn.ema import ema_decay, make_shadow, update_shadow
 
 
 @given(st.floats(0.0, 0.9999), st.integers(1, 100_000))

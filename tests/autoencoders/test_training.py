@@ -14,12 +14,12 @@ from click.testing import CliRunner
 import gaf
 from gaf.cli import main
 from gaf.config import OptionError
-from gaf.plugins.diffusion.autoencoder_losses import (adaptive_weight, frozen_call, hinge_d_loss,
+from gaf.plugins.autoencoders.losses import (adaptive_weight, frozen_call, hinge_d_loss,
                                                       hinge_g_loss, kl_per_pixel,
                                                       reconstruction_loss)
-from gaf.plugins.diffusion.autoencoder_training import (AutoencoderTraining,
+from gaf.plugins.autoencoders.training import (AutoencoderTraining,
                                                         AutoencoderTrainingConfig)
-from gaf.plugins.diffusion.autoencoders import PatchDiscriminator
+from gaf.plugins.autoencoders import PatchDiscriminator
 
 TINY = {"base_channels": 8, "num_groups": 4, "num_res_blocks": 0}
 

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from gaf.config import option, option_error
 
-from ..unet.resnet import Upsample  # the same nearest x2 + 3x3 conv as the UNet's
+from ..nn.resample import Upsample  # the same nearest x2 + 3x3 conv as the UNet's
 
 __all__ = ["AutoencoderConfig", "Encoder", "Decoder", "ResnetBlock", "SelfAttention",
            "check_image", "count_parameters", "FirstStage", "DEFAULT_MULT"]

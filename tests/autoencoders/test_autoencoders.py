@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 import gaf
 from gaf.config import OptionError
-from gaf.plugins.diffusion.autoencoders import (DiagonalGaussian, KLAutoencoder, PatchDiscriminator,
+from gaf.plugins.autoencoders import (DiagonalGaussian, KLAutoencoder, PatchDiscriminator,
                                                 VectorQuantizer, VQAutoencoder)
-from gaf.plugins.diffusion.autoencoders.kl import LOGVAR_RANGE
-from gaf.plugins.diffusion.autoencoders.vq import perplexity
+from gaf.plugins.autoencoders.kl import LOGVAR_RANGE
+from gaf.plugins.autoencoders.vq import perplexity
 from gaf.interfaces import Autoencoder
 
 TINY = {"base_channels": 8, "num_groups": 4, "num_res_blocks": 0}
