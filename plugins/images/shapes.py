@@ -56,17 +56,22 @@ Items
 Splits
 ------
 The *scene* (everything but the caption template) decides the split, so no image
-occurs in two of ``train``, ``eval`` and ``swapped``:
+occurs in two of ``train``, ``validation``, ``eval`` and ``swapped``:
 
 * ``heldout`` — every scene with an object whose (colour, shape) is one of
   :data:`HELDOUT_PAIRS`: red triangle, green square, blue diamond, yellow circle,
   purple cross, cyan triangle (one per colour; every shape keeps at least four
   colours in training). These compositions never occur in ``train``, ``eval`` or
   ``swapped``. The first object of a ``heldout`` scene need not be the held-out one.
-* ``train`` / ``eval`` — the other scenes, split by a seeded hash of the scene with
-  the two colours unordered (so a scene and its colour-swapped twin fall on the same
-  side): a fraction ``eval_fraction`` of them is ``eval``. Same distribution,
-  disjoint scene sets.
+* ``train`` / ``validation`` / ``eval`` — the other scenes, split by one seeded hash
+  ``u ∈ [0, 1)`` of the scene with the two colours unordered (so a scene and its
+  colour-swapped twin fall on the same side): ``u < eval_fraction`` (default 0.1) is
+  ``eval``, ``eval_fraction ≤ u < eval_fraction + validation_fraction`` (default 0.05)
+  is ``validation``, the rest (0.85 of the non-held-out scenes by default) is
+  ``train``. Same distribution, three disjoint scene sets; ``validation`` is carved
+  out of what was ``train``, so ``eval`` does not depend on ``validation_fraction``.
+  Anything tuned (guidance, sampling steps, temperature …) is chosen on
+  ``validation``, never on ``eval``.
 * ``swapped`` — pairs of two-object ``eval`` scenes that swap the colours of the two
   objects: items ``2k`` and ``2k+1`` have the same shapes, sizes, cells, relation and
   caption template, and exchanged colours ("a red circle above a blue square" /
@@ -127,7 +132,9 @@ RELATION_STEP = {"left of": (0, 1), "right of": (0, -1), "above": (1, 0), "below
 HELDOUT_PAIRS = (("red", "triangle"), ("green", "square"), ("blue", "diamond"),
                  ("yellow", "circle"), ("purple", "cross"), ("cyan", "triangle"))
 RESOLUTIONS = (16, 32, 64)
-SPLITS = ("train", "eval", "heldout", "swapped")
+#: in the order of their draw salts (a new split goes at the end, so the others keep
+#: their items)
+SPLITS = ("train", "eval", "heldout", "swapped", "validation")
 
 #: single-object captions ({size} is optional: a template without it leaves size open)
 SINGLE_TEMPLATES = (
@@ -360,13 +367,16 @@ class ShapesConfig:
     """Options of the ``shapes`` dataset."""
 
     resolution: int = option(32, "image side in pixels: 16, 32 or 64")
-    split: str = option("train", "train, eval, heldout (unseen colour-shape pairs) "
-                        "or swapped (pairs of items with the two objects' colours exchanged)")
+    split: str = option("train", "train, validation (for tuning), eval, heldout (unseen "
+                        "colour-shape pairs) or swapped (pairs of items with the two "
+                        "objects' colours exchanged)")
     size: int = option(10000, "number of items in the split")
     seed: int = option(0, "seed of the train/eval partition and of the items")
     two_objects: float = option(0.5, "fraction of items with two objects and a relation "
                                 "(the swapped split always has two)")
     eval_fraction: float = option(0.1, "fraction of the non-held-out scenes reserved for eval")
+    validation_fraction: float = option(0.05, "fraction of the non-held-out scenes reserved "
+                                              "for validation (taken from train)")
 
 
 def _check_resolution(resolution: int) -> None:
@@ -379,8 +389,8 @@ class ShapesDataset:
     """Procedural captioned shapes: one or two coloured shapes on a 3x3 grid.
 
     ``ds[i]`` → ``{"image" (3, R, R) in [-1, 1], "caption", "label", "attributes"}``;
-    splits train / eval (disjoint scenes), heldout (unseen colour-shape pairs) and
-    swapped (colour-exchanged pairs). ``attributes(i)``, ``caption(i)``,
+    splits train / validation / eval (disjoint scenes), heldout (unseen colour-shape
+    pairs) and swapped (colour-exchanged pairs). ``attributes(i)``, ``caption(i)``,
     ``captions()`` and ``labels()`` need no rendering. Score generated images with
     :class:`gaf.plugins.images.shapes_eval.ShapesEvaluator` (``evaluator()``).
     """
@@ -403,6 +413,11 @@ class ShapesDataset:
         if not 0.0 < cfg.eval_fraction < 1.0:
             raise BadConfig(f"dataset shapes: eval_fraction must be in (0, 1), "
                             f"got {cfg.eval_fraction}")
+        if not (0.0 < cfg.validation_fraction
+                and cfg.eval_fraction + cfg.validation_fraction < 1.0):
+            raise BadConfig(f"dataset shapes: validation_fraction must be > 0 and "
+                            f"eval_fraction + validation_fraction < 1, got "
+                            f"{cfg.validation_fraction} (eval_fraction {cfg.eval_fraction})")
         self.resolution = cfg.resolution
         self.num_classes = len(COLOURS) * len(SHAPES)
         self.class_names = [f"{c} {s}" for c in COLOURS for s in SHAPES]
@@ -490,11 +505,15 @@ class ShapesDataset:
         scenes = _scene_table()
         salt = _mix(_u64(cfg.seed) ^ _u64(0x5EED_0F_5CE4E5))
         h = _mix(scenes["key"].astype(np.uint64) ^ salt)
-        is_eval = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < cfg.eval_fraction
+        u = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+        is_eval = u < cfg.eval_fraction
+        is_validation = ~is_eval & (u < cfg.eval_fraction + cfg.validation_fraction)
         two = scenes["rel"] >= 0
         held = scenes["heldout"]
         if cfg.split == "train":
-            ok = ~is_eval & ~held
+            ok = ~is_eval & ~is_validation & ~held
+        elif cfg.split == "validation":
+            ok = is_validation & ~held
         elif cfg.split == "eval":
             ok = is_eval & ~held
         elif cfg.split == "heldout":

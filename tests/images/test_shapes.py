@@ -57,7 +57,8 @@ def test_registry_builds_a_dataset_with_the_item_contract():
 
 @pytest.mark.parametrize("options", [
     {"resolution": 24}, {"split": "test"}, {"size": 0}, {"two_objects": 1.5},
-    {"eval_fraction": 0.0}, {"eval_fraction": 1.0},
+    {"eval_fraction": 0.0}, {"eval_fraction": 1.0}, {"validation_fraction": 0.0},
+    {"eval_fraction": 0.6, "validation_fraction": 0.4},
 ])
 def test_bad_options_are_bad_config(options):
     with pytest.raises(BadConfig):
@@ -105,6 +106,39 @@ def test_train_and_eval_scenes_are_disjoint(seed):
     assert train_keys.isdisjoint(eval_keys)
     swapped = make(seed=seed, split="swapped", size=200)
     assert train_keys.isdisjoint(scene_key(swapped.attributes(i)) for i in range(200))
+    val = make(seed=seed, split="validation", size=1000)
+    val_keys = {scene_key(val.attributes(i)) for i in range(len(val))}
+    assert val_keys.isdisjoint(train_keys) and val_keys.isdisjoint(eval_keys)
+    assert val_keys.isdisjoint(scene_key(swapped.attributes(i)) for i in range(200))
+
+
+def _split_of_every_scene(**options):
+    """split name -> the set of scene-table rows its pool draws from."""
+    out = {}
+    for split in ("train", "validation", "eval"):
+        single, pair = make(split=split, size=1, **options)._pools()
+        out[split] = set(single.tolist()) | set(pair.tolist())
+    return out
+
+
+@given(seed=st.integers(0, 2**32))
+def test_validation_is_carved_from_train_by_the_same_scene_hash(seed):
+    base = _split_of_every_scene(seed=seed)
+    wider = _split_of_every_scene(seed=seed, validation_fraction=0.2)
+    assert base["eval"] == wider["eval"]  # eval does not move with validation_fraction
+    assert base["validation"] <= wider["validation"]
+    assert wider["train"] | (wider["validation"] - base["validation"]) == base["train"]
+    table = S._scene_table()
+    usable = int((~table["heldout"]).sum())
+    # the fractions of the non-held-out scenes: 0.1 eval, 0.05 validation, 0.85 train
+    for split, want in (("eval", 0.1), ("validation", 0.05), ("train", 0.85)):
+        assert abs(len(base[split]) / usable - want) < 0.01
+
+
+def test_eval_items_do_not_depend_on_the_validation_split():
+    a = make(split="eval", size=50, seed=3)
+    b = make(split="eval", size=50, seed=3, validation_fraction=0.3)
+    assert a.captions() == b.captions()
 
 
 @given(seed=st.integers(0, 2**32), split=st.sampled_from(S.SPLITS))
