@@ -17,7 +17,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,17 @@ from .plots import plot_metrics, read_metrics
 from .runs import RunContext
 from .trainconfig import TrainConfig
 
-__all__ = ["TrainConfig", "train", "make_optimizer", "lr_factor"]
+__all__ = ["TrainConfig", "train", "make_optimizer", "lr_factor", "resolve_param_groups"]
+
+#: The keys an entry of ``Objective.param_groups()`` may hold.
+GROUP_KEYS = ("params", "lr", "betas", "weight_decay")
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
-    """Multiplier of ``cfg.lr`` after ``step`` scheduler steps (warm-up, then decay)."""
+    """Multiplier of ``cfg.lr`` after ``step`` scheduler steps (warm-up, then decay).
+
+    With several parameter groups (``Objective.param_groups()``) it multiplies each
+    group's own peak learning rate."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
@@ -48,13 +54,19 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
 
 
 def make_optimizer(cfg: TrainConfig, params: Iterable[Any]) -> Any:
-    """The optimiser named by ``cfg.optimizer``."""
+    """The optimiser named by ``cfg.optimizer``.
+
+    ``params`` is a list of tensors (one group with ``cfg``'s settings) or of
+    parameter-group dicts as :func:`resolve_param_groups` returns them (each group's
+    ``lr``, ``betas`` and ``weight_decay`` override ``cfg``'s)."""
     import torch
 
     params = list(params)
+    tensors = [p for g in params for p in g["params"]] if params and isinstance(
+        params[0], Mapping) else params
     # The fused Adam kernels (CPU and CUDA) beat the per-tensor loop (same update).
-    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
-                                 for p in params)
+    fused = bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                                  for p in tensors)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
                                  fused=fused)
@@ -64,6 +76,96 @@ def make_optimizer(cfg: TrainConfig, params: Iterable[Any]) -> Any:
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def resolve_param_groups(cfg: TrainConfig, groups: Iterable[Any], modules: dict[str, Any],
+                         translate: Any = None) -> list[dict[str, Any]]:
+    """Check ``Objective.param_groups()``'s answer and make it torch parameter groups.
+
+    Each entry of ``groups`` is a dict with ``"params"`` (a name of ``modules`` or an
+    iterable of their parameters) and optionally ``"lr"``, ``"betas"`` and
+    ``"weight_decay"``; an unspecified setting takes ``cfg``'s. Every trainable
+    parameter of ``modules`` must be in exactly one group: a parameter in two groups,
+    a trainable one in none, a parameter that is not a trainable one of ``modules``,
+    an empty group, an unknown key or a bad value is a :class:`~gaf.errors.BadConfig`
+    naming it (parameters as ``module.parameter``). ``translate(module, name, param)``
+    maps each parameter to the tensor the optimiser steps (an FSDP shard); default:
+    the parameter itself. Groups keep the order given, parameters the order of the
+    entry."""
+    from .errors import BadConfig, did_you_mean
+
+    names: dict[int, str] = {}  # id of each trainable parameter -> "module.parameter"
+    where: dict[int, tuple[str, str, Any]] = {}
+    for mname, mod in modules.items():
+        for pname, p in mod.named_parameters():
+            if p.requires_grad and id(p) not in names:
+                names[id(p)] = f"{mname}.{pname}"
+                where[id(p)] = (mname, pname, p)
+    translate = translate or (lambda mname, pname, p: p)
+    owner: dict[int, int] = {}
+    out: list[dict[str, Any]] = []
+    for i, group in enumerate(groups):
+        what = f"param_groups()[{i}]"
+        if not isinstance(group, Mapping):
+            raise BadConfig(f"{what} must be a dict with 'params', got {type(group).__name__}")
+        for key in group:
+            if key not in GROUP_KEYS:
+                raise BadConfig(f"{what}: unknown key {key!r} (known: {', '.join(GROUP_KEYS)})"
+                                f"{did_you_mean(str(key), GROUP_KEYS)}")
+        if "params" not in group:
+            raise BadConfig(f"{what} has no 'params' (a module name or a list of parameters)")
+        spec = group["params"]
+        if isinstance(spec, str):
+            if spec not in modules:
+                raise BadConfig(f"{what}: 'params' names no module {spec!r} (modules: "
+                                f"{', '.join(modules)}){did_you_mean(spec, modules)}")
+            members = [p for p in modules[spec].parameters() if p.requires_grad]
+        else:
+            members = list(spec)
+        if not members:
+            raise BadConfig(f"{what} has no trainable parameters")
+        torch_group: dict[str, Any] = {"params": []}
+        for p in members:
+            if id(p) not in names:
+                shape = tuple(getattr(p, "shape", ()))
+                raise BadConfig(f"{what} holds a tensor of shape {shape} that is not a "
+                                f"trainable parameter of the objective's modules "
+                                f"({', '.join(modules)})")
+            if id(p) in owner:
+                raise BadConfig(f"parameter {names[id(p)]} is in two parameter groups "
+                                f"(param_groups()[{owner[id(p)]}] and [{i}])")
+            owner[id(p)] = i
+            torch_group["params"].append(translate(*where[id(p)]))
+        if "lr" in group:
+            lr = group["lr"]
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+                raise BadConfig(f"{what}: 'lr' must be a number > 0, got {lr!r}")
+            torch_group["lr"] = float(lr)
+        if "betas" in group:
+            betas = group["betas"]
+            if cfg.optimizer not in ("adam", "adamw"):
+                raise BadConfig(f"{what} sets 'betas' but train.optimizer = "
+                                f"{cfg.optimizer!r} has none (use adam or adamw)")
+            try:
+                b1, b2 = (float(b) for b in betas)
+            except (TypeError, ValueError):
+                raise BadConfig(f"{what}: 'betas' must be two numbers, got {betas!r}") from None
+            if not (0 <= b1 < 1 and 0 <= b2 < 1):
+                raise BadConfig(f"{what}: 'betas' must lie in [0, 1), got {betas!r}")
+            torch_group["betas"] = (b1, b2)
+        if "weight_decay" in group:
+            wd = group["weight_decay"]
+            if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not wd >= 0:
+                raise BadConfig(f"{what}: 'weight_decay' must be a number >= 0, got {wd!r}")
+            torch_group["weight_decay"] = float(wd)
+        out.append(torch_group)
+    missing = [n for pid, n in names.items() if pid not in owner]
+    if missing:
+        raise BadConfig(f"trainable parameter {missing[0]} is in no parameter group"
+                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                        + ": Objective.param_groups() must cover every trainable parameter "
+                          "of modules() (freeze one with requires_grad_(False))")
+    return out
 
 
 def _trainable(modules: dict[str, Any]) -> list[Any]:
@@ -153,10 +255,22 @@ def _set_up(objective: Objective, ctx: RunContext, resume: bool) -> _Training:
 
         parallel = make_parallel(cfg.parallel, modules, world, ctx.device)
     params = parallel.params if parallel is not None else _trainable(modules)
-    optimizer = make_optimizer(cfg, params)
+    groups = objective_member(objective, "param_groups")
+    optimizer = make_optimizer(cfg, params if groups is None else resolve_param_groups(
+        cfg, groups(), modules, _shard_of(parallel)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
     return _Training(objective, ctx, modules, params, optimizer, scheduler, parallel, unit,
                      t_start, setup_s, resume_from=latest)
+
+
+def _shard_of(parallel: Any) -> Any:
+    """``translate`` for :func:`resolve_param_groups`: FSDP steps a sharded copy of each
+    parameter (found by its name), DDP and one process the parameter itself."""
+    fqns = getattr(parallel, "fqns", None)
+    if fqns is None:
+        return None
+    by_name = dict(zip(fqns, parallel.params))
+    return lambda mname, pname, p: by_name[f"{mname}.inner.{pname}"]
 
 
 def _resume(run: _Training) -> None:

@@ -49,8 +49,11 @@ class Objective(Protocol):
     step with its 1-based number; such weights live in modules whose parameters do
     not require gradients, so they are checkpointed but never optimised.
 
+    An objective whose modules want their own learning rate, Adam betas or weight
+    decay (a GAN's two players) may define ``param_groups()``.
+
     The optional members (``Config``, ``uses``, ``train_defaults``, ``unit``,
-    ``plot_keys`` and the three methods above) are declared one by one, with their defaults, on
+    ``plot_keys``, ``param_groups`` and the three methods above) are declared one by one, with their defaults, on
     :class:`ObjectiveBase`: that is their reference. The core reads them through
     :func:`objective_member` only, so an objective need not derive from it.
     """
@@ -154,6 +157,20 @@ class ObjectiveBase:
     its 1-based number, for weights the optimiser does not step (the LDM's EMA copy;
     they live in modules whose parameters do not require gradients, so they are
     checkpointed but never optimised). Default: None, not called."""
+
+    param_groups: ClassVar[Callable[[], Sequence[Mapping[str, Any]]] | None] = None
+    """``def param_groups(self) -> list[dict]``: per-module optimiser settings, called once
+    by :func:`gaf.train.train` after ``setup`` (and after ``modules()``). Each entry is
+    ``{"params": <a name from modules()> or a list of parameters, "lr": float,
+    "betas": (b1, b2), "weight_decay": float}``, every key but ``params`` optional: an
+    unspecified one takes the ``[train]`` value (``train.lr`` …). The learning-rate
+    schedule (warm-up, decay) scales each group's own peak ``lr``; clipping stays by
+    the global norm over all groups. Every trainable parameter of ``modules()`` must be
+    in exactly one group (checked, with unknown keys and bad values, by
+    :func:`gaf.train.resolve_param_groups`: a :class:`~gaf.errors.BadConfig` naming the
+    parameter); ``betas`` needs ``train.optimizer`` adam or adamw. The groups are part of
+    the checkpointed optimiser state, so they must be the same on resume. Default:
+    None, one group of every trainable parameter with the ``[train]`` settings."""
 
 
 #: The optional :class:`Objective` members and the values the core assumes when an
