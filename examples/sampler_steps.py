@@ -28,7 +28,7 @@ from gaf.config import read_toml
 from gaf.plugins.images.batches import stack_images
 from gaf.plugins.metrics.features import FeatureNet, cached_feature_net
 from gaf.plugins.metrics.frechet import InDomainFD
-from gaf.plugins.t2i.ldm_eval import sample_in_batches
+from gaf.plugins.t2i.evaluation import sample_in_batches
 from gaf.plugins.t2i.diffusion_pipeline import DiffusionPipeline
 
 import gaf
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, steps in settings(args.also):
         pipe = DiffusionPipeline.from_run(args.run_dir, scheduler=name)
         t0 = time.perf_counter()
-        images = sample_in_batches(pipe, captions, guidance=args.guidance, steps=steps,
-                                   seed=0, batch_size=args.batch_size)
+        images = sample_in_batches(pipe, captions, 0, batch_size=args.batch_size,
+                                   guidance=args.guidance, steps=steps)
         seconds = time.perf_counter() - t0
         scores = evaluator.score(images, captions)
         dist = fd(real, images, real2)

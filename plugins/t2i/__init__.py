@@ -1,3 +1,4 @@
 """Text-to-image pipelines that tie the parts together: the ``ldm`` objective
-(:mod:`.ldm`), its sampler :class:`~.diffusion_pipeline.DiffusionPipeline` and its evaluation
-(:mod:`.ldm_eval`), and :mod:`.training_data` (the conditions a dataset provides)."""
+(:mod:`.ldm`), its sampler :class:`~.diffusion_pipeline.DiffusionPipeline`, the one
+evaluation of every text-to-image generator (:mod:`.evaluation`), and
+:mod:`.training_data` (the conditions a dataset provides)."""

@@ -10,8 +10,12 @@
    to train;
 2. **the noise model and the conditioner, jointly** (the LDM recipe for its text
    transformer), with an exponential moving average of both;
-3. **the evaluation**: samples at several guidance scales scored by the dataset's
-   evaluator and an in-domain FD (:mod:`.ldm_eval`).
+3. **the evaluation**: the one evaluation of every text-to-image generator
+   (:func:`.evaluation.evaluate_pipeline`) on the split ``objective.eval_split``
+   (``eval`` for reported figures, ``validation`` when tuning guidance or steps):
+   attribute scores on unseen captions at the guidance scales ``eval_guidance``, and
+   at ``fd_guidance`` the floors, ceilings, swapped-pair binding, FD/KID against a
+   disjoint real set and diversity, with the parameter counts and training time.
 
 The frozen first stage
 ----------------------
@@ -63,7 +67,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import torch
@@ -96,16 +100,21 @@ class LDMConfig:
     first_stage_steps: int = option(2000, "steps of the autoencoder stage when "
                                           "--autoencoder is not a trained one", ge=0)
     encode_batch_size: int = option(250, "images per batch when caching the latents", ge=1)
-    eval_images: int = option(200, "eval-split conditions sampled per guidance scale "
-                                   "(0 = no evaluation)", ge=0)
+    eval_images: int = option(200, "captions per evaluation set (the first unseen ones; "
+                                   "0 = no evaluation)", ge=0)
+    eval_split: Literal["eval", "validation"] = option(
+        "eval", "held-out split the evaluation reads: 'eval' for reported figures, "
+                "'validation' for tuning guidance, steps and the like")
     eval_guidance: tuple[float, ...] = option((1.0, 3.0, 7.0), "guidance scales evaluated",
                                               ge=0)
     eval_scheduler: str = option("ddim", "scheduler used to sample the evaluation images")
     eval_steps: int = option(50, "sampling steps of the evaluation", ge=1)
     eval_batch_size: int = option(100, "images per sampling batch in the evaluation", ge=1)
     fd: bool = option(True, "report the in-domain FD of the samples (and its floor)")
-    fd_guidance: float = option(3.0, "guidance scale of the FD samples (also the "
-                                     "shuffled-caption floor)", ge=0)
+    fd_guidance: float = option(3.0, "guidance scale of the headline row (FD/KID, "
+                                     "floors, swapped pairs, diversity)", ge=0)
+    throughput_batch: int = option(200, "images in the one timed sampling pass that gives "
+                                        "images_per_s (0 = not measured)", ge=0)
     grid_prompts: int = option(8, "columns of samples/grid.png (one row per guidance)", ge=0)
 
     def __attrs_post_init__(self) -> None:
@@ -334,11 +343,54 @@ class LDM:
                                  sample_shape=self.sample_shape)
 
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
-        from .ldm_eval import evaluate_ldm
+        """:func:`.evaluation.evaluate_pipeline` of the EMA pipeline on ``eval_split``."""
+        from ..images.batches import split_dataset
+        from .evaluation import evaluate_pipeline
 
-        if self.config.eval_images == 0:
+        cfg = self.config
+        if cfg.eval_images == 0:
             return {}
-        return evaluate_ldm(self, ctx)
+        eval_ds = split_dataset(ctx, cfg.eval_split)
+        extra: dict[str, float] = {}
+        if eval_ds is None:
+            ctx.log(f"the dataset has no {cfg.eval_split!r} split: evaluating on training "
+                    f"data (eval_on_train = 1)")
+            eval_ds, extra = self.dataset, {"eval_on_train": 1.0}
+        swapped = split_dataset(ctx, "swapped") if cfg.eval_split == "eval" else None
+        options = {"steps": cfg.eval_steps, "guidance": cfg.fd_guidance}
+        sweep = {f"g{g:g}": {"steps": cfg.eval_steps, "guidance": g} for g in cfg.eval_guidance}
+        return {**extra, **evaluate_pipeline(
+            self.pipeline(), options, train_ds=self.dataset, eval_ds=eval_ds,
+            swapped_ds=swapped, sweep=sweep, condition_key=self.conditioner.condition_key,
+            n_captions=cfg.eval_images, fd_images=cfg.eval_images if cfg.fd else 0,
+            features_dir=ctx.run_dir / "features", batch_size=cfg.eval_batch_size,
+            throughput_batch=cfg.throughput_batch, grid_prompts=cfg.grid_prompts,
+            out_dir=ctx.run_dir, seed=ctx.spec.seed,
+            info=self._evaluation_info(ctx), log=ctx.log)}
+
+    def _evaluation_info(self, ctx: RunContext) -> dict[str, float]:
+        """Parameters (trainable: the noise model and a trained conditioner; frozen: the
+        first stage and a fixed conditioner) and training seconds (this run's last
+        logged ``elapsed_s`` plus the first stage's ``train_s`` when trained here)."""
+        trainable = sum(p.numel() for m in ("noise_model", "conditioner")
+                        if m in self.modules() for p in self.modules()[m].parameters())
+        frozen = sum(p.numel() for p in self.autoencoder.parameters())
+        if "conditioner" not in self.modules() and _has_parameters(self.conditioner):
+            frozen += sum(p.numel() for p in self.conditioner.parameters())
+        info = {"trainable_parameters": float(trainable), "frozen_parameters": float(frozen)}
+        seconds = 0.0
+        metrics = ctx.run_dir / "metrics.jsonl"
+        if metrics.is_file():
+            for line in metrics.read_text(encoding="utf-8").splitlines():
+                try:
+                    seconds = max(seconds, float(json.loads(line).get("elapsed_s", 0.0)))
+                except (ValueError, AttributeError):
+                    continue
+        stage = ctx.run_dir / "first_stage" / "summary.json"
+        if self.autoencoder_source == "first_stage/autoencoder" and stage.is_file():
+            seconds += float(json.loads(stage.read_text(encoding="utf-8")).get("train_s", 0.0))
+        info["train_s"] = round(seconds, 2)
+        return info
 
 
 # ------------------------------------------------------------------- helpers

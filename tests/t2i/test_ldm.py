@@ -27,7 +27,8 @@ TINY = ["dataset.resolution=16", "dataset.size=64", "noise-model.channels=[8, 16
         "conditioner.width=16", "conditioner.layers=1", "conditioner.heads=2",
         "train.steps=4", "train.batch_size=8", "train.log_every=1", "train.warmup_steps=0",
         "objective.eval_images=4", "objective.eval_steps=2", "objective.eval_batch_size=4",
-        "objective.fd=false", "objective.grid_prompts=2", "objective.first_stage_steps=3"]
+        "objective.fd=false", "objective.grid_prompts=2", "objective.first_stage_steps=3",
+        "objective.throughput_batch=4"]
 
 
 def run(tmp_path, *extra, autoencoder="none", name="run", **components):
@@ -52,9 +53,18 @@ def test_pixel_space_run_trains_evaluates_and_exports(pixel_run):
         assert (run_dir / name / "gaf.json").is_file(), name
     meta = json.loads((run_dir / "pipeline.json").read_text())
     assert meta["sample_shape"] == [3, 16, 16] and meta["autoencoder"]["name"] == "none"
-    for key in ("g1_exact", "g3_colour", "g7_position", "floor_exact", "ceiling_exact"):
+    for key in ("g1_exact", "g3_colour", "g7_position", "floor_exact", "ceiling_exact",
+                "unseen_exact", "unseen_attrs_colour", "swapped_exact",
+                "swapped_pair_binding"):
         assert 0.0 <= summary[key] <= 1.0, key
     assert summary["ceiling_exact"] == 1.0  # the evaluator reads real images exactly
+    assert summary["unseen_n"] == 4 and summary["swapped_n"] == 4
+    # the headline row is fd_guidance = 3: the g3 sweep entry is the same samples
+    assert summary["unseen_exact"] == summary["g3_exact"]
+    assert summary["evaluations_per_image"] == 2 * 2 + 1  # 2 steps, guided, + decode
+    assert summary["images_per_s"] > 0 and summary["train_s"] > 0
+    assert summary["frozen_parameters"] == 0  # pixel space: no first stage
+    assert summary["trainable_parameters"] == summary["parameters"]
     assert Image.open(run_dir / "samples" / "grid.png").size[1] > 3 * 16
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
