@@ -128,6 +128,9 @@ class LDM:
     uses = {"noise-model": "unet", "conditioner": "text-transformer",
             "autoencoder": "kl-vae", "scheduler": "ddpm", "dataset": "shapes"}
     unit = "images"
+    #: a text-to-image baseline of the timeline table (examples/timeline.py)
+    timeline = {"year": 2021, "method": "latent diffusion",
+                "paper": "Rombach et al., High-Resolution Image Synthesis with Latent Diffusion Models (arXiv 2112.10752)"}
     # The defaults of the run in docs/results.md § Text to image (its timings are there).
     train_defaults = {"steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100,
                       "schedule": "cosine", "max_grad_norm": 1.0, "log_every": 50}
