@@ -210,3 +210,28 @@ def test_no_unseen_caption_is_bad_data(data):
 
     with pytest.raises(BadData, match="unseen"):
         evaluate(Noise(), data, train_ds=data["eval"])
+
+
+def test_fd_and_kid_of_the_real_images_are_exactly_their_floors(data):
+    from gaf.plugins.metrics.features import FeatureNet, FeatureNetConfig
+
+    torch.manual_seed(0)
+    net = FeatureNet(FeatureNetConfig(num_classes=30, feature_dim=8, width=4, resolution=16))
+    net.eval()
+    real = evaluate(RealImages(data["eval"], data["swapped"]), data, fd_images=30,
+                    feature_net=net)
+    assert real["fd"] == real["fd_floor"] and real["kid"] == real["kid_floor"]
+    other = evaluate(RealImages(data["eval"], data["swapped"], rotate=7), data,
+                     fd_images=30, feature_net=net)
+    assert other["fd_floor"] == real["fd_floor"] and other["fd"] != real["fd"]
+
+
+@pytest.mark.slow
+def test_fd_trains_and_caches_a_feature_net_in_features_dir(data, tmp_path):
+    out = evaluate(RealImages(data["eval"], data["swapped"]), data, fd_images=40,
+                   features_dir=tmp_path / "features")
+    assert out["fd"] == out["fd_floor"] and out["kid"] == out["kid_floor"]
+    assert (tmp_path / "features").is_dir()  # cached for the next evaluation
+    moved = evaluate(RealImages(data["eval"], data["swapped"], rotate=7), data, fd_images=40,
+                     features_dir=tmp_path / "features")
+    assert moved["fd_floor"] == out["fd_floor"]  # same real sets, same cached net
