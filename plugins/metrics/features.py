@@ -48,6 +48,7 @@ an iterable of batches → one ``(N, C, H, W)`` tensor, and labels when present)
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import math
 import time
@@ -67,18 +68,31 @@ from gaf.errors import BadConfig, BadData
 from gaf.seeding import torch_generator, torch_seed
 
 __all__ = ["FeatureNet", "FeatureNetConfig", "train_feature_net", "cached_feature_net", "load_images",
-           "WEIGHTS_FILE", "META_FILE"]
+           "layout_targets", "VARIANTS", "WEIGHTS_FILE", "META_FILE"]
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "feature_net.json"
 FORMAT = "gaf.feature_net"
-VERSION = 1
+VERSION = 2
+#: feature layouts: ``pooled`` is the version-1 network (global max pool), ``layout``
+#: keeps a 3x3 spatial map (see the module docstring)
+VARIANTS = ("pooled", "layout")
+#: the spatial grid of the ``layout`` variant (the ``shapes`` grid)
+GRID = 3
+#: per-cell layout target: 0 = empty, else 1 + index of the object's size here
+LAYOUT_SIZES = ("small", "large")
 
 
 def _integer(inst: Any, attribute: Any, value: Any) -> None:
     """The sidecar's JSON reaches the config uncoerced: sizes must be integers."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise option_error(attribute.name, f"must be an integer, not a {type(value).__name__}",
+                           value)
+
+
+def _boolean(inst: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise option_error(attribute.name, f"must be true or false, not a {type(value).__name__}",
                            value)
 
 
@@ -94,6 +108,12 @@ class FeatureNetConfig:
                               validator=_integer)
     resolution: int = option(32, "the image side it was trained on (recorded, and checked "
                                  "on use)", ge=1, validator=_integer)
+    variant: str = option("layout", "pooled (global max pool: position-blind, the version-1 "
+                                    "network) or layout (a 3x3 max-pooled map: keeps where "
+                                    "objects are, their size and count)", choices=VARIANTS)
+    layout_head: bool = option(False, "trained with per-cell targets (9 cells x {empty, small, "
+                                      "large}) read from the items' attributes",
+                               validator=_boolean)
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -120,13 +140,27 @@ class FeatureNet(nn.Module):
             _block(w, 2 * w, 2), _block(2 * w, 2 * w, 1),
             _block(2 * w, 4 * w, 2), _block(4 * w, 4 * w, 1),
         )
-        self.feature = nn.Linear(4 * w, c.feature_dim)
+        cells = GRID * GRID if c.variant == "layout" else 1
+        self.feature = nn.Linear(4 * w * cells, c.feature_dim)
         self.head = nn.Linear(c.feature_dim, c.num_classes)
+        if c.layout_head:
+            if c.variant != "layout":
+                raise BadConfig("feature net: layout_head needs variant='layout'")
+            self.layout = nn.Linear(c.feature_dim, GRID * GRID * (1 + len(LAYOUT_SIZES)))
+        if c.variant == "layout":
+            # the RMS feature value on the training images, set after training: the
+            # metric features are divided by it, so they are O(1) whatever the net
+            self.register_buffer("feature_scale", torch.ones(()))
 
     @property
     def accuracy(self) -> float | None:
         """Held-out classification accuracy recorded at training time."""
         return self.info.get("accuracy")
+
+    @property
+    def variant(self) -> str:
+        """``"layout"`` (position-aware) or ``"pooled"`` (a version-1, position-blind net)."""
+        return self.config.variant
 
     @property
     def floor(self) -> dict[str, Any] | None:
@@ -135,10 +169,18 @@ class FeatureNet(nn.Module):
 
     def embed(self, x: Tensor) -> Tensor:
         """Penultimate activations ``(B, feature_dim)`` of images ``(B, C, H, W)`` in [-1, 1]."""
-        # global *max* pooling: objects in these datasets are small and sparse, and a
-        # spatial mean dilutes them into the background
-        h = self.body(x).amax(dim=(2, 3))
+        # *max* pooling: objects in these datasets are small and sparse, and a spatial
+        # mean dilutes them into the background; ``layout`` pools to the 3x3 grid only
+        h = self.body(x)
+        if self.config.variant == "layout":
+            h = F.adaptive_max_pool2d(h, GRID).flatten(1)
+        else:
+            h = h.amax(dim=(2, 3))
         return F.relu(self.feature(h))
+
+    def layout_logits(self, features: Tensor) -> Tensor:
+        """Per-cell layout logits ``(B, 3, 9)`` (empty, small, large) from features."""
+        return self.layout(features).view(-1, 1 + len(LAYOUT_SIZES), GRID * GRID)
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits ``(B, num_classes)``."""
@@ -169,7 +211,10 @@ class FeatureNet(nn.Module):
             self.train(was_training)
         if not out:
             return torch.zeros(0, self.config.feature_dim, dtype=torch.float64)
-        return torch.cat(out).to(torch.float64)
+        feats = torch.cat(out).to(torch.float64)
+        if self.config.variant == "layout":
+            feats = feats / float(self.feature_scale)
+        return feats
 
     # ----------------------------------------------------------------- save / load
 
@@ -195,11 +240,19 @@ class FeatureNet(nn.Module):
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise BadData(f"not a feature net file (format is not {FORMAT!r})",
                           path=str(path / META_FILE))
-        if meta.get("version") != VERSION:
-            raise BadData(f"unsupported feature net version {meta.get('version')!r}",
-                          path=str(path / META_FILE))
+        version = meta.get("version")
+        if version not in (1, VERSION):
+            raise BadData(f"unsupported feature net version {version!r} (this gaf reads 1 "
+                          f"and {VERSION})", path=str(path / META_FILE))
         try:
-            config = FeatureNetConfig(**meta["config"])
+            raw = dict(meta["config"])
+            if version == 1:  # version 1 had only the globally pooled network
+                if "variant" in raw or "layout_head" in raw:
+                    raise TypeError("a version-1 config has no variant or layout_head")
+                raw.update(variant="pooled", layout_head=False)
+            elif "variant" not in raw:
+                raise TypeError("a version-2 config must name its variant")
+            config = FeatureNetConfig(**raw)
         except (KeyError, TypeError, BadConfig) as exc:
             raise BadData(f"bad feature net config: {exc}", path=str(path / META_FILE)) from None
         info = {k: v for k, v in meta.items() if k not in ("format", "version", "config")}
@@ -266,6 +319,58 @@ def load_images(data: Any, limit: int | None = None) -> tuple[Tensor, Tensor | N
     return out, (torch.cat(labels) if has_labels else None)
 
 
+def _object_cell(obj: Any) -> tuple[int, int] | None:
+    """(cell, 1 + size index) of one object's attributes, or None if it lacks them."""
+    if not isinstance(obj, Mapping):
+        return None
+    row, col, size = obj.get("row"), obj.get("col"), obj.get("size")
+    if (not isinstance(row, int) or not isinstance(col, int) or size not in LAYOUT_SIZES
+            or not (0 <= row < GRID and 0 <= col < GRID)):
+        return None
+    return row * GRID + col, 1 + LAYOUT_SIZES.index(size)
+
+
+def layout_targets(data: Any, limit: int | None = None) -> Tensor | None:
+    """Per-cell layout targets ``(N, 9)`` int64 of a map-style dataset, or ``None``.
+
+    Cell ``row * 3 + col`` holds 0 when empty, else ``1 + index`` of the size
+    (:data:`LAYOUT_SIZES`) of the object in it (the larger, if two share a cell). The
+    objects come from each item's ``attributes`` (``data.attributes(i)`` when the
+    dataset has that method, which skips rendering): the object itself (``row``,
+    ``col``, ``size``) and its ``second`` object, if any (the ``shapes`` format). A
+    dataset whose items lack these (``idx``, ``folder``, tensors, iterables) gives
+    ``None``: its network learns from the class labels alone.
+    """
+    if isinstance(data, Tensor) or not (hasattr(data, "__len__")
+                                        and hasattr(data, "__getitem__")):
+        return None
+    n = len(data) if limit is None else min(limit, len(data))
+    getter = getattr(data, "attributes", None)
+    rows = []
+    for i in range(n):
+        if callable(getter):
+            attributes = getter(i)
+        else:
+            item = data[i]
+            attributes = item.get("attributes") if isinstance(item, Mapping) else None
+        first = _object_cell(attributes)
+        if first is None:
+            return None
+        row = [0] * (GRID * GRID)
+        objects = [first]
+        if attributes.get("second"):
+            second = _object_cell(attributes["second"])
+            if second is None:
+                return None
+            objects.append(second)
+        for cell, size in objects:
+            row[cell] = max(row[cell], size)
+        rows.append(row)
+    if not rows:
+        return None
+    return torch.tensor(rows, dtype=torch.int64)
+
+
 def _describe(ds: Any) -> str:
     for attr in ("description", "name"):
         value = getattr(ds, attr, None)
@@ -284,11 +389,14 @@ def _describe(ds: Any) -> str:
 
 def train_feature_net(train_ds: Any, eval_ds: Any, *, epochs: int = 12, batch_size: int = 64,
                       lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0,
-                      width: int = 16, feature_dim: int = 128, num_classes: int | None = None,
+                      width: int = 16, feature_dim: int | None = None,
+                      num_classes: int | None = None,
                       max_train: int | None = None, max_eval: int | None = None,
                       description: str | None = None, compute_floor: bool = True,
                       floor_subsets: int = 50, floor_subset_size: int = 1000,
-                      num_threads: int | None = None, verbose: bool = False) -> FeatureNet:
+                      num_threads: int | None = None, verbose: bool = False,
+                      variant: str = "layout", layout: bool | None = None,
+                      layout_weight: float = 1.0) -> FeatureNet:
     """Train a :class:`FeatureNet` on ``train_ds`` (the real training split) only.
 
     ``train_ds`` and ``eval_ds`` give ``{"image", "label"}`` items (see
@@ -299,17 +407,35 @@ def train_feature_net(train_ds: Any, eval_ds: Any, *, epochs: int = 12, batch_si
     (``description`` or one made from the dataset's attributes), ``n_train``,
     ``n_eval``, ``accuracy``, the training options and the floor.
 
+    ``variant`` is ``"layout"`` (the default: a 3x3 spatial map, position-aware) or
+    ``"pooled"`` (the version-1 global max pool). ``feature_dim`` defaults to 64 for
+    ``layout`` and 128 for ``pooled``. ``layout`` (``layout`` variant only) trains the
+    auxiliary per-cell head on :func:`layout_targets` with weight ``layout_weight``:
+    ``None`` uses it when both splits provide the targets, ``True`` requires them.
+
     ``num_threads`` sets torch's intra-op threads for the call (restored after): on a
     machine shared with other jobs, ``1`` can be many times faster than the default
     (oversubscribed OpenMP threads wait on each other).
     """
+    if variant not in VARIANTS:
+        close = difflib.get_close_matches(str(variant), VARIANTS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise BadConfig(f"feature net: variant must be one of {', '.join(VARIANTS)}, "
+                        f"got {variant!r}{hint}")
+    if layout and variant != "layout":
+        raise BadConfig("feature net: layout=True (per-cell targets) needs variant='layout'")
+    if not layout_weight >= 0:
+        raise BadConfig(f"feature net: layout_weight must be >= 0, got {layout_weight!r}")
+    if feature_dim is None:
+        feature_dim = 64 if variant == "layout" else 128
     with _threads(num_threads):
         return _train(train_ds, eval_ds, epochs=epochs, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, seed=seed, width=width,
                       feature_dim=feature_dim, num_classes=num_classes, max_train=max_train,
                       max_eval=max_eval, description=description, compute_floor=compute_floor,
                       floor_subsets=floor_subsets, floor_subset_size=floor_subset_size,
-                      verbose=verbose)
+                      verbose=verbose, variant=variant, layout=layout,
+                      layout_weight=layout_weight)
 
 
 @contextlib.contextmanager
@@ -329,7 +455,8 @@ def _train(train_ds: Any, eval_ds: Any, *, epochs: int, batch_size: int, lr: flo
            weight_decay: float, seed: int, width: int, feature_dim: int,
            num_classes: int | None, max_train: int | None, max_eval: int | None,
            description: str | None, compute_floor: bool, floor_subsets: int,
-           floor_subset_size: int, verbose: bool) -> FeatureNet:
+           floor_subset_size: int, verbose: bool, variant: str, layout: bool | None,
+           layout_weight: float) -> FeatureNet:
     from .frechet import fd_from_features, kid_from_features  # no import cycle at load
 
     if epochs < 1 or batch_size < 1 or not lr > 0:
@@ -351,8 +478,18 @@ def _train(train_ds: Any, eval_ds: Any, *, epochs: int, batch_size: int, lr: flo
         num_classes = getattr(train_ds, "num_classes", None) or int(max(y.max(), ey.max())) + 1
     if int(y.min()) < 0 or int(max(y.max(), ey.max())) >= num_classes:
         raise BadData(f"labels must lie in [0, {num_classes})")
+    lt = et = None
+    if variant == "layout" and layout is not False:
+        lt, et = layout_targets(train_ds, max_train), layout_targets(eval_ds, max_eval)
+        if lt is None or et is None or lt.shape[0] != x.shape[0] or et.shape[0] != ex.shape[0]:
+            if layout:
+                raise BadData("train_feature_net(layout=True) needs items whose "
+                              "'attributes' give each object's row, col and size (the "
+                              "shapes dataset's format), in both splits")
+            lt = et = None
     config = FeatureNetConfig(in_channels=int(x.shape[1]), num_classes=int(num_classes),
-                              width=width, feature_dim=feature_dim, resolution=int(x.shape[2]))
+                              width=width, feature_dim=feature_dim, resolution=int(x.shape[2]),
+                              variant=variant, layout_head=lt is not None)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed(seed, "feature-net-init"))
@@ -370,7 +507,10 @@ def _train(train_ds: Any, eval_ds: Any, *, epochs: int, batch_size: int, lr: flo
         running = 0.0
         for i in range(steps_per_epoch):
             idx = order[i * batch_size:(i + 1) * batch_size]
-            loss = F.cross_entropy(net(x[idx]), y[idx])
+            feats = net.embed(x[idx])
+            loss = F.cross_entropy(net.head(feats), y[idx])
+            if lt is not None:
+                loss = loss + layout_weight * F.cross_entropy(net.layout_logits(feats), lt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -380,7 +520,17 @@ def _train(train_ds: Any, eval_ds: Any, *, epochs: int, batch_size: int, lr: flo
             print(f"feature net epoch {epoch + 1}/{epochs}: loss {running / steps_per_epoch:.4f}")
     net.eval()
     with torch.no_grad():
-        pred = torch.cat([net(ex[i:i + 512]).argmax(1) for i in range(0, ex.shape[0], 512)])
+        if variant == "layout":
+            train_feats = torch.cat([net.embed(x[i:i + 512]) for i in range(0, n, 512)])
+            rms = float(train_feats.double().pow(2).mean().sqrt())
+            net.feature_scale.fill_(rms if rms > 0 else 1.0)
+        feats = torch.cat([net.embed(ex[i:i + 512]) for i in range(0, ex.shape[0], 512)])
+        pred = net.head(feats).argmax(1)
+        layout_acc = None
+        if et is not None:
+            cells = net.layout_logits(feats).argmax(1)
+            layout_acc = {"cells": float((cells == et).float().mean()),
+                          "scenes": float((cells == et).all(1).float().mean())}
     accuracy = float((pred == ey).float().mean())
     seconds = time.perf_counter() - start
     floor = None
@@ -397,8 +547,10 @@ def _train(train_ds: Any, eval_ds: Any, *, epochs: int, batch_size: int, lr: flo
                  "split": "held-out eval split, two disjoint random halves"}
     net.info = {"dataset": description or _describe(train_ds), "n_train": int(n),
                 "n_eval": int(ex.shape[0]), "accuracy": accuracy,
+                "layout_accuracy": layout_acc,
                 "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr,
                              "weight_decay": weight_decay, "seed": seed,
+                             "layout_weight": layout_weight if lt is not None else None,
                              "seconds": round(seconds, 2)},
                 "floor": floor}
     if verbose:
@@ -407,20 +559,25 @@ def _train(train_ds: Any, eval_ds: Any, *, epochs: int, batch_size: int, lr: flo
     return net
 
 
-def cached_feature_net(directory: str | Path, train_ds: Any, eval_ds: Any,
-                       **train_kwargs: Any) -> FeatureNet:
-    """The feature net saved in ``directory``, else one trained with
-    :func:`train_feature_net` (``train_kwargs``) and saved there.
+def cached_feature_net(directory: str | Path, train_ds: Any, eval_ds: Any, *,
+                       variant: str = "layout", **train_kwargs: Any) -> FeatureNet:
+    """The feature net saved in ``directory`` if it is of ``variant``, else one trained
+    with :func:`train_feature_net` (``variant``, ``train_kwargs``) and saved there.
 
     Evaluations that report an in-domain FD (the ``autoencoder`` and ``ldm``
-    objectives) keep theirs in ``RUN_DIR/features/`` so ``gaf eval`` reuses it.
+    objectives) keep theirs in ``RUN_DIR/features/`` so ``gaf eval`` reuses it. A
+    saved net of another variant (a version-1 ``pooled`` net of an older run) is not
+    reused: it is replaced by a new one of ``variant``, so an old run re-evaluated
+    reports the metric of the current code.
     """
     directory = Path(directory)
     if (directory / META_FILE).is_file():
-        return FeatureNet.load(directory)
+        net = FeatureNet.load(directory)
+        if net.variant == variant:
+            return net
     import torch
 
     with torch.enable_grad():
-        net = train_feature_net(train_ds, eval_ds, **train_kwargs)
+        net = train_feature_net(train_ds, eval_ds, variant=variant, **train_kwargs)
     net.save(directory)
     return net

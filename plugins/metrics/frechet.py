@@ -105,7 +105,7 @@ from .features import FeatureNet, load_images
 
 __all__ = ["InDomainFD", "InDomainKID", "feature_statistics", "sqrtm_psd",
            "trace_sqrt_product", "frechet_distance", "fd_from_features", "mmd2_unbiased",
-           "kid_from_features"]
+           "kid_from_features", "kid_with_se", "distribution_distances"]
 
 HOW_TO_MAKE = ("make one with: from gaf.plugins.metrics.features import train_feature_net; "
                "train_feature_net(train_ds, eval_ds).save(DIR) -- trained on the real "
@@ -196,6 +196,94 @@ def kid_from_features(f1: Tensor, f2: Tensor, subsets: int = 100, subset_size: i
                       f2[torch.randperm(f2.shape[0], generator=g)[:size]])
         for _ in range(subsets)], dtype=torch.float64)
     return {"kid": float(values.mean()), "kid_std": float(values.std(correction=0))}
+
+
+def kid_with_se(f1: Tensor, f2: Tensor, subsets: int = 100, subset_size: int | None = None,
+                seed: int = 0, *keys: int) -> dict[str, float]:
+    """KID as the mean of :func:`mmd2_unbiased` over random subsets, with a standard error.
+
+    Each of ``subsets`` draws takes ``m = subset_size`` features without replacement
+    from each set (default: half the smaller set, ``⌊N/2⌋``), from the named stream
+    ``("kid-subsets", *keys)`` of ``seed``. Returns ``{"kid", "kid_se", "kid_std",
+    "subset_size"}``: the mean, the subsampling standard error
+    ``kid_std · √(m / (N − m))`` (``N`` = the smaller set; the first-order variance of
+    a statistic on ``m`` of ``N`` items drawn without replacement is ``σ²(1/m − 1/N)``,
+    so at ``m = N/2`` the spread of the half-sample values estimates the standard
+    error of the estimate from all ``N``), and the spread ``kid_std`` itself. ``kid_se``
+    is NaN when ``m = N`` (every subset is the whole set: no spread to measure).
+    """
+    f1, f2 = _as64(f1), _as64(f2)
+    n = min(f1.shape[0], f2.shape[0])
+    m = n // 2 if subset_size is None else min(int(subset_size), n)
+    if m < 2 or subsets < 1:
+        raise ValueError(f"KID needs subsets >= 1 of at least 2 features in each set "
+                         f"(sets of {f1.shape[0]} and {f2.shape[0]}, subset_size {m})")
+    if m == f1.shape[0] == f2.shape[0]:  # every subset is the whole of both sets
+        return {"kid": mmd2_unbiased(f1, f2), "kid_se": math.nan, "kid_std": 0.0,
+                "subset_size": float(m)}
+    g = torch_generator(seed, "kid-subsets", *keys)
+    values = torch.tensor([
+        mmd2_unbiased(f1[torch.randperm(f1.shape[0], generator=g)[:m]],
+                      f2[torch.randperm(f2.shape[0], generator=g)[:m]])
+        for _ in range(subsets)], dtype=torch.float64)
+    std = float(values.std(correction=0))
+    se = std * math.sqrt(m / (n - m)) if m < n else math.nan
+    return {"kid": float(values.mean()), "kid_se": se, "kid_std": std, "subset_size": float(m)}
+
+
+def distribution_distances(net: FeatureNet, fake: Any, real: Any, reference: Any, *,
+                           kid_subsets: int = 100, kid_subset_size: int | None = None,
+                           seed: int = 0) -> dict[str, float]:
+    """FD and KID of generated images against a *disjoint* real set, with their floors.
+
+    fake: samples for the captions of set A; real: the real images of set A (used
+    only for the floors); reference: real images of a disjoint set B.
+    Returns fd = FD(fake, reference), fd_floor = FD(real, reference),
+    kid (mean over subsets) and kid_se, kid_floor = KID(real, reference) and
+    kid_floor_se, and feature_accuracy (the net's held-out accuracy, when known).
+
+    Why this protocol: comparing the samples with the very images whose captions
+    produced them rewards copying those images' statistics (a generator that ignores
+    every position word but keeps colours and shapes scored *below* the
+    real-vs-real floor); against a disjoint set B, the real images of A score exactly
+    the floor, and a generator can only reach it by matching the distribution.
+    ``fake`` and ``real`` must have the same count (the FD estimate is biased by a
+    ``1/N`` term, so the floor is only comparable at the same N); ``reference`` should
+    too. KID is :func:`kid_with_se` with ``kid_subsets`` subsets of
+    ``kid_subset_size`` (default: half the smaller set); ``kid`` and ``kid_floor`` use the
+    same subset indices (the stream ``"kid-subsets"`` of ``seed``), so ``fake = real``
+    scores exactly the floor, in KID as in FD. Also returned: ``n_fake``, ``n_reference``, ``kid_subset_size`` (as
+    floats) and ``feature_dim``. ``net`` should be a ``layout`` network
+    (:mod:`gaf.plugins.metrics.features`); a version-1 ``pooled`` one is accepted
+    with a warning, as it cannot see where objects are. Images as in
+    :func:`~gaf.plugins.metrics.features.load_images` (tensors, datasets, batches).
+    """
+    if getattr(net, "variant", "layout") != "layout":
+        warnings.warn("distribution_distances with a pooled (position-blind) feature net: "
+                      "it does not see where objects are; train a layout one "
+                      "(train_feature_net(..., variant='layout'))", stacklevel=2)
+    ff, fr, fb = net.features(fake), net.features(real), net.features(reference)
+    if ff.shape[0] != fr.shape[0]:
+        raise ValueError(f"distribution_distances: fake ({ff.shape[0]} images) and real "
+                         f"({fr.shape[0]}) must have the same count: the floor is only "
+                         "comparable at the same sample size")
+    d = ff.shape[1]
+    if min(ff.shape[0], fb.shape[0]) < d + 1:
+        warnings.warn(f"FD from {min(ff.shape[0], fb.shape[0])} samples of {d}-dim features: "
+                      "the covariances are singular and the estimate strongly biased",
+                      stacklevel=2)
+    # the same subset indices for both (one stream): the real images of A then score
+    # exactly the floor, and the difference kid - kid_floor is a paired comparison
+    kid = kid_with_se(ff, fb, kid_subsets, kid_subset_size, seed)
+    kid_floor = kid_with_se(fr, fb, kid_subsets, kid_subset_size, seed)
+    out = {"fd": fd_from_features(ff, fb), "fd_floor": fd_from_features(fr, fb),
+           "kid": kid["kid"], "kid_se": kid["kid_se"],
+           "kid_floor": kid_floor["kid"], "kid_floor_se": kid_floor["kid_se"],
+           "n_fake": float(ff.shape[0]), "n_reference": float(fb.shape[0]),
+           "kid_subset_size": kid["subset_size"], "feature_dim": float(d)}
+    if net.accuracy is not None:
+        out["feature_accuracy"] = float(net.accuracy)
+    return out
 
 
 # ------------------------------------------------------------------- components

@@ -224,8 +224,10 @@ def test_feature_net_learns_and_records_its_accuracy(trained):
     assert meta["accuracy"] == net.accuracy
     assert meta["dataset"] == "test shapes: squares vs discs, 16x16"
     assert (meta["n_train"], meta["n_eval"]) == (400, 200)
+    assert meta["version"] == 2
     assert meta["config"] == {"in_channels": 3, "num_classes": 2, "width": 8,
-                              "feature_dim": 32, "resolution": 16}
+                              "feature_dim": 32, "resolution": 16, "variant": "layout",
+                              "layout_head": False}  # these items have no attributes
     floor = meta["floor"]
     assert floor["n_per_side"] == 100 and floor["fd"] >= 0 and math.isfinite(floor["kid"])
     assert sorted(p.name for p in path.iterdir()) == ["feature_net.json", "model.safetensors"]
