@@ -9,7 +9,16 @@ Files
 -----
 In the directory ``path``, split ``train`` reads ``train-images-idx3-ubyte`` and
 ``train-labels-idx1-ubyte``; split ``test`` (or ``eval``) reads ``t10k-images-idx3-ubyte``
-and ``t10k-labels-idx1-ubyte``. Each may also be gzipped (``.gz``; the plain file wins
+and ``t10k-labels-idx1-ubyte``. Split ``validation`` (for tuning; evaluations read
+``eval``) is carved out of the training file when ``validation_fraction`` is set:
+item ``i`` of the training file is ``validation`` when ``u_i < validation_fraction``,
+with ``u`` the uniform draws of the ``"idx-validation"`` stream of seed 0
+(:func:`gaf.seeding.rng`; the same items for every file of that length, and the
+items of a longer file extend those of a shorter one), and ``train`` then leaves those
+items out. The default ``validation_fraction = 0`` keeps all of the training file in
+``train`` (the Fashion-MNIST figures of docs/results.md trained on all 60,000), so
+split ``validation`` needs it set, and a run tuned on validation must set it in its
+training run too (the same option on both splits keeps them disjoint). Each may also be gzipped (``.gz``; the plain file wins
 when both exist) or spelt with a dot (``train-images.idx3-ubyte``). An image file is
 big-endian: magic number 2051, count, rows, columns, then ``count * rows * columns``
 uint8 pixels; a label file: magic 2049, count, then ``count`` uint8 labels.
@@ -49,6 +58,7 @@ import torch
 
 from gaf.config import option
 from gaf.errors import BadConfig, BadData
+from gaf.seeding import rng
 
 from .common import check_channels, check_index, check_resolution, resize_square, uint8_to_unit
 
@@ -59,7 +69,7 @@ DEFAULT_PATH = "/usr/share/datasets/fashion-mnist/"
 FASHION_MNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal",
                          "shirt", "sneaker", "bag", "ankle boot")
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
-_PREFIX = {"train": "train", "test": "t10k", "eval": "t10k"}
+_PREFIX = {"train": "train", "validation": "train", "test": "t10k", "eval": "t10k"}
 _INSTALL_HINT = ("; Fashion-MNIST comes from the Debian package dataset-fashion-mnist: "
                  "apt-get install dataset-fashion-mnist")
 
@@ -69,7 +79,11 @@ class IdxConfig:
     """Options of the ``idx`` dataset."""
 
     path: str = option(DEFAULT_PATH, "directory holding the IDX files (plain or .gz)")
-    split: str = option("train", "train, or test (also called eval): the t10k files")
+    split: str = option("train", "train, validation (a part of the train files, see "
+                        "validation_fraction), or test (also called eval): the t10k files")
+    validation_fraction: float = option(0.0, "fraction of the train files held out as the "
+                                             "validation split (0 = none: train is all of "
+                                             "them)", ge=0, lt=1)
     resolution: int = option(28, "image side: 0 or the stored size = as stored (the longer "
                              "side if not square); stored+4 = "
                              "zero-pad by 2 (28 → 32); anything else = bilinear resize")
@@ -165,7 +179,10 @@ class IdxDataset:
         what = "dataset idx"
         if cfg.split not in _PREFIX:
             raise BadConfig(f"{what}: unknown split {cfg.split!r}; valid splits: "
-                            "train, test, eval")
+                            "train, validation, test, eval")
+        if cfg.split == "validation" and cfg.validation_fraction == 0:
+            raise BadConfig(f"{what}: split 'validation' needs validation_fraction > 0 "
+                            f"(e.g. 0.1, set on the training run too)")
         check_resolution(cfg.resolution, what, allow_zero=True)
         check_channels(cfg.channels, what)
         if cfg.limit < 0:
@@ -200,6 +217,10 @@ class IdxDataset:
         if len(bad):
             raise BadData(f"label {int(labels[bad[0]])} of item {int(bad[0])} is out of range "
                           f"for {len(names)} classes (class_names)", path=str(self.labels_path))
+        if cfg.validation_fraction > 0 and prefix == "train":
+            held = rng(0, "idx-validation").random(len(labels)) < cfg.validation_fraction
+            keep = held if cfg.split == "validation" else ~held
+            images, labels = images[keep], labels[keep]
         if cfg.limit:
             images, labels = images[:cfg.limit], labels[:cfg.limit]
         self._images, self._labels = images, labels

@@ -119,6 +119,25 @@ def test_test_split_class_names_caption_and_limit(tmp_path):
         make(tmp_path, split="train")
 
 
+@given(n=st.integers(1, 60), fraction=st.floats(0.05, 0.95))
+def test_validation_is_carved_from_the_train_file(n, fraction):
+    images, labels = sample(n, size=4)
+    images[:, 0, 0] = np.arange(n)  # each item's index is in its first pixel
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp), images, labels)
+        opts = {"validation_fraction": fraction, "resolution": 4}
+        train, val = make(tmp, **opts), make(tmp, split="validation", **opts)
+        index = lambda ds: [round((float(ds[i]["image"][0, 0, 0]) + 1) * 127.5)  # noqa: E731
+                            for i in range(len(ds))]
+        got_train, got_val = index(train), index(val)
+        assert sorted(got_train + got_val) == list(range(n))  # disjoint, all of the file
+        from gaf.seeding import rng
+        want = np.flatnonzero(rng(0, "idx-validation").random(n) < fraction).tolist()
+        assert got_val == want
+        assert train.labels() == [int(labels[i]) for i in got_train]
+        assert len(make(tmp, resolution=4)) == n  # no fraction: train is the whole file
+
+
 def test_labels_above_nine_get_generic_names(tmp_path):
     images, _ = sample(3)
     ds = make(write(tmp_path, images, np.array([0, 11, 3], np.uint8)))
@@ -205,7 +224,8 @@ def test_label_count_mismatch_and_out_of_range(tmp_path):
 
 
 @pytest.mark.parametrize("options", [
-    {"split": "validation"}, {"channels": 2}, {"resolution": -1}, {"limit": -1},
+    {"split": "validation"}, {"split": "valid"}, {"validation_fraction": 1.0},
+    {"validation_fraction": -0.1}, {"channels": 2}, {"resolution": -1}, {"limit": -1},
     {"caption": "a {nom}"},
 ])
 def test_bad_options(tmp_path, options):
