@@ -23,11 +23,16 @@ import click
 from . import config as _config
 from ._version import __version__
 from .device import DEVICE_FORMS, is_device_name
-from .errors import BadConfig, GafError
+from .errors import BadConfig, BadData, GafError
 from .interfaces.training import objective_member
 from .registry import REGISTRY, PluginWarning
 
-NOT_SELECTABLE = {"objective", "loader"}  # objective has its own option; loaders are implicit
+#: kinds that get no ``gaf run --<kind>`` option: objective has its own, loaders are
+#: implicit, and a pipeline samples a finished run (``gaf sample --pipeline``)
+NOT_SELECTABLE = {"objective", "loader", "pipeline"}
+#: the pipeline of a ``pipeline.json`` without a ``"pipeline"`` key (runs from before it)
+DEFAULT_PIPELINE = "diffusion"
+PIPELINE_FILE = "pipeline.json"
 
 
 class GafGroup(click.Group):
@@ -156,27 +161,48 @@ def show_cmd(kind: str, name: str) -> None:
     if uses:
         click.echo("\n  uses: " + ", ".join(f"{k} (default {v!r})" for k, v in uses.items()))
     cls = REGISTRY.config_class(kind, entry.name)
-    if cls is None or not _config.describe(cls):
+    call_options = _options_class(obj)
+    if (cls is None or not _config.describe(cls)) and call_options is None:
         click.echo("\n  (no config options)")
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", title=f"options (--set {kind}.NAME=VALUE)",
-                  title_justify="left")
-    for col in ("option", "type", "default", "allowed", "help"):
-        table.add_column(col, overflow="fold")
-    defaults = _config.to_dict(REGISTRY.default_config(kind, entry.name))
-    for f in _config.describe(cls):
-        table.add_row(f.name, f.type, json.dumps(defaults.get(f.name, f.default)), f.bounds,
-                      f.help)
-    click.echo("")
-    Console().print(table)
+    if cls is not None and _config.describe(cls):
+        defaults = _config.to_dict(REGISTRY.default_config(kind, entry.name))
+        _options_table(f"options (--set {kind}.NAME=VALUE)", cls, defaults)
+    if call_options is not None:  # a pipeline's call options (gaf sample --option)
+        _options_table("call options (gaf sample --option KEY=VALUE)", call_options,
+                       _config.to_dict(call_options()))
+    if entry.defaults and cls is None:
+        click.echo("\n  gaf sample load defaults: " + ", ".join(f"{k}={json.dumps(v)}"
+                                                      for k, v in entry.defaults.items()))
     if kind == "objective":
         from .trainconfig import TrainConfig
 
         train = _config.to_dict(_config.from_dict(TrainConfig, objective_member(obj, "train_defaults")))
         click.echo("\n  train defaults: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in train.items()))
+
+
+def _options_class(obj: Any) -> type | None:
+    """``obj.Options`` when it is an attrs class: the options of each call of a component
+    (a pipeline's steps, guidance, temperature …), as ``Config`` holds those it is built
+    with."""
+    import attrs
+
+    cls = getattr(obj, "Options", None)
+    return cls if isinstance(cls, type) and attrs.has(cls) and _config.describe(cls) else None
+
+
+def _options_table(title: str, cls: type, defaults: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", title=title, title_justify="left")
+    for col in ("option", "type", "default", "allowed", "help"):
+        table.add_column(col, overflow="fold")
+    for f in _config.describe(cls):
+        table.add_row(f.name, f.type, json.dumps(defaults.get(f.name, f.default)), f.bounds,
+                      f.help)
+    click.echo("")
+    Console().print(table)
 
 
 def _qualname(obj: Any) -> str:
@@ -334,37 +360,43 @@ def _fmt(value: float) -> str:
 @click.option("--policy", metavar="NAME|PATH", shell_complete=_complete("policy"),
               help="text: a run directory, a saved policy, or a registered name (untrained)")
 @click.option("--pipeline", metavar="RUN_DIR", type=click.Path(file_okay=False),
-              help="images: a diffusion run directory (gaf run --objective ldm)")
+              help="images: a text-to-image run directory (e.g. gaf run --objective ldm); "
+                   "its pipeline.json names the registered pipeline that samples it")
 @click.option("--prompt", "prompts", multiple=True, required=True,
               help="prompt text, or a class label for a class-conditional pipeline "
                    "(repeatable)")
 @click.option("--sampler", default="top-p", show_default=True, shell_complete=_complete("sampler"),
               help="text: decoding strategy (gaf list sampler)")
 @click.option("--scheduler", default=None, shell_complete=_complete("scheduler"),
-              help="images: sampler (gaf list scheduler) [default: ddim]")
+              help="images, diffusion: sampler (gaf list scheduler) [default: ddim]")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="sampler or scheduler option, e.g. --set p=0.95 or --set eta=1.0")
+@click.option("--option", "pipe_options", multiple=True, metavar="KEY=VALUE",
+              help="images: a call option of the run's pipeline, e.g. --option steps=20 "
+                   "(gaf show pipeline NAME lists them; repeatable)")
 @click.option("-n", "--num", default=1, show_default=True, type=click.IntRange(1),
               help="completions or images per prompt")
 @click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(1),
               help="text: tokens to generate")
-@click.option("--steps", default=50, show_default=True, type=click.IntRange(1),
-              help="images: denoising steps")
-@click.option("--guidance", default=3.0, show_default=True, type=click.FloatRange(0),
-              help="images: classifier-free guidance scale (1 = none)")
+@click.option("--steps", default=None, type=click.IntRange(1),
+              help="images: denoising steps (--option steps=N) [default: the pipeline's, 50]")
+@click.option("--guidance", default=None, type=click.FloatRange(0),
+              help="images: classifier-free guidance scale, 1 = none (--option guidance=S) "
+                   "[default: the pipeline's, 3]")
 @click.option("--out", "out_path", default="samples.png", show_default=True,
               type=click.Path(dir_okay=False), help="images: the PNG grid to write")
-@click.option("--ema/--no-ema", default=True, show_default=True,
-              help="images: sample with the moving-average weights")
+@click.option("--ema/--no-ema", default=None,
+              help="images, diffusion: sample with the moving-average weights [default: --ema]")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="text: one JSON object per completion")
 @click.option("-q", "--quiet", is_flag=True, help="images: no progress bar")
 def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...], sampler: str,
-               scheduler: str | None, sets: tuple[str, ...], num: int, max_new_tokens: int,
-               steps: int, guidance: float, out_path: str, ema: bool, seed: int, device: str,
-               as_json: bool, quiet: bool) -> None:
-    """Generate text from a policy or images from a diffusion run.
+               scheduler: str | None, sets: tuple[str, ...], pipe_options: tuple[str, ...],
+               num: int, max_new_tokens: int, steps: int | None, guidance: float | None,
+               out_path: str, ema: bool | None, seed: int, device: str, as_json: bool,
+               quiet: bool) -> None:
+    """Generate text from a policy or images from a text-to-image run.
 
     \b
     gaf sample --policy RUN_DIR --prompt "The film"
@@ -379,9 +411,17 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
         key, value = _config.parse_assignment(item)
         options[key.removeprefix("sampler.").removeprefix("scheduler.")] = value
     if pipeline is not None:
-        _sample_images(pipeline, prompts, scheduler, options, num, steps, guidance, out_path,
-                       ema, seed, device, quiet)
+        load = {"scheduler": scheduler, "scheduler_options": options or None, "ema": ema}
+        flags = {"scheduler": "--scheduler", "scheduler_options": "--set", "ema": "--ema/--no-ema"}
+        given = {k: v for k, v in load.items() if v is not None}
+        call = [("steps", steps, "--steps"), ("guidance", guidance, "--guidance")]
+        call += [(*_config.parse_assignment(item), "--option") for item in pipe_options]
+        _sample_images(pipeline, prompts, given, flags, call, num, out_path, seed, device,
+                       quiet)
         return
+    if pipe_options:
+        raise BadConfig("--option sets a call option of an image pipeline; for text use "
+                        "--set (the sampler's options)")
     decoder = REGISTRY.create("sampler", sampler, **options)
     import torch
 
@@ -402,30 +442,107 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
             click.echo(f"{p}{click.style(c, fg='green')}")
 
 
-def _sample_images(run_dir: str, prompts: tuple[str, ...], scheduler: str | None,
-                   options: dict[str, Any], num: int, steps: int, guidance: float,
-                   out_path: str, ema: bool, seed: int, device: str, quiet: bool) -> None:
-    """``gaf sample --pipeline``: one row of ``num`` images per prompt, written as a PNG."""
-    if scheduler is not None:
-        REGISTRY.entry("scheduler", scheduler)  # unknown names fail with close matches
+def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
+                   flags: dict[str, str], call: list[tuple[str, Any, str]], num: int,
+                   out_path: str, seed: int, device: str, quiet: bool) -> None:
+    """``gaf sample --pipeline``: one row of ``num`` images per prompt, written as a PNG.
+
+    The run's ``pipeline.json`` names its pipeline (``diffusion`` when it names none),
+    resolved through the registry, so a third-party pipeline samples its runs the same
+    way. ``load`` (what the user set of ``--scheduler``, ``--set``, ``--ema``) goes to
+    ``from_run`` on top of the entry's registry ``defaults``; ``call`` (``--steps``,
+    ``--guidance``, ``--option``) to the pipeline's call, checked against its
+    ``Options``. A flag the pipeline has no option for is a :class:`BadConfig`.
+    """
+    from .atomic import read_json
     from .device import resolve_device
 
-    try:
-        from gaf.plugins.t2i.diffusion_pipeline import DiffusionPipeline
-    except ImportError as exc:  # pragma: no cover - plugins not installed
-        raise BadConfig(f"image sampling needs gaf's t2i plugins: {exc}") from None
-    pipe = DiffusionPipeline.from_run(run_dir, scheduler=scheduler or "ddim",
-                                      scheduler_options=options, ema=ema,
-                                      device=resolve_device(device))
-    batch = [p for p in prompts for _ in range(num)]
-    images = pipe(batch, steps=steps, guidance=guidance, seed=seed, progress=not quiet)
-    from gaf.plugins.images.grid import save_grid
+    meta_path = Path(run_dir) / PIPELINE_FILE
+    if not meta_path.is_file():
+        raise BadConfig(f"{run_dir} is not a text-to-image run: it has no {PIPELINE_FILE} "
+                        "(train one, e.g. gaf run --objective ldm)")
+    meta = read_json(meta_path)
+    name = meta.get("pipeline", DEFAULT_PIPELINE) if isinstance(meta, dict) else None
+    if not isinstance(name, str):
+        raise BadData('"pipeline" must name a registered pipeline', path=str(meta_path))
+    entry = REGISTRY.entry("pipeline", name)  # unknown: exit 2 with close matches
+    cls = entry.load()
+    where = f"pipeline {entry.name!r} (named by {meta_path})"
 
-    rows = images.reshape(len(prompts), num, *images.shape[1:])
-    path = save_grid(rows, Path(out_path))
+    accepted = _parameters(cls.from_run)
+    for key, value in load.items():
+        if not _accepts(accepted, key):
+            raise BadConfig(f"{flags[key]} does not apply to {where}: it has no load option "
+                            f"{key!r} (from_run takes: {', '.join(_named(accepted)) or 'none'})")
+    if load.get("scheduler") is not None:
+        REGISTRY.entry("scheduler", load["scheduler"])  # unknown names fail with close matches
+    options_cls = _options_class(cls)
+    known = _config.field_names(options_cls) if options_cls is not None else []
+    given: dict[str, Any] = {}
+    for key, value, flag in call:
+        if value is None:
+            continue
+        if key not in known:
+            from .errors import did_you_mean
+
+            raise BadConfig(f"{flag} {key}: {where} has no option {key!r}"
+                            f"{did_you_mean(key, known)} (its options: "
+                            f"{', '.join(known) or 'none'})")
+        given[key] = value
+    if given:
+        checked = _config.from_dict(options_cls, given, where=f"pipeline {entry.name}")
+        given = {key: getattr(checked, key) for key in given}
+    kwargs = {**{k: v for k, v in entry.defaults.items() if _accepts(accepted, k)}, **load}
+    pipe = cls.from_run(run_dir, device=resolve_device(device), **kwargs)
+    if "progress" in _parameters(cls.__call__):  # a named parameter, not any **options
+        given["progress"] = not quiet
+    batch = [p for p in prompts for _ in range(num)]
+    images = pipe(batch, seed=seed, **given)
+    path = write_grid(images, len(prompts), num, Path(out_path))
     for i, p in enumerate(prompts):
         click.echo(f"row {i + 1}: {p}")
     click.echo(f"{len(batch)} image(s) written to {path}")
+
+
+def _parameters(func: Any) -> dict[str, inspect.Parameter]:
+    return dict(inspect.signature(func).parameters)
+
+
+def _accepts(params: dict[str, inspect.Parameter], key: str) -> bool:
+    return key in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _named(params: dict[str, inspect.Parameter]) -> list[str]:
+    return [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
+
+
+def write_grid(images: Any, rows: int, cols: int, path: Path, pad: int = 2) -> Path:
+    """Write ``rows × cols`` images ``(rows·cols, C, H, W)`` in ``[-1, 1]`` (a tensor or an
+    array, row-major) as one PNG grid on a white background, ``pad`` pixels apart.
+
+    The core's own writer (numpy and Pillow, imported here), so that ``gaf sample``
+    needs no plugin module; it draws the same pixels as
+    ``gaf.plugins.images.grid.save_grid`` (a test holds them equal).
+    """
+    import numpy as np
+    from PIL import Image
+
+    if hasattr(images, "detach"):  # a torch tensor, any dtype or device
+        images = images.detach().float().cpu().numpy()
+    array = np.asarray(images, dtype=np.float32)
+    if array.ndim != 4 or array.shape[0] != rows * cols or array.shape[1] not in (1, 3, 4):
+        raise BadData(f"the pipeline returned images of shape {tuple(array.shape)}; expected "
+                      f"({rows * cols}, C, H, W) with C in 1, 3, 4")
+    _, c, h, w = array.shape
+    canvas = np.ones((c, rows * (h + pad) + pad, cols * (w + pad) + pad), np.float32)
+    for i in range(rows):
+        for j in range(cols):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[:, y:y + h, x:x + w] = (np.clip(array[i * cols + j], -1, 1) + 1) / 2
+    pixels = np.round(canvas * 255).astype(np.uint8).transpose(1, 2, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels[:, :, 0] if c == 1 else pixels).save(path)
+    return path
 
 
 # ------------------------------------------------------------------------- eval

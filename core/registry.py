@@ -55,6 +55,7 @@ KINDS: dict[str, str] = {
     "noise-model": "diffusion noise models (NoiseModel)",
     "scheduler": "diffusion schedulers and samplers (Scheduler)",
     "conditioner": "text and label encoders for conditioning (Conditioner)",
+    "pipeline": "text-to-image samplers of a trained run (Pipeline)",
     "loader": "readers of foreign checkpoint formats, tried by gaf.load",
 }
 """The kinds gaf knows, with what each holds. Plugins may add new kinds."""

@@ -9,7 +9,8 @@ public name is re-exported here (import them from ``gaf.interfaces``):
   :class:`RolloutPolicy`), :class:`RewardFn`, :class:`Task`;
 * :mod:`.images`: :class:`Dataset`, :class:`Autoencoder`, :class:`Conditioner`,
   :class:`NoiseModel`, :class:`NoiseSchedule`, :class:`Scheduler` (a noise schedule
-  plus a sampler), :class:`Metric`;
+  plus a sampler), :class:`Metric`, :class:`Pipeline` (a trained text-to-image run
+  that samples images: registry kind ``pipeline``);
 * :mod:`.training`: :class:`Objective`, :class:`PreferenceObjective`; the optional
   members of an objective are declared, with their defaults, on :class:`ObjectiveBase`
   and read by the core through :func:`objective_member`;
@@ -35,6 +36,7 @@ from .images import (
     Metric,
     NoiseModel,
     NoiseSchedule,
+    Pipeline,
     Scheduler,
 )
 from .lm import Policy, RewardFn, RolloutPolicy, Sampler, Task, Tokenizer
@@ -54,7 +56,7 @@ __all__ = [
     "Policy", "RewardFn", "RolloutPolicy", "Sampler", "Task", "Tokenizer",
     # images
     "Autoencoder", "Conditioner", "Dataset", "Metric", "NoiseModel", "NoiseSchedule",
-    "Scheduler",
+    "Pipeline", "Scheduler",
     # training
     "OBJECTIVE_DEFAULTS", "Objective", "ObjectiveBase", "PreferenceObjective", "objective_member",
 ]

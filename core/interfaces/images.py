@@ -1,5 +1,6 @@
 """Image side contracts: :class:`Dataset`, :class:`Autoencoder`, :class:`Conditioner`,
-:class:`NoiseModel`, :class:`NoiseSchedule`, :class:`Scheduler`, :class:`Metric`.
+:class:`NoiseModel`, :class:`NoiseSchedule`, :class:`Scheduler`, :class:`Metric`, and
+:class:`Pipeline` (a trained text-to-image run as a sampler, whatever its method).
 
 Part of :mod:`gaf.interfaces` (which re-exports every name here); no torch at import.
 """
@@ -15,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 
 __all__ = ["Autoencoder", "Conditioner", "Dataset", "Metric", "NoiseModel", "NoiseSchedule",
-           "Scheduler"]
+           "Pipeline", "Scheduler"]
 
 
 @runtime_checkable
@@ -178,3 +179,44 @@ class Metric(Protocol):
     """A metric: ``__call__(*inputs) -> dict[str, float]`` (one or more named values)."""
 
     def __call__(self, *inputs: Any) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class Pipeline(Protocol):
+    """Samples images from a trained text-to-image run (registry kind ``pipeline``).
+
+    Every text-to-image objective names the pipeline that samples its runs in
+    ``RUN_DIR/pipeline.json`` (``"pipeline": "diffusion"``; a file without the key
+    means ``diffusion``), and ``gaf sample --pipeline RUN_DIR`` builds it through the
+    registry, whatever the method (diffusion, a token model, a GAN …).
+
+    * ``Options``: the attrs class of the call's options (steps, guidance,
+      temperature, top-k …), each with a default and help text (``gaf.config.option``);
+      ``gaf show pipeline NAME`` lists them, ``gaf sample --option KEY=VALUE`` sets them.
+    * ``from_run(run_dir, *, device="cpu", **load_options)`` (a classmethod) loads the
+      run's trained modules onto ``device``; load options are what is fixed once per
+      pipeline (for diffusion: the sampling ``scheduler``, ``scheduler_options`` and
+      ``ema``). A directory that is not such a run raises
+      :class:`~gaf.errors.BadConfig` naming it.
+    * ``__call__(conditions, *, generators=None, seed=0, **options)`` returns
+      ``(B, C, H, W)`` images in ``[-1, 1]``, one per condition (a caption or a class
+      label now; an image and a mask later). Image ``i`` draws only from
+      ``generators[i]`` (default: generators seeded ``seed + i``), so it does not
+      depend on the batch. ``options`` are the fields of ``Options`` (an unknown one
+      raises :class:`~gaf.errors.BadConfig`).
+    * ``evaluations_per_image(**options) -> float``: network evaluations to make one
+      image at these options. For diffusion: denoiser calls, a classifier-free
+      guidance pair counting 2, plus the first-stage decode and the condition
+      encoder once each.
+    """
+
+    #: attrs class of the call's options, each with a default and help text
+    Options: type
+
+    @classmethod
+    def from_run(cls, run_dir: Any, *, device: Any = "cpu", **load_options: Any) -> Pipeline: ...
+
+    def __call__(self, conditions: Sequence[Any], *, generators: Sequence[Any] | None = None,
+                 seed: int = 0, **options: Any) -> Any: ...
+
+    def evaluations_per_image(self, **options: Any) -> float: ...

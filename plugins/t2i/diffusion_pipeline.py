@@ -35,6 +35,18 @@ The sampling loop
 5. The final latents are divided by the first stage's ``scale_factor`` and decoded,
    then clamped to ``[-1, 1]``.
 
+The ``pipeline`` kind
+---------------------
+:class:`DiffusionPipeline` is the registered pipeline ``diffusion`` and meets
+:class:`gaf.interfaces.Pipeline`: its call options are :class:`DiffusionPipeline.Options`
+(``steps``, ``guidance``; ``gaf show pipeline diffusion`` lists them), the sampling
+scheduler and the EMA switch are load options of :meth:`~DiffusionPipeline.from_run`,
+and :meth:`~DiffusionPipeline.evaluations_per_image` counts the network evaluations
+one image costs: a denoiser call per step (two with classifier-free guidance, the
+``[uncond; cond]`` pair, even though it is one batched call), plus one first-stage
+decode (none in pixel space, where the first stage has no parameters) and one
+condition-encoder call (when there is a conditioner).
+
 A run directory
 ---------------
 :meth:`DiffusionPipeline.from_run` reads ``RUN_DIR/pipeline.json``, written by the
@@ -51,12 +63,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 from torch import Tensor
 
+from gaf.config import option
 from gaf.errors import BadConfig, BadData
 
-__all__ = ["DiffusionPipeline", "guided_prediction", "per_sample_generators", "PIPELINE_FILE"]
+__all__ = ["DiffusionOptions", "DiffusionPipeline", "guided_prediction", "per_sample_generators",
+           "PIPELINE_FILE"]
 
 PIPELINE_FILE = "pipeline.json"
 
@@ -96,8 +111,25 @@ def guided_prediction(model: Any, x: Tensor, t: Any, cond: Any, null: Any,
     return out_u + guidance * (out_c - out_u)
 
 
+@attrs.define
+class DiffusionOptions:
+    """The call options of :class:`DiffusionPipeline` (``pipe(conds, steps=, guidance=)``)."""
+
+    steps: int = option(50, "denoising steps (the scheduler's timesteps)", ge=1)
+    guidance: float = option(3.0, "classifier-free guidance scale s: out_u + s·(out_c − out_u); "
+                             "1 = the conditional prediction alone (half the work)", ge=0)
+
+
 class DiffusionPipeline:
-    """Noise model + conditioner + first stage + scheduler → images (see the module doc)."""
+    """Noise model + conditioner + first stage + scheduler → images (see the module doc).
+
+    The registered pipeline ``diffusion`` (:class:`gaf.interfaces.Pipeline`): load a run
+    with :meth:`from_run` (load options ``scheduler``, ``scheduler_options``, ``ema``),
+    call it with ``steps`` and ``guidance`` (:attr:`Options`).
+    """
+
+    #: the call's options, shown by ``gaf show pipeline diffusion``
+    Options = DiffusionOptions
 
     def __init__(self, noise_model: Any, scheduler: Any, *, autoencoder: Any = None,
                  conditioner: Any = None, sample_shape: Sequence[int] | None = None):
@@ -147,6 +179,10 @@ class DiffusionPipeline:
         except json.JSONDecodeError as exc:
             raise BadData(f"not valid JSON: {exc.msg}", path=str(meta_path),
                           line=exc.lineno) from None
+        named = meta.get("pipeline", "diffusion")  # runs from before the key: diffusion
+        if named != "diffusion":
+            raise BadConfig(f"{meta_path} names pipeline {named!r}, not 'diffusion': load it "
+                            f"with gaf.REGISTRY.get('pipeline', {named!r}).from_run(...)")
         modules = meta.get("ema_modules" if ema else "modules") or meta["modules"]
 
         def load(kind: str, key: str) -> Any:
@@ -210,8 +246,8 @@ class DiffusionPipeline:
         n = len(conditions)
         if n == 0:
             raise BadConfig("nothing to sample: no prompts given")
-        if not guidance >= 0:
-            raise BadConfig(f"guidance must be >= 0, got {guidance}")
+        opts = self.options(steps=steps, guidance=guidance)
+        steps, guidance = opts.steps, opts.guidance
         if self.sample_shape is None:
             raise BadConfig("the pipeline does not know the sample shape (sample_shape=)")
         device = self.device
@@ -259,6 +295,27 @@ class DiffusionPipeline:
             return x
         return self.decode(x)
 
+    def options(self, **options: Any) -> DiffusionOptions:
+        """:attr:`Options` with ``options`` applied: checked and coerced, an unknown
+        name a :class:`~gaf.errors.BadConfig` naming the known ones."""
+        from gaf.config import from_dict
+
+        return from_dict(self.Options, options, where="pipeline diffusion")
+
+    def evaluations_per_image(self, **options: Any) -> float:
+        """Network evaluations to make one image at ``options`` (see the module doc):
+        ``steps`` denoiser calls, ×2 when guided (a conditioner and ``guidance != 1``:
+        the CFG pair counts 2), + 1 first-stage decode when the first stage has
+        parameters, + 1 condition-encoder call when there is a conditioner."""
+        opts = self.options(**options)
+        guided = self.conditioner is not None and opts.guidance != 1.0
+        evaluations = opts.steps * (2 if guided else 1)
+        if self.autoencoder is not None and _has_parameters(self.autoencoder):
+            evaluations += 1
+        if self.conditioner is not None:
+            evaluations += 1
+        return float(evaluations)
+
     def decode(self, latents: Tensor, batch_size: int = 64) -> Tensor:
         """Images in ``[-1, 1]`` from scaled latents (``autoencoder.decode(z / scale)``)."""
         if self.autoencoder is None:
@@ -267,6 +324,11 @@ class DiffusionPipeline:
         out = [self.autoencoder.decode(chunk / scale).float().clamp(-1, 1)
                for chunk in latents.split(batch_size)]
         return torch.cat(out)
+
+
+def _has_parameters(module: Any) -> bool:
+    params = getattr(module, "parameters", None)
+    return params is not None and next(iter(params()), None) is not None
 
 
 def _check_options(name: str, cls: Any, options: dict[str, Any]) -> None:
