@@ -272,7 +272,8 @@ class LDM:
         else:
             comp = ctx.spec.components["conditioner"]
             fixed = {"name": comp.name, "options": comp.options}
-        meta = {"format_version": 1, "objective": "ldm", "modules": trained,
+        meta = {"format_version": 1, "objective": "ldm", "pipeline": "diffusion",  # samples it
+                "modules": trained,
                 "ema_modules": ema, "conditioner": fixed, "autoencoder": first,
                 "scheduler": {"name": ctx.spec.components["scheduler"].name,
                               "config": _plain(self.scheduler.config)},
