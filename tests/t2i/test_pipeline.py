@@ -210,3 +210,69 @@ def test_bad_requests_are_clear_errors(tmp_path):
         "scheduler": {"name": "ddpm", "config": {}}, "sample_shape": [3, 8, 8]}))
     with pytest.raises(BadConfig, match="did the run finish"):
         DiffusionPipeline.from_run(tmp_path)
+
+
+# ------------------------------------------------------------- the ``pipeline`` kind
+
+
+class CountingAutoencoder(nn.Module):
+    """A first stage with a parameter (so its decode counts); counts decoded images."""
+
+    scale_factor = 1.0
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.0))
+        self.decoded = 0
+
+    def encode(self, x):
+        return x
+
+    def decode(self, z):
+        self.decoded += z.shape[0]
+        return self.w * z
+
+
+def test_diffusion_pipeline_meets_the_pipeline_protocol_and_is_registered():
+    from gaf.config import describe, to_dict
+    from gaf.interfaces import Pipeline
+
+    pipe = make()
+    assert isinstance(pipe, Pipeline)
+    assert gaf.REGISTRY.get("pipeline", "diffusion") is DiffusionPipeline
+    assert to_dict(DiffusionPipeline.Options()) == {"steps": 50, "guidance": 3.0}
+    assert all(f.help for f in describe(DiffusionPipeline.Options))
+    with pytest.raises(BadConfig, match="steps must be >= 1"):
+        pipe(PROMPTS, steps=0)
+    with pytest.raises(BadConfig, match="unknown key 'stepz'; did you mean 'steps'"):
+        pipe.options(stepz=3)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+@pytest.mark.parametrize("steps", [1, 4])
+@pytest.mark.parametrize("first_stage", ["none", "counting"])
+def test_evaluations_per_image_counts_the_networks_the_call_runs(steps, guidance, first_stage):
+    """The declared count equals what one call really runs, per image: noise-model rows
+    (the batched CFG pair is 2 rows), condition-encoder calls (one per batch, i.e. one
+    per image's caption) and first-stage decodes (none for the parameter-free ``none``)."""
+    pipe = make()
+    if first_stage == "counting":
+        pipe.autoencoder = CountingAutoencoder()
+    n = len(PROMPTS)
+    pipe(PROMPTS, steps=steps, guidance=guidance)
+    denoiser = sum(pipe.noise_model.calls) / n
+    decodes = pipe.autoencoder.decoded / n if first_stage == "counting" else 0
+    encoder = pipe.conditioner.encoded  # one encoder pass over the batch: once per caption
+    want = steps * (2 if guidance != 1.0 else 1) + decodes + encoder
+    assert denoiser == steps * (2 if guidance != 1.0 else 1)
+    assert pipe.evaluations_per_image(steps=steps, guidance=guidance) == want
+    unconditional = DiffusionPipeline(RowModel(), DDIMScheduler(SchedulerConfig()),
+                                      sample_shape=(2, 4, 4))
+    assert unconditional.evaluations_per_image(steps=steps, guidance=guidance) == steps
+    assert make().evaluations_per_image() == 50 * 2 + 1  # the Options defaults
+
+
+def test_a_run_naming_another_pipeline_is_refused(tmp_path):
+    (tmp_path / "pipeline.json").write_text(json.dumps({"pipeline": "mean-colour"}))
+    with pytest.raises(BadConfig, match="names pipeline 'mean-colour'"):
+        DiffusionPipeline.from_run(tmp_path)
