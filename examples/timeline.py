@@ -191,17 +191,28 @@ def section(entries: Mapping[str, Mapping[str, Any]]) -> str:
             f"{made}; every figure, with the floors and ceilings, is in `docs/timeline.json`.")
 
 
-def write_docs(docs: Path, new: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Merge ``new`` into ``docs/timeline.json`` and rewrite the marked part of
-    ``docs/results.md``; returns the merged objects."""
-    from gaf.atomic import atomic_write_text
+def check_docs(docs: Path) -> str:
+    """The text of ``docs/results.md``, checked to hold one pair of markers (done before
+    any training, so a wrong ``--docs`` fails at once)."""
     from gaf.errors import BadData
 
     results = docs / "results.md"
+    if not results.is_file():
+        raise BadData(f"{results}: no such file (--docs names the folder of results.md)")
     text = results.read_text(encoding="utf-8")
     if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
         raise BadData(f"{results}: expected one {START} … {END} pair of markers "
                       f"(the timeline section)")
+    return text
+
+
+def write_docs(docs: Path, new: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Merge ``new`` into ``docs/timeline.json`` and rewrite the marked part of
+    ``docs/results.md``; returns the merged objects."""
+    from gaf.atomic import atomic_write_text
+
+    results = docs / "results.md"
+    text = check_docs(docs)
     path = docs / "timeline.json"
     merged = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     merged.update(new)
@@ -297,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             raise BadConfig(f"--only {name!r} is not a timeline baseline (baselines: "
                             f"{', '.join(found) or 'none'}){did_you_mean(name, list(found))}")
     reuse = _parse_reuse(args.reuse, list(found))
+    for name, path in reuse.items():
+        if not (path / "config.toml").is_file():
+            raise BadConfig(f"--reuse {name}={path}: not a run directory (no config.toml)")
+    check_docs(args.docs)
     command = "python examples/timeline.py " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     commit = _commit()

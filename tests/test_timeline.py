@@ -152,6 +152,10 @@ def test_reuse_and_only_name_baselines(tmp_path):
         timeline.main(["--reuse", "ldm", "--docs", str(tmp_path)])
     with pytest.raises(BadConfig, match="not a timeline baseline"):
         timeline.main(["--only", "sft", "--docs", str(tmp_path)])
+    with pytest.raises(BadConfig, match="not a run directory"):  # before any training
+        timeline.main(["--reuse", f"ldm={tmp_path}", "--docs", str(tmp_path)])
+    with pytest.raises(BadData, match="no such file"):
+        timeline.main(["--only", "ldm", "--docs", str(tmp_path)])
 
 
 def test_per_objective_sets_go_to_their_objective_only():
