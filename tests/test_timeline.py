@@ -190,7 +190,8 @@ def test_end_to_end_on_a_tiny_reused_run(tmp_path):
     for key in ("unseen_exact", "g3_colour", "swapped_pair_binding"):
         assert e["metrics"][key] == summary[key], key
     assert e["floors"]["ceiling_exact"] == summary["ceiling_exact"]
-    assert e["metrics"]["evaluations_per_image"] == 2 * 2 + 1  # 2 steps, guided, decode
+    # 2 guided steps (the CFG pair counts 2) + the text encoder; pixel space: no decoder
+    assert e["metrics"]["evaluations_per_image"] == 2 * 2 + 1
     assert e["trainable_parameters"] > 0 and e["train_s"] > 0
     after = (docs / "results.md").read_text(encoding="utf-8")
     assert _outside(after) == _outside(before)
