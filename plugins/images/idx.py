@@ -9,19 +9,20 @@ Files
 -----
 In the directory ``path``, split ``train`` reads ``train-images-idx3-ubyte`` and
 ``train-labels-idx1-ubyte``; split ``test`` (or ``eval``) reads ``t10k-images-idx3-ubyte``
-and ``t10k-labels-idx1-ubyte``. Split ``validation`` (for tuning; evaluations read
-``eval``) is carved out of the training file when ``validation_fraction`` is set:
-item ``i`` of the training file is ``validation`` when ``u_i < validation_fraction``,
-with ``u`` the uniform draws of the ``"idx-validation"`` stream of seed 0
-(:func:`gaf.seeding.rng`; the same items for every file of that length, and the
-items of a longer file extend those of a shorter one), and ``train`` then leaves those
-items out. The default ``validation_fraction = 0`` keeps all of the training file in
-``train`` (the Fashion-MNIST figures of docs/results.md trained on all 60,000), so
-split ``validation`` needs it set, and a run tuned on validation must set it in its
-training run too (the same option on both splits keeps them disjoint). Each may also be gzipped (``.gz``; the plain file wins
+and ``t10k-labels-idx1-ubyte``. Each may also be gzipped (``.gz``; the plain file wins
 when both exist) or spelt with a dot (``train-images.idx3-ubyte``). An image file is
 big-endian: magic number 2051, count, rows, columns, then ``count * rows * columns``
 uint8 pixels; a label file: magic 2049, count, then ``count`` uint8 labels.
+
+Split ``validation`` (for tuning; evaluations read ``eval``) is carved out of the
+training file when ``validation_fraction`` is set: item ``i`` of the training file is
+``validation`` when ``u_i < validation_fraction``, with ``u`` the uniform draws of the
+``"idx-validation"`` stream of seed 0 (:func:`gaf.seeding.rng`; the same items for every
+file of that length, and the items of a longer file extend those of a shorter one), and
+``train`` then leaves those items out. The default ``validation_fraction = 0`` keeps all
+of the training file in ``train`` (the Fashion-MNIST figures of docs/results.md trained
+on all 60,000), so split ``validation`` needs it set, and a run tuned on validation must
+set it in its training run too (the same option on both splits keeps them disjoint).
 
 A missing directory or file, a bad gzip stream, a wrong magic number, a file whose
 size disagrees with its header (truncated or with trailing bytes), a label count

@@ -61,7 +61,7 @@ def test_pixel_space_run_trains_evaluates_and_exports(pixel_run):
     assert summary["unseen_n"] == 4 and summary["swapped_n"] == 4
     # the headline row is fd_guidance = 3: the g3 sweep entry is the same samples
     assert summary["unseen_exact"] == summary["g3_exact"]
-    assert summary["evaluations_per_image"] == 2 * 2 + 1  # 2 steps, guided, + decode
+    assert summary["evaluations_per_image"] == 2 * 2 + 1  # 2 guided steps + 1
     assert summary["images_per_s"] > 0 and summary["train_s"] > 0
     assert summary["frozen_parameters"] == 0  # pixel space: no first stage
     assert summary["trainable_parameters"] == summary["parameters"]
