@@ -276,3 +276,26 @@ def test_a_run_naming_another_pipeline_is_refused(tmp_path):
     (tmp_path / "pipeline.json").write_text(json.dumps({"pipeline": "mean-colour"}))
     with pytest.raises(BadConfig, match="names pipeline 'mean-colour'"):
         DiffusionPipeline.from_run(tmp_path)
+
+
+@pytest.mark.parametrize("name", gaf.names("pipeline"))
+def test_every_registered_pipeline_declares_the_contract(name):
+    """What gaf show and gaf sample rely on before any run is loaded: a from_run
+    classmethod taking device=, a call taking generators= and seed=, and an attrs
+    Options whose every field has a default and help text."""
+    import inspect
+
+    import attrs
+
+    from gaf.config import describe
+
+    cls = gaf.REGISTRY.get("pipeline", name)
+    assert isinstance(inspect.getattr_static(cls, "from_run"), classmethod)
+    assert "device" in inspect.signature(cls.from_run).parameters
+    call = inspect.signature(cls.__call__).parameters
+    assert {"conditions", "generators", "seed"} <= set(call)
+    assert callable(getattr(cls, "evaluations_per_image", None))
+    assert attrs.has(cls.Options)
+    fields = describe(cls.Options)
+    assert fields and all(f.help for f in fields)
+    assert all(f.default is not attrs.NOTHING for f in attrs.fields(cls.Options))
