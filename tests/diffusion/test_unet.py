@@ -507,3 +507,230 @@ def test_bad_labels():
         model(x, 1, ctx, labels=torch.tensor([0, 4]))
     with pytest.raises(ValueError, match=r"labels must be a \(B,\) integer tensor"):
         model(x, 1, ctx, labels=torch.tensor([0.0, 1.0]))
+
+
+# ------------------------------------------- conditioning for the systems after the LDM
+# (cond_vector added to the time embedding, extra context tokens, concat channels)
+
+def by_definition(model: UNet, x, t, context=None, *, cond_vector=None, concat=None):
+    """The UNet of the module doc with the three options' conditioning written from their
+    formulas (the blocks are the model's own):
+
+        emb      = SiLU(TimeEmbedding(t) + W2 SiLU(W1 v + b1) + b2)
+        context' = concat_L(context, reshape(Wc v + bc, (B, n, context_dim)))
+        h        = conv_in([x_t | concat])
+    """
+    cfg = model.config
+    emb = model.time_embed(torch.as_tensor(t, dtype=torch.float32).reshape(-1))
+    if cfg.cond_dim:
+        l1, l2 = model.cond_embed[0], model.cond_embed[2]
+        emb = emb + F.linear(F.silu(F.linear(cond_vector, l1.weight, l1.bias)), l2.weight,
+                             l2.bias)
+    emb = F.silu(emb)
+    if cfg.extra_context_tokens:
+        proj = model.context_proj
+        extra = F.linear(cond_vector, proj.weight, proj.bias)
+        context = torch.cat([context, extra.view(len(x), cfg.extra_context_tokens,
+                                                 cfg.context_dim)], dim=1)
+    if cfg.concat_channels:
+        x = torch.cat([x, concat], dim=1)
+    h = F.conv2d(x, model.conv_in.weight, model.conv_in.bias, padding=1)
+    skips = [h]
+    for level in model.down:
+        for stage in level.stages:
+            h = stage(h, emb, context)
+            skips.append(h)
+        if level.resample is not None:
+            h = level.resample(h)
+            skips.append(h)
+    for stage in model.mid:
+        h = stage(h, emb, context)
+    for level in model.up:
+        for stage in level.stages:
+            h = stage(torch.cat([h, skips.pop()], dim=1), emb, context)
+        if level.resample is not None:
+            h = level.resample(h)
+    return model.conv_out(F.silu(model.norm_out(h)))
+
+
+COND = dict(cond_dim=5, extra_context_tokens=2, concat_channels=3)
+
+
+def test_the_new_options_default_to_off_and_add_nothing():
+    """Defaults keep today's UNet: no new module, parameter or input channel, and the
+    forward is the layout's formula. Each option adds exactly its own parameters."""
+    assert all(getattr(UNetConfig(), name) == 0 for name in COND)
+    plain = tiny()
+    assert plain.cond_embed is None and plain.context_proj is None
+    assert not any(k.startswith(("cond_embed", "context_proj")) for k in plain.state_dict())
+    assert plain.conv_in.weight.shape == (8, 4, 3, 3)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    D, c0, ctx_dim = 4 * 8, 8, 8  # time embedding width, channels[0], context_dim
+    assert count(tiny(cond_dim=5)) - count(plain) == (5 * D + D) + (D * D + D)
+    assert (count(tiny(cond_dim=5, extra_context_tokens=2)) - count(tiny(cond_dim=5))
+            == 5 * 2 * ctx_dim + 2 * ctx_dim)
+    assert count(tiny(concat_channels=3)) - count(plain) == 3 * c0 * 9
+    model = randomize(plain).eval()
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 8)
+    with torch.no_grad():
+        for t in (7, torch.tensor([3, 900])):
+            torch.testing.assert_close(model(x, t, ctx), by_definition(model, x, t, ctx),
+                                       atol=1e-5, rtol=1e-4)
+
+
+@settings(max_examples=8, deadline=None)
+@given(cond_dim=st.sampled_from([0, 3]), extra=st.integers(0, 2), concat=st.integers(0, 2),
+       batch=st.integers(1, 2), shared_t=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_forward_is_the_definition(cond_dim, extra, concat, batch, shared_t, seed):
+    extra = extra if cond_dim else 0
+    model = randomize(tiny(cond_dim=cond_dim, extra_context_tokens=extra,
+                           concat_channels=concat), seed=seed).eval()
+    gen = torch.Generator().manual_seed(seed)
+    x, ctx = torch.randn(batch, 4, 8, 8, generator=gen), torch.randn(batch, 3, 8, generator=gen)
+    v = torch.randn(batch, cond_dim, generator=gen) if cond_dim else None
+    c = torch.randn(batch, concat, 8, 8, generator=gen) if concat else None
+    t = 11 if shared_t else torch.randint(0, 1000, (batch,), generator=gen)
+    with torch.no_grad():
+        out = model(x, t, ctx, cond_vector=v, concat=c)
+        assert out.shape == (batch, 4, 8, 8)
+        torch.testing.assert_close(out, by_definition(model, x, t, ctx, cond_vector=v,
+                                                      concat=c), atol=1e-5, rtol=1e-4)
+
+
+def test_cond_vector_changes_the_output_through_the_time_embedding():
+    model = randomize(tiny(cond_dim=5)).eval()
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 8)
+    v, w = torch.randn(2, 5), torch.randn(2, 5)
+    with torch.no_grad():
+        a, b = model(x, 10, ctx, cond_vector=v), model(x, 10, ctx, cond_vector=w)
+        assert (a - b).abs().max() > 1e-3
+        emb = model.embed(10, 2, cond_vector=v)
+        l1, l2 = model.cond_embed[0], model.cond_embed[2]
+        want = F.silu(model.time_embed(torch.tensor([10.0]))
+                      + (F.silu(v.double() @ l1.weight.double().T + l1.bias.double())
+                         @ l2.weight.double().T + l2.bias.double()).float())
+        torch.testing.assert_close(emb, want, atol=1e-5, rtol=1e-5)
+
+
+def test_zero_initialised_cond_projection_leaves_a_fresh_model_unchanged():
+    """cond_embed's last Linear starts at zero and is built after every other module: the
+    model with cond_dim has the plain model's other weights (same seed) and, at init, its
+    output whatever the vector. Its last Linear gets a gradient at once, the first none
+    until the last has moved."""
+    torch.manual_seed(3)
+    plain = tiny()
+    torch.manual_seed(3)
+    model = tiny(cond_dim=5)
+    shared = plain.state_dict()
+    assert set(model.state_dict()) - set(shared) == {
+        "cond_embed.0.weight", "cond_embed.0.bias", "cond_embed.2.weight", "cond_embed.2.bias"}
+    for key, value in shared.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    for m in (plain, model):  # (a fresh UNet outputs zeros: let the blocks show)
+        randomize(m.conv_out, seed=1)
+        randomize(m.up, seed=2)
+    x, ctx, v = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 8), 3 * torch.randn(2, 5)
+    out = model(x, torch.tensor([4, 700]), ctx, cond_vector=v)
+    torch.testing.assert_close(out, plain(x, torch.tensor([4, 700]), ctx), atol=1e-6, rtol=1e-5)
+    out.square().mean().backward()
+    assert model.cond_embed[2].weight.grad.abs().max() > 0
+    assert torch.count_nonzero(model.cond_embed[0].weight.grad) == 0
+
+
+def test_extra_context_tokens_are_appended_to_the_context():
+    """The tokens join the cross-attention context: the model equals a model without
+    them given [context | Wc v + bc] by hand, and the cache holds them too."""
+    model = randomize(tiny(cond_dim=5, extra_context_tokens=2,
+                           transformer_depth=2, attention_levels=(0, 1))).eval()
+    bare = tiny(cond_dim=5, transformer_depth=2, attention_levels=(0, 1)).eval()
+    bare.load_state_dict({k: v for k, v in model.state_dict().items()
+                          if not k.startswith("context_proj")})
+    x, ctx, v = torch.randn(3, 4, 8, 8), torch.randn(3, 6, 8), torch.randn(3, 5)
+    tokens = (v.double() @ model.context_proj.weight.double().T
+              + model.context_proj.bias.double()).float().view(3, 2, 8)
+    with torch.no_grad():
+        out = model(x, 9, ctx, cond_vector=v)
+        torch.testing.assert_close(out, bare(x, 9, torch.cat([ctx, tokens], 1), cond_vector=v),
+                                   atol=1e-5, rtol=1e-4)
+        assert (out - bare(x, 9, ctx, cond_vector=v)).abs().max() > 1e-3  # they are read
+        cache = model.cache_context(ctx, cond_vector=v)
+        assert cache.shape == (3, 8, 8)
+        torch.testing.assert_close(model(x, 9, cache, cond_vector=v), out, atol=1e-6,
+                                   rtol=1e-5)
+        torch.testing.assert_close(model(x, 9, cache, cond_vector=v.clone()), out, atol=1e-6,
+                                   rtol=1e-5)
+        with pytest.raises(ValueError, match="differs from the one given to cache_context"):
+            model(x, 9, cache, cond_vector=v + 1)
+        with pytest.raises(BadConfig, match="extra_context_tokens = 2: pass cache_context"):
+            model.cache_context(ctx)
+
+
+def test_concat_channels_widen_conv_in_only():
+    """conv_in takes [x_t | concat]; with the concat weights zero the model is the plain
+    one (same other weights), and the output keeps x_t's channels."""
+    model = randomize(tiny(concat_channels=3)).eval()
+    assert model.conv_in.weight.shape == (8, 4 + 3, 3, 3)
+    plain = tiny().eval()
+    state = model.state_dict()
+    plain.load_state_dict({**state, "conv_in.weight": state["conv_in.weight"][:, :4]})
+    x, ctx, c = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 8), torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        out = model(x, 5, ctx, concat=c)
+        assert out.shape == (2, 4, 8, 8)
+        assert (out - plain(x, 5, ctx)).abs().max() > 1e-3  # the images are read
+        model.conv_in.weight[:, 4:] = 0
+        torch.testing.assert_close(model(x, 5, ctx, concat=c), plain(x, 5, ctx), atol=1e-6,
+                                   rtol=1e-5)
+
+
+def test_a_training_step_reaches_every_new_parameter():
+    model = randomize(tiny(**COND))
+    x, ctx, v, c = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 8), torch.randn(2, 5), \
+        torch.randn(2, 3, 8, 8)
+    model(x, torch.tensor([5, 600]), ctx, cond_vector=v, concat=c).square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().max() > 0, name
+
+
+@pytest.mark.parametrize("options, call, error, message", [
+    ({"cond_dim": 5}, lambda m, x, c: m(x, 1, c), BadConfig,
+     r"has cond_dim = 5: pass cond_vector \(B, 5\)"),
+    ({}, lambda m, x, c: m(x, 1, c, cond_vector=torch.randn(2, 5)), BadConfig,
+     "takes no cond_vector .*cond_dim = 0"),
+    ({"cond_dim": 5}, lambda m, x, c: m(x, 1, c, cond_vector=torch.randn(2, 4)), ValueError,
+     r"cond_vector must be a \(B, cond_dim\) float tensor with B = 2, cond_dim = 5"),
+    ({"cond_dim": 5}, lambda m, x, c: m(x, 1, c, cond_vector=torch.ones(2, 5, dtype=torch.long)),
+     ValueError, "cond_vector must be a"),
+    ({"cond_dim": 5, "extra_context_tokens": 2}, lambda m, x, c: m(x, 1, c), BadConfig,
+     "cond_dim = 5: pass cond_vector"),
+    ({"concat_channels": 3}, lambda m, x, c: m(x, 1, c), BadConfig,
+     r"has concat_channels = 3: pass concat \(B, 3, H, W\)"),
+    ({}, lambda m, x, c: m(x, 1, c, concat=torch.randn(2, 3, 8, 8)), BadConfig,
+     "takes no concat images .*concat_channels = 0"),
+    ({"concat_channels": 3}, lambda m, x, c: m(x, 1, c, concat=torch.randn(2, 3, 4, 4)),
+     ValueError, r"concat must be \(B, concat_channels, H, W\) = \(2, 3, 8, 8\)"),
+])
+def test_missing_or_unexpected_conditioning_inputs(options, call, error, message):
+    model = tiny(**options)
+    with pytest.raises(error, match=message):
+        call(model, torch.randn(2, 4, 8, 8), torch.randn(2, 5, 8))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"extra_context_tokens": 2}, "extra_context_tokens needs cond_dim > 0"),
+    ({"extra_context_tokens": 2, "cond_dim": 4, "context_dim": 0},
+     "extra_context_tokens needs cond_dim > 0 (the vector they are projected from) and "
+     "context_dim > 0 (the cross-attention they join), got 2"),
+    ({"cond_dim": -1}, "cond_dim must be >= 0, got -1"),
+    ({"concat_channels": -2}, "concat_channels must be >= 0, got -2"),
+])
+def test_bad_conditioning_options(options, message):
+    with pytest.raises(OptionError, match=f"^{re.escape(message)}"):
+        UNetConfig(**{**TINY, **options})
+
+
+def test_conditioning_options_round_trip():
+    cfg = UNetConfig(**{**TINY, **COND})
+    assert from_dict(UNetConfig, loads_toml(dumps_toml(to_dict(cfg)))) == cfg
+    assert from_dict(UNetConfig, {k: v for k, v in to_dict(UNetConfig()).items()
+                                  if k not in COND}) == UNetConfig()  # older configs load

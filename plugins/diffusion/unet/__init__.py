@@ -1,10 +1,13 @@
 """``unet``: the LDM / Stable Diffusion UNet noise model with spatial transformers.
 
 :class:`UNet` implements :class:`gaf.interfaces.NoiseModel`:
-``unet(x_t, t, context=None, *, labels=None)`` predicts ``config.prediction_type``
-(v by default: with ε the shapes model ignored position words, see docs/results.md)
-for noisy latents ``x_t`` ``(B, in_channels, H, W)``; ``cache_context``
+``unet(x_t, t, context=None, *, labels=None, cond_vector=None, concat=None)`` predicts
+``config.prediction_type`` (v by default: with ε the shapes model ignored position
+words, see docs/results.md) for noisy latents ``x_t`` ``(B, in_channels, H, W)``; ``cache_context``
 precomputes the cross-attention keys and values of a context for a sampling run.
+``cond_vector`` (added to the time embedding and, optionally, projected into extra
+context tokens) and ``concat`` (images stacked on x_t's channels) are off by default
+(``cond_dim``, ``extra_context_tokens``, ``concat_channels``; see :mod:`.model`).
 
 Modules: :mod:`.embeddings` (sinusoidal timestep embedding, time MLP), :mod:`.resnet`
 (ResBlock, Downsample, Upsample), :mod:`.attention` (attention, GEGLU, transformer

@@ -302,6 +302,10 @@ class ContextCache:
     giving stale keys.
     """
 
+    #: The ``cond_vector`` whose extra context tokens the cache holds (set by
+    #: ``UNet.cache_context`` when the model has ``extra_context_tokens``), else None.
+    cond_vector: Tensor | None = None
+
     def __init__(self, context: Tensor, layers: Iterable[Attention], owner: object):
         self.shape = tuple(context.shape)
         self.owner_id = id(owner)

@@ -4,8 +4,10 @@ Layout (Rombach et al. 2022's ``UNetModel``; the same modules and order as diffu
 ``UNet2DConditionModel`` with ``layers_per_block = layers_per_level``), for
 ``channels = (c_0, ..., c_{L-1})``::
 
-    emb  = TimeEmbedding(t) (+ label embedding)              (B|1, D), D = time_embed_mult * c_0
-    h    = conv_in 3x3 (in_channels -> c_0)                  pushed as a skip
+    emb  = TimeEmbedding(t) (+ label embedding) (+ cond_embed(cond_vector))
+                                                             (B|1, D), D = time_embed_mult * c_0
+    h    = conv_in 3x3 ([x_t | concat]: in_channels + concat_channels -> c_0)
+                                                             pushed as a skip
     down, level i = 0 .. L-1:
         layers_per_level x [ResBlock -> c_i (+ SpatialTransformer if i in attention_levels)]
                                                              each output pushed
@@ -33,6 +35,33 @@ Conditioning:
 * ``labels``: ``(B,)`` class indices when ``num_classes > 0``; index ``num_classes`` is
   the learned null label for classifier-free guidance, and ``labels=None`` means all
   null.
+* ``cond_vector``: ``(B, cond_dim)`` when ``cond_dim > 0``, one vector per image (unCLIP's
+  CLIP image embedding, Imagen's pooled text embedding or noise-augmentation level). It is
+  added to the time embedding before the ResBlocks see it, through
+  ``cond_embed = Linear(cond_dim, D) -> SiLU -> Linear(D, D)``: LDM's ``adm_in_channels``
+  "sequential" label embedding, diffusers' ``class_embed_type="projection"`` with an MLP.
+  Unlike theirs, the last Linear is zero-initialised, so adding the option to a trained
+  model (fine-tuning it into a conditional one) leaves its output unchanged until the
+  projection learns; its last Linear gets a gradient at once (its input is not zero),
+  the first one from the second optimiser step on.
+* extra context tokens: with ``extra_context_tokens = n > 0`` (needs ``cond_dim`` and
+  ``context_dim``), ``context_proj = Linear(cond_dim, n * context_dim)`` turns
+  ``cond_vector`` into ``n`` tokens appended to ``context`` (``(B, L + n, context_dim)``)
+  for every cross-attention layer: unCLIP's ``clip_extra_context_tokens`` (which it puts
+  first; cross-attention has no positions on its keys, so the order does not matter).
+  Default init (not zero: a zero token still takes part in the softmax).
+* ``concat``: ``(B, concat_channels, H, W)`` when ``concat_channels > 0``, images
+  concatenated to ``x_t`` on channels before ``conv_in`` (super-resolution's upsampled
+  low-resolution image, inpainting's mask and masked image); the output keeps
+  ``out_channels``.
+
+Every one of these options defaults to 0, which builds no new parameter and draws no
+random number: a default model is today's, weight for weight. ``cond_embed`` and
+``context_proj`` are built last, so a model with them shares every other initial
+weight with the model without them (same seed); ``concat_channels`` changes
+``conv_in``'s shape and hence the initial draws after it. A conditioning input the
+options ask for but the call lacks (or one they do not ask for) is a
+:class:`~gaf.errors.BadConfig` naming the option.
 
 Parameters: the defaults with ``in_channels=4`` have the same parameter count as
 diffusers' ``UNet2DConditionModel`` of the same shape (``benchmarks/ldm_throughput.py``),
@@ -67,6 +96,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gaf.config import option, option_error
+from gaf.errors import BadConfig
 
 from ..schedule_math import PREDICTION_TYPES
 from .attention import ContextCache, SpatialTransformer
@@ -96,6 +126,15 @@ class UNetConfig:
                                   "0 = no cross-attention (self-attention only)", ge=0)
     num_classes: int = option(0, "class labels for a class embedding; 0 = none (index "
                                  "num_classes is the null label)", ge=0)
+    cond_dim: int = option(0, "width of a conditioning vector (forward's cond_vector, e.g. "
+                              "unCLIP's image embedding) projected and added to the time "
+                              "embedding; 0 = none", ge=0)
+    extra_context_tokens: int = option(0, "context tokens projected from cond_vector and "
+                                          "appended to the cross-attention context (unCLIP's "
+                                          "4); needs cond_dim and context_dim; 0 = none", ge=0)
+    concat_channels: int = option(0, "extra input channels concatenated to x_t (forward's "
+                                     "concat: a super-resolution low-res image, an "
+                                     "inpainting mask); 0 = none", ge=0)
     time_embed_mult: int = option(4, "time embedding width = time_embed_mult * channels[0]",
                                   ge=1)
     norm_groups: int = option(32, "GroupNorm groups (must divide every level width)", ge=1)
@@ -138,6 +177,11 @@ class UNetConfig:
                     raise option_error("heads", f"must divide the width {width} of every "
                                                 f"level with attention when head_dim = 0 "
                                                 f"(or set head_dim)", self.heads)
+        if self.extra_context_tokens and not (self.cond_dim and self.context_dim):
+            raise option_error("extra_context_tokens", "needs cond_dim > 0 (the vector they "
+                                                       "are projected from) and context_dim > 0 "
+                                                       "(the cross-attention they join)",
+                               self.extra_context_tokens)
         if self.position_embedding == "sincos":
             for width in self.attention_widths():
                 inner = self.heads * self.head_width(width)
@@ -197,7 +241,8 @@ class Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """The LDM UNet noise model: ``forward(x_t, t, context=None, *, labels=None)``.
+    """The LDM UNet noise model: ``forward(x_t, t, context=None, *, labels=None,
+    cond_vector=None, concat=None)``.
 
     ``x_t`` is ``(B, in_channels, H, W)``; the result ``(B, out_channels, H, W)`` is the
     ``prediction_type`` target. See the module doc for the layout and conditioning.
@@ -217,7 +262,7 @@ class UNet(nn.Module):
         self.time_embed = TimeEmbedding(ch[0], cfg.time_embed_dim)
         self.label_embed = (nn.Embedding(cfg.num_classes + 1, cfg.time_embed_dim)
                             if cfg.num_classes else None)
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.concat_channels, ch[0], 3, padding=1)
 
         skips, width = [ch[0]], ch[0]
         self.down = nn.ModuleList()
@@ -247,6 +292,17 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(width, cfg.output_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        # built last, so that the modules above draw the same initial weights with or
+        # without them
+        self.cond_embed = self.context_proj = None
+        if cfg.cond_dim:
+            self.cond_embed = nn.Sequential(nn.Linear(cfg.cond_dim, cfg.time_embed_dim), nn.SiLU(),
+                                            nn.Linear(cfg.time_embed_dim, cfg.time_embed_dim))
+            nn.init.zeros_(self.cond_embed[2].weight)
+            nn.init.zeros_(self.cond_embed[2].bias)
+        if cfg.extra_context_tokens:
+            self.context_proj = nn.Linear(cfg.cond_dim,
+                                          cfg.extra_context_tokens * cfg.context_dim)
         self._cross = [a for m in self.modules() if isinstance(m, SpatialTransformer)
                        for a in m.cross_attentions()]
         for m in self.modules():
@@ -255,11 +311,62 @@ class UNet(nn.Module):
 
     # ---------------------------------------------------------------- conditioning
 
-    def cache_context(self, context: Tensor) -> ContextCache:
+    def cache_context(self, context: Tensor, cond_vector: Tensor | None = None) -> ContextCache:
         """Project ``context`` ``(B, L, context_dim)`` to every cross-attention layer's keys
-        and values once; pass the result as ``context=`` (same output, less work per step)."""
+        and values once; pass the result as ``context=`` (same output, less work per step).
+
+        With ``extra_context_tokens``, ``cond_vector`` is required and its tokens are
+        cached with the context; forward must then get the same ``cond_vector``."""
         self._check_context_tensor(context, None)
-        return ContextCache(context, self._cross, self)
+        if self.context_proj is not None and cond_vector is None:
+            raise BadConfig(f"this UNet has extra_context_tokens = "
+                            f"{self.config.extra_context_tokens}: pass cache_context(context, "
+                            f"cond_vector=(B, {self.config.cond_dim})), the vector they come from")
+        full = self._with_extra_tokens(context, cond_vector)
+        cache = ContextCache(full, self._cross, self)
+        cache.cond_vector = cond_vector if self.context_proj is not None else None
+        return cache
+
+    def _check_cond(self, cond_vector: Any, batch: int) -> None:
+        d = self.config.cond_dim
+        if not d:
+            if cond_vector is not None:
+                raise BadConfig("this UNet takes no cond_vector (noise-model cond_dim = 0); "
+                                "set cond_dim to condition on a vector")
+            return
+        if cond_vector is None:
+            raise BadConfig(f"this UNet has cond_dim = {d}: pass cond_vector (B, {d})")
+        if (not isinstance(cond_vector, Tensor) or cond_vector.shape != (batch, d)
+                or not cond_vector.is_floating_point()):
+            got = (f"{cond_vector.dtype} of shape {tuple(cond_vector.shape)}"
+                   if isinstance(cond_vector, Tensor) else type(cond_vector).__name__)
+            raise ValueError(f"cond_vector must be a (B, cond_dim) float tensor with B = "
+                             f"{batch}, cond_dim = {d}, got {got}")
+
+    def _with_extra_tokens(self, context: Tensor, cond_vector: Any) -> Tensor:
+        """``context`` with ``extra_context_tokens`` tokens from ``cond_vector`` appended."""
+        if self.context_proj is None:
+            return context
+        self._check_cond(cond_vector, context.shape[0])
+        n, d = self.config.extra_context_tokens, self.config.context_dim
+        w = self.context_proj.weight
+        extra = self.context_proj(cond_vector.to(device=w.device, dtype=w.dtype))
+        return torch.cat([context, extra.reshape(-1, n, d).to(context.dtype)], dim=1)
+
+    def _check_concat(self, concat: Any, x: Tensor) -> None:
+        k = self.config.concat_channels
+        if not k:
+            if concat is not None:
+                raise BadConfig("this UNet takes no concat images (noise-model "
+                                "concat_channels = 0)")
+            return
+        if concat is None:
+            raise BadConfig(f"this UNet has concat_channels = {k}: pass concat "
+                            f"(B, {k}, H, W)")
+        want = (x.shape[0], k, *x.shape[-2:])
+        if not isinstance(concat, Tensor) or tuple(concat.shape) != want:
+            got = tuple(concat.shape) if isinstance(concat, Tensor) else type(concat).__name__
+            raise ValueError(f"concat must be (B, concat_channels, H, W) = {want}, got {got}")
 
     def _check_context_tensor(self, context: Any, batch: int | None) -> None:
         d = self.config.context_dim
@@ -296,9 +403,11 @@ class UNet(nn.Module):
             raise ValueError(f"x_t sides {tuple(x.shape[-2:])} must be divisible by "
                              f"2 ** (levels - 1) = {cfg.factor} ({cfg.levels} channel levels)")
 
-    def embed(self, t: Any, batch: int, labels: Tensor | None = None) -> Tensor:
-        """The ResBlocks' conditioning ``SiLU(time embedding + label embedding)``: ``(1, D)``
-        for one shared timestep without labels (or all-null ones), else ``(B, D)``."""
+    def embed(self, t: Any, batch: int, labels: Tensor | None = None,
+              cond_vector: Tensor | None = None) -> Tensor:
+        """The ResBlocks' conditioning ``SiLU(time embedding + label embedding +
+        cond_embed(cond_vector))``: ``(1, D)`` for one shared timestep without labels (or
+        all-null ones) and without ``cond_vector``, else ``(B, D)``."""
         device = self.conv_in.weight.device
         if isinstance(t, Tensor):
             if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, batch)):
@@ -328,16 +437,31 @@ class UNet(nn.Module):
         elif labels is not None:
             raise ValueError("this UNet has no class embedding (num_classes = 0): pass "
                              "labels=None")
+        self._check_cond(cond_vector, batch)
+        if self.cond_embed is not None:
+            emb = emb + self.cond_embed(cond_vector.to(device=device, dtype=emb.dtype))
         return F.silu(emb)
 
     # --------------------------------------------------------------------- forward
 
     def forward(self, x: Tensor, t: Any, context: Tensor | ContextCache | None = None, *,
-                labels: Tensor | None = None) -> Tensor:
+                labels: Tensor | None = None, cond_vector: Tensor | None = None,
+                concat: Tensor | None = None) -> Tensor:
         self._check_input(x)
         batch = x.shape[0]
         self._check_context(context, batch)
-        emb = self.embed(t, batch, labels)
+        self._check_concat(concat, x)
+        emb = self.embed(t, batch, labels, cond_vector)
+        if isinstance(context, ContextCache):
+            cached = context.cond_vector  # (the same tensor every step: no comparison)
+            if cached is not None and cached is not cond_vector and (
+                    cond_vector.shape != cached.shape or not torch.equal(cond_vector, cached)):
+                raise ValueError("cond_vector differs from the one given to cache_context, "
+                                 "whose extra context tokens the cache holds")
+        elif context is not None:
+            context = self._with_extra_tokens(context, cond_vector)
+        if concat is not None:
+            x = torch.cat([x, concat.to(x.dtype)], dim=1)
 
         h = self.conv_in(x.contiguous(memory_format=self.memory_format))
         skips = [h]
