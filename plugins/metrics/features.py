@@ -28,7 +28,8 @@ its held-out per-cell and whole-scene accuracies are recorded as
 ``layout_accuracy``. The weight 3 was measured: on 16x16 ``shapes`` (2000 training
 images, 15 epochs) weight 1 left the whole-scene accuracy at 0.43–0.57 and the
 random-position check at 1.8–2.2x the floor, weight 3 reached 0.78–0.89 and 2.2–4.6x
-(four seeds), weight 10 about 0.99 and 5x but lowered the class accuracy (0.10–0.14
+(four seeds; measured with numpy-seeded moves, not the test's named stream),
+weight 10 about 0.99 and 5x but lowered the class accuracy (0.10–0.14
 against 0.13–0.26 at weight 3). The ``layout`` features are divided by their RMS
 value on the training images (the buffer ``feature_scale``, saved with the weights),
 so they are O(1) whatever the network: KID's cubic kernel ``(aᵀb/d + 1)³`` assumes
