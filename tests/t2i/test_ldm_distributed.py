@@ -12,11 +12,14 @@
   checked in float64 after every step.
 
 What the objective promises against one process: the same images per step (rank r
-takes its contiguous share of the global batch, :meth:`World.shard`), not the same
-update: ``t``, ``ε`` and the dropout draws come from the stream
-``("ldm-noise", step, shard start)``, so each shard draws its own and a 2-rank run is
-not the 1-rank run with the same global batch (unlike the language-model objectives,
-tests/core/test_distributed.py). The first part is checked in-process below.
+takes its contiguous share of the global batch, :meth:`World.shard`), but not the same
+draws: ``t``, ``ε`` and the dropout come from the stream ``("ldm-noise", step, shard
+start)``, so each shard draws its own and a 2-rank run is not the plain 1-rank run with
+the same global batch (unlike the language-model objectives,
+tests/core/test_distributed.py). It is the 1-rank run on the two ranks' batches put
+together: checked by a single process whose ``train_batch`` concatenates what ranks 0
+and 1 would draw, which must end where the two ranks end (the loss is a mean over
+equal shares, so the all-reduced mean gradient is the global one).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ SETS = ["dataset.resolution=16", "dataset.size=32", "noise-model.channels=[8, 16
         "noise-model.mid_attention=false",
         "conditioner.width=16", "conditioner.layers=1", "conditioner.heads=2",
         "train.steps=4", "train.batch_size=8", "train.log_every=1", "train.warmup_steps=0",
-        "train.lr=1e-2", "objective.p_uncond=0.5", "objective.ema_decay=0.9",
+        "train.lr=1e-3", "objective.p_uncond=0.5", "objective.ema_decay=0.9",
         "device=\"cpu\"", "progress=false"]
 
 # Trains ldm in OUT/run without the final evaluation (not what is tested here); after
@@ -60,10 +63,22 @@ SCRIPT = textwrap.dedent('''
     from gaf.train import train
 
     torch.set_num_threads(1)
-    out, sets = Path(sys.argv[1]), json.loads(sys.argv[2])
+    out, sets, merge = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "merge"
     spec = resolve(objective="ldm", components={"autoencoder": "none"}, sets=sets)
     obj = REGISTRY.get("objective", "ldm")(spec.objective_config)
     obj.evaluate = lambda ctx: {}
+    if merge:  # one process trains on what ranks 0 and 1 of 2 would draw, together
+        from gaf.distributed import World
+        batch_of = obj.train_batch
+        def merged(index):
+            own, parts = obj.world, []
+            for rank in (0, 1):
+                obj.world = World(rank=rank, size=2)
+                parts.append(batch_of(index))
+            obj.world = own
+            return {k: torch.cat([p[k] for p in parts]) if torch.is_tensor(v)
+                    else parts[0][k] + parts[1][k] for k, v in parts[0].items()}
+        obj.train_batch = merged
     record = {"null_grad": [], "ema_error": [], "dropped": []}
 
     loss = obj.loss
@@ -100,20 +115,22 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def launch(tmp_path, name, sets, nproc):
+def launch(tmp_path, name, sets, nproc, merge=False):
     script = tmp_path / "ldm_script.py"
     script.write_text(SCRIPT)
     prefix = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     env["OMP_NUM_THREADS"] = "1"
-    out = subprocess.run([*prefix, str(script), str(tmp_path / name), json.dumps(sets)],
+    env["MKL_CBWR"] = "AUTO,STRICT"  # see tests/core/test_distributed.py
+    out = subprocess.run([*prefix, str(script), str(tmp_path / name), json.dumps(sets),
+                          "merge" if merge else "plain"],
                          capture_output=True, text=True, timeout=300, env=env)
     (tmp_path / f"{name}.log").write_text(out.stderr)
     return out
 
 
-def test_two_ranks_agree_and_sync_the_null_context(tmp_path):
+def test_two_ranks_agree_sync_the_null_context_and_equal_one_merged_process(tmp_path):
     two = launch(tmp_path, "two", SETS, nproc=2)
     assert two.returncode == 0, two.stderr[-3000:]
     r0 = load_file(str(tmp_path / "two" / "rank0.safetensors"))
@@ -139,6 +156,22 @@ def test_two_ranks_agree_and_sync_the_null_context(tmp_path):
         assert max(r["ema_error"]) < 1e-6, r["ema_error"]
     # and the null context did train (the run moved it from its initial value)
     assert not torch.equal(r0["conditioner.null_states"], r0["conditioner_ema.null_states"])
+
+    # one process on the two ranks' batches put together ends where the two ranks end
+    one = launch(tmp_path, "one", SETS, nproc=1, merge=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    single = load_file(str(tmp_path / "one" / "rank0.safetensors"))
+    # (a small lr: Adam turns round-off in near-zero gradients into lr-sized steps)
+    for k in r0:
+        assert torch.allclose(r0[k], single[k], atol=1e-5, rtol=0), \
+            (k, float((r0[k] - single[k]).abs().max()))
+    log2, log1 = (
+        [json.loads(x) for x in (tmp_path / n / "run" / "metrics.jsonl").read_text().splitlines()]
+        for n in ("two", "one"))
+    assert [r["step"] for r in log2] == [r["step"] for r in log1] == [1, 2, 3, 4]
+    for a, b in zip(log2, log1):
+        assert abs(a["loss"] - b["loss"]) < 1e-5 and abs(a["grad_norm"] - b["grad_norm"]) < 1e-4
+        assert a["dropped"] == b["dropped"]  # the same dropout draws
 
 
 def test_ranks_take_their_share_of_the_one_process_batch():
