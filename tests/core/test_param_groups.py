@@ -264,3 +264,70 @@ def test_any_partition_resolves_and_any_overlap_fails(labels, extra):
     with pytest.raises(BadConfig, match="is in two parameter groups"):
         resolve_param_groups(TrainConfig(), bad, mods)
 
+
+
+# Two gloo ranks: the groups name the original parameters, which the trainer maps to the
+# tensors DDP steps (the same) or FSDP steps (its sharded copies, by name).
+DIST_SCRIPT = '''
+import json, sys
+from pathlib import Path
+import torch
+from safetensors.torch import save_file
+sys.path.insert(0, sys.argv[3])
+from test_param_groups import TwoPlayers
+from gaf.runs import RunContext
+from gaf.spec import resolve
+from gaf.registry import Registry
+from gaf.train import train
+
+torch.set_num_threads(1)
+out, sets = Path(sys.argv[1]), json.loads(sys.argv[2])
+registry = Registry(catalogue=None, autoload=False)
+registry.add("objective", "o", TwoPlayers)
+spec = resolve(objective="o", registry=registry, sets=sets)
+obj = TwoPlayers(spec.objective_config)
+(out / "run").mkdir(parents=True, exist_ok=True)
+ctx = RunContext(spec, out / "run", registry=registry)
+train(obj, ctx)
+state = {f"{n}.{k}": v.detach().contiguous() for n, m in obj.modules().items()
+         for k, v in m.state_dict().items()}
+save_file(state, str(out / f"rank{ctx.world.rank}.safetensors"))
+if ctx.world.enabled:
+    from gaf.distributed import _leave
+    _leave()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_groups_under_two_ranks_equal_one_process(tmp_path, parallel):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    script = tmp_path / "script.py"
+    script.write_text(DIST_SCRIPT)
+    sets = ["progress=false", 'device="cpu"', "train.steps=4", "train.batch_size=8",
+            "objective.dropout=0.0", "train.log_every=1", f"train.parallel={parallel}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    env.update(OMP_NUM_THREADS="1", MKL_CBWR="AUTO,STRICT")
+    here = str(Path(__file__).parent)
+    runs = {}
+    for name, nproc in (("two", 2), ("one", 1)):
+        prefix = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
+        done = subprocess.run([*prefix, str(script), str(tmp_path / name), json.dumps(sets),
+                               here], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = [load_file(str(tmp_path / name / f"rank{r}.safetensors"))
+                      for r in range(nproc)]
+    (r0, r1), (single,) = runs["two"], runs["one"]
+    for k in single:
+        assert torch.equal(r0[k], r1[k]), k
+        assert torch.allclose(r0[k], single[k], atol=1e-5, rtol=0), k
+    saved = json.loads((checkpoint.latest_checkpoint(tmp_path / "two" / "run" / "checkpoints")
+                        / "state.json").read_text())["optimizer"]["param_groups"]
+    assert [g["initial_lr"] for g in saved] == [LR_A, LR_B]
