@@ -11,8 +11,12 @@ random cell, drawn from the named stream ``"random-position"``): single objects 
 uniform over the cells in real data, so moving them alone leaves the distribution
 unchanged; what an unconditional distance can see is that moved pairs lose their
 adjacency (and 1/9 share a cell), and that real pair cells are weighted by their
-neighbour count. Sizes: 16x16 ``shapes``, 2000 training images, 15 epochs, A and B
-= 500 eval images each (about 10-15 s per network on one CPU thread).
+neighbour count. A second "generator" ignores position words but keeps the relations:
+the first object in the middle cell, the second next to it as the relation says; it
+collapses the distribution of positions, which any distance should see, and the
+layout features see it far more clearly. Sizes: 16x16 ``shapes``, 2000 training
+images, 15 epochs, A and B = 500 eval images each (about 10-15 s per network on one
+CPU thread).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import copy
 import pytest
 import torch
 
-from gaf.plugins.images.shapes import ShapesConfig, ShapesDataset, render
+from gaf.plugins.images.shapes import RELATION_STEP, ShapesConfig, ShapesDataset, render
 from gaf.plugins.metrics.features import train_feature_net
 from gaf.plugins.metrics.frechet import distribution_distances
 from gaf.seeding import rng
@@ -41,6 +45,18 @@ def moved_scene(attributes: dict, g) -> dict:
     return out
 
 
+def in_the_middle(attributes: dict) -> dict:
+    """The first object in the middle cell, the second next to it as the relation says."""
+    out = copy.deepcopy(attributes)
+    out["row"], out["col"] = 1, 1
+    out.pop("position", None)
+    if out.get("second"):
+        dr, dc = RELATION_STEP[out["relation"]]
+        out["second"]["row"], out["second"]["col"] = 1 + dr, 1 + dc
+        out["second"].pop("position", None)
+    return out
+
+
 @pytest.fixture(scope="module")
 def data():
     train = ShapesDataset(ShapesConfig(resolution=R, split="train", size=N_TRAIN, seed=0))
@@ -52,7 +68,8 @@ def data():
     g = rng(0, "random-position")
     scenes = [(ev.attributes(i), moved_scene(ev.attributes(i), g)) for i in a_idx]
     moved_a = torch.stack([render(m, R) for _, m in scenes])
-    return train, ev, real_a, real_b, moved_a, scenes
+    middle_a = torch.stack([render(in_the_middle(o), R) for o, _ in scenes])
+    return train, ev, real_a, real_b, moved_a, scenes, middle_a
 
 
 def _net(data, variant):
@@ -73,7 +90,7 @@ def pooled_net(data):
 
 
 def test_the_moved_scenes_really_moved(data):
-    *_, scenes = data
+    scenes = data[5]
     cells = [(o["row"], o["col"], m["row"], m["col"]) for o, m in scenes
              for o, m in [(o, m)] + ([(o["second"], m["second"])] if o["second"] else [])]
     changed = sum(a != c or b != d for a, b, c, d in cells) / len(cells)
@@ -87,7 +104,7 @@ def test_the_moved_scenes_really_moved(data):
 
 
 def test_layout_features_put_randomly_placed_objects_far_above_the_floor(data, layout_net):
-    _, _, real_a, real_b, moved_a, _ = data
+    _, _, real_a, real_b, moved_a, *_ = data
     assert layout_net.variant == "layout" and layout_net.config.layout_head
     assert layout_net.info["layout_accuracy"]["scenes"] > 0.6
     out = distribution_distances(layout_net, moved_a, real_a, real_b, kid_subsets=50)
@@ -102,7 +119,7 @@ def test_layout_features_put_randomly_placed_objects_far_above_the_floor(data, l
 
 
 def test_the_pooled_features_do_not_catch_it(data, layout_net, pooled_net):
-    _, _, real_a, real_b, moved_a, _ = data
+    _, _, real_a, real_b, moved_a, *_ = data
     assert pooled_net.variant == "pooled"
     with pytest.warns(UserWarning, match="position-blind"):
         pooled = distribution_distances(pooled_net, moved_a, real_a, real_b, kid_subsets=50)
@@ -112,3 +129,15 @@ def test_the_pooled_features_do_not_catch_it(data, layout_net, pooled_net):
     ratio_layout = layout["fd"] / layout["fd_floor"]
     assert ratio_pooled < 2
     assert ratio_layout > 1.5 * ratio_pooled
+
+
+def test_a_generator_that_puts_everything_in_the_middle(data, layout_net, pooled_net):
+    # ignores every position word, keeps every relation: the positions collapse
+    _, _, real_a, real_b, _, _, middle_a = data
+    layout = distribution_distances(layout_net, middle_a, real_a, real_b, kid_subsets=50)
+    with pytest.warns(UserWarning, match="position-blind"):
+        pooled = distribution_distances(pooled_net, middle_a, real_a, real_b, kid_subsets=50)
+    print(f"\nmiddle, layout: {layout}\nmiddle, pooled: {pooled}")
+    assert layout["fd"] > 10 * layout["fd_floor"]
+    assert layout["kid"] - layout["kid_floor"] > 5 * (layout["kid_se"] + layout["kid_floor_se"])
+    assert layout["fd"] / layout["fd_floor"] > 2 * pooled["fd"] / pooled["fd_floor"]
