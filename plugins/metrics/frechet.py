@@ -56,7 +56,11 @@ moved set is out of distribution: single objects are uniform over the cells in r
 data, so moving them alone leaves the distribution as it was (no unconditional
 distance can or should see that; it is the analytic evaluator's job, per caption),
 while moved pairs lose their adjacency (1/9 of them share a cell) and real pair
-cells are weighted by their neighbour count (the middle more than the corners).
+cells are weighted by their neighbour count (the middle more than the corners). A
+generator that ignores every position word but keeps the relations (the first object
+in the middle cell, the second beside it) collapses the positions: **36.9x the floor**
+under the layout net (FD 12.19, KID 1.03 ± 0.07), 3.5x under the pooled one, whose KID
+(0.26 ± 0.34) does not see it at all.
 
 Fréchet distance
 ----------------
