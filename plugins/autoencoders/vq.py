@@ -35,6 +35,13 @@ count 1. ``QuantizerOutput.restarts`` reports how many codes were restarted.
 Updates (EMA and restarts) happen only in ``forward`` when the module is in training
 mode; ``decode`` never changes the codebook.
 
+Under ``torch.distributed`` (several ranks training one model, each on its shard of the
+batch) the codebook is not a gradient-trained parameter, so DDP would leave each rank's
+to follow its own shard. The update therefore sums ``n_k`` and ``s_k`` over the ranks
+first (both are additive: the EMA is then the single-process EMA over the global batch,
+and the unused-pass counters agree), and a restarted code takes rank 0's drawn vector
+on every rank. The ranks' codebooks stay identical.
+
 Latents
 -------
 As in the LDM, ``encode(x)`` returns the **pre-quantisation** latents (after
@@ -147,8 +154,14 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, flat: Tensor, idx: Tensor, counts: Tensor) -> int:
+        dist = _distributed()
+        if dist is not None:  # the global batch's counts (module doc)
+            counts = counts.clone()
+            dist.all_reduce(counts)
         if self.ema:
             sums = torch.zeros_like(self.embed_sum).index_add_(0, idx, flat)
+            if dist is not None:
+                dist.all_reduce(sums)
             self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
             self.embed_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
             n = self.cluster_size.sum()
@@ -162,11 +175,22 @@ class VectorQuantizer(nn.Module):
             return 0
         picks = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
         fresh = flat[picks]
+        if dist is not None:  # every rank restarts with rank 0's vectors
+            dist.broadcast(fresh, src=0)
         self.embedding.data[dead] = fresh.to(self.embedding.dtype)
         self.embed_sum[dead] = fresh
         self.cluster_size[dead] = 1.0
         self.unused_steps[dead] = 0
         return int(dead.numel())
+
+
+def _distributed() -> object | None:
+    """``torch.distributed`` when a process group of more than one rank is running."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist
+    return None
 
 
 class VQAutoencoder(FirstStage):
