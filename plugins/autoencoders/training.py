@@ -75,7 +75,10 @@ Evaluation (``evaluate``, also ``gaf eval RUN_DIR``)
 3. **rFD** (``fd = true``): in-domain Fréchet distance between the reconstructions
    and the same real images, on the features of a classifier trained on the real
    training split (:mod:`gaf.plugins.metrics.features`, trained once and cached in
-   ``RUN_DIR/features/``). Reported with ``feature_accuracy`` (its held-out
+   ``RUN_DIR/features/``; ``fd_features`` picks its variant: ``layout``, the default
+   and the text-to-image evaluation's, keeps a 3x3 map and so sees misplaced objects;
+   ``pooled`` is the version-1 globally pooled net of the rFD figures measured before
+   issue 15). Reported with ``feature_accuracy`` (its held-out
    accuracy) and ``rfd_floor``, the real-vs-real FD between those images and the
    next ``eval_images`` real eval images: the FD between two different real samples
    of this size, i.e. the scale of sampling noise. A perfect autoencoder scores 0
@@ -147,6 +150,10 @@ class AutoencoderTrainingConfig:
     fd_epochs: int = option(12, "feature-net training epochs", ge=1)
     fd_train_images: int = option(5000, "training images for the feature net (0 = all)",
                                   ge=0)
+    fd_features: str = option("layout", "feature net of rFD: layout (3x3 map, sees where "
+                                        "objects are) or pooled (the version-1 global pool "
+                                        "of the earlier rFD figures)",
+                              choices=("layout", "pooled"))
 
 
 class AutoencoderTraining:
@@ -343,7 +350,8 @@ class AutoencoderTraining:
         t0 = time.perf_counter()
         try:
             net = cached_feature_net(ctx.run_dir / "features", self.dataset, eval_ds,
-                                     epochs=cfg.fd_epochs, seed=self.seed,
+                                     variant=cfg.fd_features, epochs=cfg.fd_epochs,
+                                     seed=self.seed,
                                      max_train=cfg.fd_train_images or None, max_eval=2 * n,
                                      compute_floor=False)
         except BadData as exc:

@@ -243,3 +243,16 @@ def test_gaf_eval_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "TORCH-FREE" in out.stdout and "RUN_DIR" in out.stdout
+
+
+@pytest.mark.filterwarnings("ignore:FD from 24 samples")  # tiny sample: singular covariances
+def test_rfd_feature_net_variant_is_an_option(tmp_path):
+    # default: the layout net of the text-to-image evaluation; pooled: the version-1 net
+    # of the rFD figures measured before issue 15
+    assert AutoencoderTrainingConfig().fd_features == "layout"
+    with pytest.raises(OptionError, match="fd_features"):
+        AutoencoderTrainingConfig(fd_features="pool")
+    run_dir, summary = _run(tmp_path, "kl-vae", "objective.fd_epochs=1",
+                            "objective.fd_train_images=64", "objective.fd_features=pooled")
+    meta = json.loads((run_dir / "features" / "feature_net.json").read_text())
+    assert meta["config"]["variant"] == "pooled" and math.isfinite(summary["rfd"])
