@@ -22,6 +22,7 @@ CPU thread).
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -141,3 +142,35 @@ def test_a_generator_that_puts_everything_in_the_middle(data, layout_net, pooled
     assert layout["fd"] > 10 * layout["fd_floor"]
     assert layout["kid"] - layout["kid_floor"] > 5 * (layout["kid_se"] + layout["kid_floor_se"])
     assert layout["fd"] / layout["fd_floor"] > 2 * pooled["fd"] / pooled["fd_floor"]
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_benchmark_at_the_evaluations_sizes(seed):
+    """The same checks at the sizes of the text-to-image evaluation: 32x32, the feature
+    net's defaults (5000 training images, 12 epochs, width 16), A and B = 200 images
+    (``n_captions``). Run with ``pytest -m benchmark -s``; prints the scores."""
+    res, n = 32, 200
+    train = ShapesDataset(ShapesConfig(resolution=res, split="train", size=5000, seed=0))
+    ev = ShapesDataset(ShapesConfig(resolution=res, split="eval", size=3 * n, seed=0))
+    a_idx, b_idx = range(n, 2 * n), range(2 * n, 3 * n)
+    real_a = torch.stack([ev[i]["image"] for i in a_idx])
+    real_b = torch.stack([ev[i]["image"] for i in b_idx])
+    g = rng(seed, "random-position")
+    moved = torch.stack([render(moved_scene(ev.attributes(i), g), res) for i in a_idx])
+    middle = torch.stack([render(in_the_middle(ev.attributes(i)), res) for i in a_idx])
+    ratios = {}
+    for variant in ("layout", "pooled"):
+        net = train_feature_net(train, ev, seed=seed, variant=variant, max_eval=n,
+                                compute_floor=False, num_threads=1)
+        for name, fake in (("random", moved), ("middle", middle)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = distribution_distances(net, fake, real_a, real_b, kid_subsets=50)
+            ratios[variant, name] = out["fd"] / out["fd_floor"]
+            print(f"\nseed {seed} {variant} {name}: accuracy {net.accuracy:.3f} "
+                  f"layout {net.info['layout_accuracy']} fd {out['fd']:.3f} "
+                  f"floor {out['fd_floor']:.3f} ratio {ratios[variant, name]:.2f} "
+                  f"kid {out['kid']:.4f} ± {out['kid_se']:.4f} "
+                  f"floor {out['kid_floor']:.4f} ± {out['kid_floor_se']:.4f}")
+    assert ratios["layout", "middle"] > ratios["pooled", "middle"]
