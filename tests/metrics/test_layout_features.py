@@ -1,8 +1,9 @@
-"""The layout-aware feature net and FD/KID on disjoint sets (issue 15 §3).
+"""The layout-aware feature net and FD/KID on disjoint sets (issue 15 §3): KID with its
+standard error against float64 references, ``distribution_distances`` on Gaussians, the
+per-cell layout targets, variant options and loading version-1 files.
 
-The random-position check: on ``shapes``, moving every object of real eval scenes to a
-random cell must raise FD against a disjoint real set well above the real-vs-real floor
-with the layout features, and does not with the version-1 globally pooled features.
+The random-position check itself (moved objects score well above the floor with the
+layout features, not with the pooled ones) is tests/metrics/test_random_position.py.
 """
 
 from __future__ import annotations
