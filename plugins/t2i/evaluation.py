@@ -4,8 +4,8 @@ Every text-to-image baseline (``ldm`` today; the GAN, token, unCLIP and cascaded
 models of issue 15's timeline later) is measured by this one function, on the same
 captions with the same per-image seeds, so its rows are comparable. It takes any
 pipeline in the ``Pipeline`` sense (``pipe(conditions, generators=…, **options)`` →
-``(B, C, H, W)`` in ``[-1, 1]``; ``evaluations_per_image(**options)`` when it has
-one) and the real datasets; it trains nothing and has no tuned defaults: guidance,
+``(B, C, H, W)`` in ``[-1, 1]``; ``evaluations_per_image(**options)``) and the real
+datasets; it trains nothing and has no tuned defaults: guidance,
 steps and the like arrive in ``options`` (chosen on the ``validation`` split, never on
 ``eval``; the objective's ``eval_split`` picks which one is read).
 
@@ -204,14 +204,9 @@ def caption_sets(train_captions: Sequence[str], eval_captions: Sequence[str],
 
 
 def evaluations_per_image(pipe: Any, options: Mapping[str, Any]) -> float:
-    """The pipeline's own count when it declares one, else the diffusion count
-    ``steps × (2 if guidance ≠ 1 else 1) + 1`` (the ``+ 1`` is the decode)."""
-    own = getattr(pipe, "evaluations_per_image", None)
-    if callable(own):
-        return float(own(**options))
-    steps = int(options.get("steps", 50))
-    guidance = float(options.get("guidance", 1.0))
-    return float(steps * (2 if guidance != 1.0 else 1) + 1)
+    """The pipeline's own count at ``options`` (``Pipeline.evaluations_per_image``: only
+    the pipeline knows which networks it runs; no guess is made for it)."""
+    return float(pipe.evaluations_per_image(**options))
 
 
 # ------------------------------------------------------------------ the evaluation

@@ -69,6 +69,9 @@ class RealImages:
                                                      % len(self.keys)]] for c in conditions])
         return torch.stack([self.table[c] for c in conditions])
 
+    def evaluations_per_image(self, **options):
+        return options["steps"] * 2 + 1  # what the evaluation must report as given
+
 
 class Noise:
     """Images drawn from the per-sample generators only."""
@@ -80,6 +83,9 @@ class Noise:
         self.calls.append((list(conditions), [g.initial_seed() for g in generators],
                            dict(options)))
         return torch.stack([torch.rand(3, 16, 16, generator=g) * 2 - 1 for g in generators])
+
+    def evaluations_per_image(self, **options):
+        return options["steps"] * 2 + 1  # what the evaluation must report as given
 
 
 def evaluate(pipe, data, **kwargs):
