@@ -21,14 +21,12 @@ What must hold, and what the objective promises against one process:
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torchrun_launch import run_script  # tests/ is on sys.path (conftest)
 
 pytestmark = pytest.mark.slow
 
@@ -70,15 +68,8 @@ SCRIPT = textwrap.dedent('''
 def launch(tmp_path, name, first_stage, sets, nproc):
     script = tmp_path / "ae_script.py"
     script.write_text(SCRIPT)
-    prefix = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    env["OMP_NUM_THREADS"] = "1"
-    env["MKL_CBWR"] = "AUTO,STRICT"  # see tests/core/test_distributed.py
-    out = subprocess.run([*prefix, str(script), str(tmp_path / name), first_stage,
-                          json.dumps([*BASE, *sets])],
-                         capture_output=True, text=True, timeout=300, env=env)
-    (tmp_path / f"{name}.log").write_text(out.stderr)
+    out = run_script(script, [str(tmp_path / name), first_stage, json.dumps([*BASE, *sets])],
+                     nproc, env={"OMP_NUM_THREADS": "1"}, log=tmp_path / f"{name}.log")
     assert out.returncode == 0, out.stderr[-3000:]
     return [load_file(str(tmp_path / name / f"rank{r}.safetensors")) for r in range(nproc)]
 

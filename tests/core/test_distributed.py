@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from gaf.distributed import World
 from gaf.errors import BadConfig
+from torchrun_launch import run_script  # tests/ is on sys.path (conftest)
 
 TINY = ["policy.n_layer=1", "policy.d_model=32", "policy.n_head=2", "device=\"cpu\"",
         "progress=false"]
@@ -93,18 +94,7 @@ def launch(tmp_path, name, objective, sets, nproc=1, resume=False, env=None):
     script.write_text(SCRIPT)
     args = [str(script), str(tmp_path / name), objective, json.dumps(sets),
             "1" if resume else "0"]
-    prefix = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
-    clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    # Bit-identical comparisons across processes need MKL's conditional numerical
-    # reproducibility: without it, sgemm may take a different code path (and round
-    # differently) when a resumed process's buffers are aligned differently. Seen once
-    # in CI: a resumed run differed from the uninterrupted one at round-off level.
-    clean["MKL_CBWR"] = "AUTO,STRICT"
-    out = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=300,
-                         env={**clean, **(env or {})})
-    (tmp_path / f"{name}.log").write_text(out.stderr)  # kept by pytest for a post-mortem
-    return out
+    return run_script(args[0], args[1:], nproc, env=env, log=tmp_path / f"{name}.log")
 
 
 def final_weights(tmp_path, name, rank=0):

@@ -301,26 +301,20 @@ if ctx.world.enabled:
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_groups_under_two_ranks_equal_one_process(tmp_path, parallel):
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
     from safetensors.torch import load_file
+    from torchrun_launch import run_script  # tests/ is on sys.path here, not in the ranks
 
     script = tmp_path / "script.py"
     script.write_text(DIST_SCRIPT)
     sets = ["progress=false", 'device="cpu"', "train.steps=4", "train.batch_size=8",
             "objective.dropout=0.0", "train.log_every=1", f"train.parallel={parallel}"]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    env.update(OMP_NUM_THREADS="1", MKL_CBWR="AUTO,STRICT")
     here = str(Path(__file__).parent)
     runs = {}
     for name, nproc in (("two", 2), ("one", 1)):
-        prefix = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
-        done = subprocess.run([*prefix, str(script), str(tmp_path / name), json.dumps(sets),
-                               here], capture_output=True, text=True, timeout=300, env=env)
+        done = run_script(script, [str(tmp_path / name), json.dumps(sets), here], nproc,
+                          env={"OMP_NUM_THREADS": "1"})
         assert done.returncode == 0, done.stderr[-3000:]
         runs[name] = [load_file(str(tmp_path / name / f"rank{r}.safetensors"))
                       for r in range(nproc)]

@@ -25,9 +25,6 @@ equal shares, so the all-reduced mean gradient is the global one).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -35,6 +32,7 @@ import torch
 from safetensors.torch import load_file
 
 from gaf.distributed import World
+from torchrun_launch import run_script  # tests/ is on sys.path (conftest)
 
 pytestmark = pytest.mark.slow
 
@@ -118,16 +116,9 @@ SCRIPT = textwrap.dedent('''
 def launch(tmp_path, name, sets, nproc, merge=False):
     script = tmp_path / "ldm_script.py"
     script.write_text(SCRIPT)
-    prefix = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    env["OMP_NUM_THREADS"] = "1"
-    env["MKL_CBWR"] = "AUTO,STRICT"  # see tests/core/test_distributed.py
-    out = subprocess.run([*prefix, str(script), str(tmp_path / name), json.dumps(sets),
-                          "merge" if merge else "plain"],
-                         capture_output=True, text=True, timeout=300, env=env)
-    (tmp_path / f"{name}.log").write_text(out.stderr)
-    return out
+    return run_script(script, [str(tmp_path / name), json.dumps(sets),
+                               "merge" if merge else "plain"],
+                      nproc, env={"OMP_NUM_THREADS": "1"}, log=tmp_path / f"{name}.log")
 
 
 def test_two_ranks_agree_sync_the_null_context_and_equal_one_merged_process(tmp_path):
