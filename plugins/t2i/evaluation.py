@@ -66,6 +66,10 @@ Metrics (a flat ``dict[str, float]``)
     the pipeline's network evaluations per image (its ``evaluations_per_image``, else
     ``steps × (2 if guidance ≠ 1 else 1) + 1`` for the decode) and the throughput of
     one timed pass at ``throughput_batch`` (200) images, decoding included;
+``sampling_s``, ``sampled_n``
+    the wall time of sampling the ``sampled_n`` distinct images of the sets above
+    (batches of ``batch_size``, decoding included; the sweep, swapped pairs and the
+    throughput pass not counted);
 anything in ``info``
     passed through: the objective's ``trainable_parameters``,
     ``frozen_parameters`` and ``train_s``.
@@ -254,7 +258,9 @@ def evaluate_pipeline(pipe: Any, options: Mapping[str, Any], *, train_ds: Any, e
     samples = dict(zip(wanted, sample_in_batches(
         pipe, [eval_conditions[i] for i in wanted], [seed + i for i in wanted],
         batch_size=batch_size, **options)))
-    log(f"evaluation: {len(wanted)} samples in {time.perf_counter() - t0:.1f} s")
+    out["sampling_s"] = round(time.perf_counter() - t0, 2)
+    out["sampled_n"] = float(len(wanted))
+    log(f"evaluation: {len(wanted)} samples in {out['sampling_s']:.1f} s")
 
     def images(indices: Sequence[int]) -> Tensor:
         return torch.stack([samples[i] for i in indices])
