@@ -39,9 +39,10 @@ baseline keyed by the objective's registered name, with ``method``, ``year``,
 ``run_dir``, ``commit`` and ``command`` (this script's command line) with
 ``run_command`` (the ``gaf`` command that trained or re-evaluated the run).
 
-Training time is the evaluation's ``train_s`` when the objective reports one (``ldm``:
-its logged wall time, plus its first stage when trained inside the run), else the
-run summary's ``setup_s + train_s``.
+Training time is the evaluation's ``train_wall_s`` when the objective reports one
+(``ldm``: the run's wall time from its start to its last step, a first stage trained
+inside it included, plus a reused first stage's own run), else the run summary's
+``setup_s + train_s``.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def entry(name: str, meta: Mapping[str, Any], metrics: Mapping[str, Any],
     """The ``timeline.json`` object of one baseline."""
     numbers = {k: float(v) for k, v in metrics.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    train_s = numbers.get("train_s")
+    train_s = numbers.get("train_wall_s")
     if train_s is None and summary:
         train_s = float(summary.get("setup_s") or 0.0) + float(summary.get("train_s") or 0.0)
     return {
@@ -146,12 +147,19 @@ def _duration(s: Any) -> str:
     return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
 
 
+def _milli(x: Any, se: Any) -> str:
+    """``x`` × 10³ with its standard error (KID is small and noisy at 200 images)."""
+    if x is None:
+        return "–"
+    return f"{1e3 * x:.1f}" + (f" ± {1e3 * se:.1f}" if se is not None else "")
+
+
 def _pair(a: Any, b: Any, fmt: str = "{:.2f}") -> str:
     return f"{_num(a, fmt)} ({_num(b, fmt)})"
 
 
 HEADER = ("| method | year | parameters trainable / frozen | training | evaluations / image "
-          "| images/s | " + " | ".join(ATTRIBUTES) + " | FD (floor) | KID ×10³ (floor) "
+          "| images/s | " + " | ".join(ATTRIBUTES) + " | FD (floor) | KID ×10³ ± SE (floor) "
           "| diversity position / size (real) |")
 
 
@@ -169,9 +177,8 @@ def table(entries: Mapping[str, Mapping[str, Any]]) -> str:
             _num(m.get("evaluations_per_image"), "{:.0f}"),
             _num(m.get("images_per_s"), "{:.1f}"),
             *[_with_se(m, f"unseen_{a}") for a in ATTRIBUTES],
-            _pair(m.get("fd"), f.get("fd_floor"), "{:.1f}"),
-            _pair(None if kid is None else 1e3 * kid,
-                  None if kid_floor is None else 1e3 * kid_floor, "{:.1f}"),
+            _pair(m.get("fd"), f.get("fd_floor"), "{:.2f}"),
+            f"{_milli(kid, m.get('kid_se'))} ({_milli(kid_floor, f.get('kid_floor_se'))})",
             f"{_num(m.get('diversity_position'))} / {_num(m.get('diversity_size'))} "
             f"({_num(f.get('diversity_position_real'))} / {_num(f.get('diversity_size_real'))})",
         ]
@@ -187,7 +194,10 @@ def section(entries: Mapping[str, Mapping[str, Any]]) -> str:
             f"eval captions never seen in training (± binomial standard error); FD and KID "
             f"compare the samples for one set of eval captions with the real images of a "
             f"disjoint set, the floor being the same distance between the two real sets; "
-            f"diversity is the entropy (bits) of the unstated attribute's reading. Made by "
+            f"diversity is the entropy (bits) of the unstated attribute's reading. Each row "
+            f"is one training run (seed 0 unless its command says otherwise) measured once on "
+            f"the held-out eval split, sampled with the settings its objective's evaluation "
+            f"defaults to (chosen on the validation split). Made by "
             f"{made}; every figure, with the floors and ceilings, is in `docs/timeline.json`.")
 
 

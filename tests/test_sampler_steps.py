@@ -64,4 +64,4 @@ def test_rows_are_the_runs_own_evaluation_and_only_the_markers_change(tmp_path):
     for key in ("unseen_colour", "unseen_exact", "unseen_attrs_shape", "floor_exact"):
         assert row[key] == summary[key], key
     assert row["evaluations_per_image"] == summary["evaluations_per_image"] == 7
-    assert row["sampled_n"] >= 4 and row["sampling_s"] > 0
+    assert row["sampled_n"] >= 4 and row["sampling_s"] >= 0

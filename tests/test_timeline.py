@@ -60,9 +60,10 @@ def test_the_built_in_registry_has_the_ldm_row():
 
 def _entry(**metrics):
     base = {"unseen_colour": 0.9, "unseen_colour_se": 0.02, "unseen_exact": 0.25,
-            "unseen_exact_se": 0.030619, "fd": 41.23, "kid": 0.0123, "images_per_s": 512.34,
+            "unseen_exact_se": 0.030619, "fd": 41.23, "kid": 0.0123, "kid_se": 0.002, "images_per_s": 512.34,
             "evaluations_per_image": 101, "diversity_position": 1.5, "diversity_size": 0.5,
-            "trainable_parameters": 1_234_567, "frozen_parameters": 2500, "train_s": 4000,
+            "trainable_parameters": 1_234_567, "frozen_parameters": 2500,
+            "train_wall_s": 4000,
             "floor_exact": 0.01, "ceiling_exact": 1.0, "fd_floor": 17.0, "kid_floor": 0.0005,
             "kid_floor_se": 0.0001, "diversity_position_real": 3.1, "diversity_size_real": 1.0,
             "g3_exact": 0.25, "eval_on_train": True}
@@ -101,8 +102,8 @@ def test_table_row_formats_every_column():
                          "512.3"]
     assert cells[6] == "0.90 ± 0.02" and cells[12] == "0.25 ± 0.03"
     assert cells[8] == "–"  # size was not measured
-    assert cells[13] == "41.2 (17.0)"
-    assert cells[14] == "12.3 (0.5)"  # KID × 10³
+    assert cells[13] == "41.23 (17.00)"
+    assert cells[14] == "12.3 ± 2.0 (0.5 ± 0.1)"  # KID × 10³ ± SE
     assert cells[15] == "1.50 / 0.50 (3.10 / 1.00)"
 
 

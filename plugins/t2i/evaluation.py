@@ -72,7 +72,7 @@ Metrics (a flat ``dict[str, float]``)
     throughput pass not counted);
 anything in ``info``
     passed through: the objective's ``trainable_parameters``,
-    ``frozen_parameters`` and ``train_s``.
+    ``frozen_parameters`` and ``train_wall_s`` (the method's training wall time).
 
 A class-conditional pipeline (``condition_key="label"``) is scored on the first
 object's colour and shape (all a label says) on the first ``n_captions`` eval items
@@ -102,9 +102,11 @@ from .training_data import conditions_of
 
 __all__ = ["evaluate_pipeline", "caption_sets", "stated", "sample_in_batches", "shuffled",
            "attribute_scores", "binomial_se", "entropy_bits", "evaluations_per_image",
-           "ATTRIBUTES", "SWAPPED_SEED_OFFSET"]
+           "ATTRIBUTES", "SWAPPED_SEED_OFFSET", "TIMINGS"]
 
 ATTRIBUTES = ("colour", "shape", "size", "position", "relation", "count", "exact")
+#: the metrics that are wall-clock measurements (the rest is deterministic given the seed)
+TIMINGS = ("sampling_s", "fd_s", "images_per_s")
 #: swapped item ``j`` is sampled with the generator seeded ``seed + SWAPPED_SEED_OFFSET + j``
 SWAPPED_SEED_OFFSET = 1_000_000
 

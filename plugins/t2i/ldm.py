@@ -374,8 +374,13 @@ class LDM:
 
     def _evaluation_info(self, ctx: RunContext) -> dict[str, float]:
         """Parameters (trainable: the noise model and a trained conditioner; frozen: the
-        first stage and a fixed conditioner) and training seconds (this run's last
-        logged ``elapsed_s`` plus the first stage's ``train_s`` when trained here)."""
+        first stage and a fixed conditioner) and ``train_wall_s``, the training wall time
+        of the method: this run's last logged ``elapsed_s`` (seconds from the start of the
+        run, so the setup and a first stage trained inside it are counted once) plus,
+        when the first stage is a trained run reused with ``--autoencoder RUN_DIR``, that
+        run's ``setup_s + train_s`` from its summary.json. (Named apart from the run
+        summary's ``train_s``, the seconds of this run's training steps alone. A resumed
+        run counts the wall time of its last process only.)"""
         trainable = sum(p.numel() for m in ("noise_model", "conditioner")
                         if m in self.modules() for p in self.modules()[m].parameters())
         frozen = sum(p.numel() for p in self.autoencoder.parameters())
@@ -390,14 +395,27 @@ class LDM:
                     seconds = max(seconds, float(json.loads(line).get("elapsed_s", 0.0)))
                 except (ValueError, AttributeError):
                     continue
-        stage = ctx.run_dir / "first_stage" / "summary.json"
-        if self.autoencoder_source == "first_stage/autoencoder" and stage.is_file():
-            seconds += float(json.loads(stage.read_text(encoding="utf-8")).get("train_s", 0.0))
-        info["train_s"] = round(seconds, 2)
+        if self.autoencoder_source and self.autoencoder_source != "first_stage/autoencoder":
+            seconds += _run_seconds(Path(self.autoencoder_source))
+        info["train_wall_s"] = round(seconds, 2)
         return info
 
 
 # ------------------------------------------------------------------- helpers
+
+
+def _run_seconds(component_dir: Path) -> float:
+    """``setup_s + train_s`` of the run that saved the component in ``component_dir``
+    (its summary.json there or one level up; 0 when there is none)."""
+    for d in (component_dir, component_dir.parent):
+        summary = d / "summary.json"
+        if summary.is_file():
+            try:
+                data = json.loads(summary.read_text(encoding="utf-8"))
+                return float(data.get("setup_s") or 0.0) + float(data.get("train_s") or 0.0)
+            except (ValueError, AttributeError, TypeError):
+                return 0.0
+    return 0.0
 
 
 def _has_parameters(module: Any) -> bool:

@@ -181,10 +181,22 @@ def test_latent_run_trains_its_first_stage_then_reuses_it(tmp_path):
     assert meta["sample_shape"] == [3, 4, 4]
     assert meta["scheduler"]["config"]["clip_sample"] is False  # latents are not clipped
     # a second run given the trained first stage does not train another
-    again, _ = run(tmp_path, *sets, name="again", autoencoder=str(stage))
+    again, again_summary = run(tmp_path, *sets, name="again", autoencoder=str(stage))
     assert not (again / "first_stage").exists()
+    # the method's training wall time: from the run's start to its last step (the first
+    # stage trained inside it counted once), plus a reused first stage's own run
+    stage_summary = json.loads((stage / "summary.json").read_text())
+    assert summary["train_wall_s"] == pytest.approx(_last_elapsed(run_dir), abs=0.01)
+    assert _last_elapsed(run_dir) > stage_summary["train_s"]
+    assert again_summary["train_wall_s"] == pytest.approx(
+        _last_elapsed(again) + stage_summary["setup_s"] + stage_summary["train_s"], abs=0.02)
     pipe = DiffusionPipeline.from_run(again)
     assert pipe(["a red circle"], steps=2).shape == (1, 3, 16, 16)
+
+
+def _last_elapsed(run_dir):
+    return max(json.loads(x)["elapsed_s"]
+               for x in (run_dir / "metrics.jsonl").read_text().splitlines())
 
 
 def test_v_prediction_and_class_conditioning_go_through_the_same_path(tmp_path):
