@@ -1,0 +1,246 @@
+"""The two CLIP towers and the model that holds them (:class:`CLIPModel`).
+
+Image tower
+-----------
+``cnn`` (the default): a small residual CNN ending in CLIP's *attention pooling*
+(the ``ModifiedResNet`` of Radford et al. 2021, in miniature)::
+
+    x (B, C, R, R) in [-1, 1]
+    -> conv3x3(C, w)
+    -> 3 stages: ResBlock -> conv3x3 stride 2 (w, 2w, 4w channels; R -> ceil(R/2) each:
+       32 -> 16 -> 8 -> 4, 28 -> 14 -> 7 -> 4)
+    -> GroupNorm, SiLU; the S×S grid as S² tokens, with their mean as one more token
+       in front, plus a learned position embedding (S² + 1, 4w)
+    -> multi-head attention with the mean token as the only query
+    -> Linear(4w, embed_dim)
+
+``ResBlock`` is ``x + conv(SiLU(GN(conv(SiLU(GN(x))))))``. Why this design: captions
+say *where* things are, and a tower that averages its last feature map away (global
+average pooling) cannot read "top left" from "bottom right"; attention pooling over
+tokens that carry a position embedding can. A CNN is also the cheaper tower on a CPU
+at 28–32 pixels (its convolutions see the image at full resolution once; a ViT's
+self-attention runs over every patch at every layer).
+
+``vit``: a ViT (Dosovitskiy et al. 2021) — ``patch_size``² patches linearly embedded
+(a stride-``patch_size`` convolution), a class token, a learned position embedding,
+``image_layers`` pre-LayerNorm blocks (multi-head self-attention, GELU MLP ×4),
+LayerNorm of the class token, ``Linear(width, embed_dim)``. It is the *other* design,
+used for the evaluation CLIP (issue 16: the CLIP that scores generators is never the
+one that generates, guides or reranks, and differs from it in seed and design).
+
+Text tower
+----------
+The ``text-transformer`` conditioner's encoder
+(:class:`gaf.plugins.conditioners.TextTransformer`: ``shapes-bpe`` tokens, a
+bidirectional pre-LayerNorm transformer, padding masked out of attention), then the
+mean of its states over the caption's real tokens (it has no end-of-text token to
+read, being bidirectional; pad states are left out so the vector does not depend on
+``max_length``), then ``Linear(width, embed_dim, bias=False)``. :meth:`CLIPModel.text`
+returns both the per-token states and the pooled vector: the ``clip-text``
+conditioner hands the states to cross-attention and the vector to the time embedding.
+
+Temperature
+-----------
+``log_scale`` is the learnable τ of :mod:`.loss`, initialised at ``ln(1/0.07)``.
+:meth:`CLIPModel.forward` returns it with the two feature batches, so that under
+``DistributedDataParallel`` its gradient is averaged like every other parameter's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gaf.config import option, option_error
+from gaf.plugins.conditioners.text import TextTransformer, TextTransformerConfig
+
+from .loss import INIT_LOG_SCALE
+
+__all__ = ["CLIPConfig", "CLIPModel", "CNNImageTower", "ViTImageTower", "AttentionPool"]
+
+
+@attrs.define
+class CLIPConfig:
+    """Options of a CLIP model (both towers)."""
+
+    embed_dim: int = option(64, "width of the joint embedding space", ge=1)
+    image_tower: Literal["cnn", "vit"] = option(
+        "cnn", "cnn: residual CNN with attention pooling; vit: a small ViT")
+    image_width: int = option(32, "cnn: channels of the first stage (then 2x, 4x); "
+                                  "vit: token width", ge=1)
+    image_layers: int = option(4, "vit: number of transformer blocks", ge=1)
+    patch_size: int = option(4, "vit: patch side in pixels (must divide resolution)", ge=1)
+    image_heads: int = option(4, "attention heads of the pooling (cnn) or blocks (vit)", ge=1)
+    in_channels: int = option(3, "image channels", ge=1)
+    resolution: int = option(32, "image side in pixels", ge=1)
+    tokenizer: str = option("shapes-bpe", "the text tower's tokenizer")
+    text_width: int = option(64, "the text transformer's width", ge=1)
+    text_layers: int = option(2, "the text transformer's blocks", ge=1)
+    text_heads: int = option(4, "the text transformer's attention heads", ge=1)
+    max_length: int = option(24, "tokens per caption", ge=1)
+    init_log_scale: float = option(INIT_LOG_SCALE, "initial log-temperature tau "
+                                                   "(CLIP: ln(1/0.07))")
+
+    def __attrs_post_init__(self) -> None:
+        if self.image_tower == "vit" and self.resolution % self.patch_size:
+            raise option_error("patch_size", f"must divide resolution ({self.resolution})",
+                               self.patch_size)
+        width = 4 * self.image_width if self.image_tower == "cnn" else self.image_width
+        if width % self.image_heads:
+            raise option_error("image_heads", f"must divide the pooled width ({width})",
+                               self.image_heads)
+
+    def text_config(self) -> TextTransformerConfig:
+        return TextTransformerConfig(tokenizer=self.tokenizer, width=self.text_width,
+                                     layers=self.text_layers, heads=self.text_heads,
+                                     max_length=self.max_length)
+
+
+def _groups(channels: int) -> int:
+    return math.gcd(channels, 8)
+
+
+class ResBlock(nn.Module):
+    """``x + conv(SiLU(GN(conv(SiLU(GN(x))))))`` at constant width."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(channels), channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(_groups(channels), channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        return x + self.conv2(F.silu(self.norm2(h)))
+
+
+class AttentionPool(nn.Module):
+    """CLIP's attention pooling: the mean token queries the grid's tokens (all with a
+    learned position embedding) through one multi-head attention."""
+
+    def __init__(self, tokens: int, width: int, heads: int, out_dim: int):
+        super().__init__()
+        self.position = nn.Parameter(torch.randn(tokens + 1, width) / width ** 0.5)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.proj = nn.Linear(width, out_dim)
+
+    def forward(self, grid: Tensor) -> Tensor:
+        tokens = grid.flatten(2).transpose(1, 2)                      # (B, S², C)
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
+        tokens = tokens + self.position
+        pooled, _ = self.attn(tokens[:, :1], tokens, tokens, need_weights=False)
+        return self.proj(pooled[:, 0])
+
+
+class CNNImageTower(nn.Module):
+    """The ``cnn`` image tower of the module docstring."""
+
+    def __init__(self, cfg: CLIPConfig):
+        super().__init__()
+        w = cfg.image_width
+        layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels, w, 3, padding=1)]
+        side, ch = cfg.resolution, w
+        for out in (w, 2 * w, 4 * w):
+            layers += [ResBlock(ch), nn.Conv2d(ch, out, 3, stride=2, padding=1)]
+            ch, side = out, (side + 1) // 2
+        layers += [nn.GroupNorm(_groups(ch), ch), nn.SiLU()]
+        self.body = nn.Sequential(*layers)
+        self.pool = AttentionPool(side * side, ch, cfg.image_heads, cfg.embed_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.pool(self.body(images))
+
+
+class _Block(nn.Module):
+    """Pre-LayerNorm transformer block (self-attention, GELU MLP ×4)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(),
+                                 nn.Linear(4 * width, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class ViTImageTower(nn.Module):
+    """The ``vit`` image tower of the module docstring."""
+
+    def __init__(self, cfg: CLIPConfig):
+        super().__init__()
+        w, n = cfg.image_width, (cfg.resolution // cfg.patch_size) ** 2
+        self.patch = nn.Conv2d(cfg.in_channels, w, cfg.patch_size, stride=cfg.patch_size)
+        self.cls = nn.Parameter(torch.randn(1, 1, w) / w ** 0.5)
+        self.position = nn.Parameter(torch.randn(n + 1, w) / w ** 0.5)
+        self.blocks = nn.Sequential(*[_Block(w, cfg.image_heads)
+                                      for _ in range(cfg.image_layers)])
+        self.norm = nn.LayerNorm(w)
+        self.proj = nn.Linear(w, cfg.embed_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        tokens = self.patch(images).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)
+        h = self.blocks(tokens + self.position)
+        return self.proj(self.norm(h[:, 0]))
+
+
+class CLIPModel(nn.Module):
+    """An image tower, a text tower and the learnable temperature (see the module doc)."""
+
+    def __init__(self, config: CLIPConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or CLIPConfig()
+        self.image = (CNNImageTower(cfg) if cfg.image_tower == "cnn" else ViTImageTower(cfg))
+        self.text_encoder = TextTransformer(cfg.text_config())
+        # the conditioner's learned null is not part of CLIP (no gradient reaches it)
+        self.text_encoder.null_states.requires_grad_(False)
+        self.text_proj = nn.Linear(cfg.text_width, cfg.embed_dim, bias=False)
+        self.log_scale = nn.Parameter(torch.tensor(float(cfg.init_log_scale)))
+
+    def tokenize(self, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Token ids and the real-token mask ``(B, max_length)`` (pads ``False``)."""
+        ids, mask = self.text_encoder.tokenize(list(captions))
+        device = self.log_scale.device
+        return ids.to(device), mask.to(device)
+
+    def text_ids(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``(states (B, L, text_width), features (B, embed_dim))`` of tokenised captions."""
+        states = self.text_encoder.encode_ids(ids, mask)
+        weights = mask.to(states.dtype).unsqueeze(-1)
+        pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        return states, self.text_proj(pooled)
+
+    def text(self, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """``(states, features)`` of ``captions`` (see :meth:`text_ids`)."""
+        return self.text_ids(*self.tokenize(captions))
+
+    def encode_text(self, captions: Sequence[str]) -> Tensor:
+        """``(B, embed_dim)`` text features (not normalised)."""
+        return self.text(captions)[1]
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """``(B, embed_dim)`` image features (not normalised) of images in [-1, 1]."""
+        return self.image(images)
+
+    def forward(self, images: Tensor, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(image features, text features, log_scale)``: what the loss takes."""
+        return self.encode_image(images), self.text_ids(ids, mask)[1], self.log_scale
+
+    @torch.no_grad()
+    def similarity(self, images: Tensor, captions: Sequence[str]) -> Tensor:
+        """Cosine similarity ``(N_images, N_captions)``."""
+        img = F.normalize(self.encode_image(images), dim=-1)
+        txt = F.normalize(self.encode_text(captions), dim=-1)
+        return img @ txt.T
