@@ -3,26 +3,16 @@ run's pipeline at each sampler setting, and it fills only its markers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 import gaf
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    path = ROOT / "examples" / "sampler_steps.py"
-    spec = importlib.util.spec_from_file_location("sampler_steps_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_module import load_script  # tests/ is on sys.path (conftest)
 
 
-steps_script = _script()
+
+steps_script = load_script("examples/sampler_steps.py")
 
 TINY = ["dataset.resolution=16", "dataset.size=64", "noise-model.channels=[8, 16]",
         "noise-model.norm_groups=4", "noise-model.heads=2", "noise-model.context_dim=16",

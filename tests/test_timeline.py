@@ -4,7 +4,6 @@ reused ``ldm`` run into a temporary copy of the docs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,21 +11,14 @@ from pathlib import Path
 import pytest
 
 import gaf
+from script_module import load_script  # tests/ is on sys.path (conftest)
 from gaf.errors import BadConfig, BadData
 from gaf.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script():
-    path = ROOT / "examples" / "timeline.py"
-    spec = importlib.util.spec_from_file_location("timeline_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-timeline = _script()
+timeline = load_script("examples/timeline.py")
 
 
 class _Later:

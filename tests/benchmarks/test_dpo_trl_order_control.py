@@ -5,26 +5,20 @@ real (tiny) ``gaf.run`` whose batches are recorded. Also the script's small help
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 import gaf
+from script_module import load_script  # tests/ is on sys.path (conftest)
 from gaf.plugins.preference.data import PreferenceData
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def script():
-    path = ROOT / "benchmarks" / "dpo_trl_order_control.py"
-    spec = importlib.util.spec_from_file_location("dpo_trl_order_control_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/dpo_trl_order_control.py")
 
 
 @pytest.mark.parametrize("seed", [0, 3])
