@@ -98,11 +98,36 @@ def clamp_log_scale_(log_scale: Tensor) -> Tensor:
     return log_scale.clamp_(0.0, MAX_LOG_SCALE)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient of this rank's
+    slice (all-reduce of the whole gradient, then the slice): synchronous collectives
+    only, which gloo and NCCL both have."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(x: Tensor, world: Any = None) -> Tensor:
     """``x`` of every rank concatenated in rank order along dim 0, differentiable: the
     gradient that reaches rank ``r``'s ``x`` is the sum over ranks of the gradients of
-    its slice (``torch.distributed.nn.functional.all_gather``). Without a process group
-    (or with one rank) ``x`` itself. Every rank must pass the same shape."""
+    its slice (what ``torch.distributed.nn.functional.all_gather`` does, written with
+    plain ``all_gather`` / ``all_reduce``). Without a process group (or with one rank)
+    ``x`` itself. Every rank must pass the same shape. An integer tensor (caption token
+    ids) is gathered without a gradient."""
     import torch.distributed as dist
 
     enabled = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -110,6 +135,8 @@ def gather_with_grad(x: Tensor, world: Any = None) -> Tensor:
         enabled = enabled and bool(getattr(world, "enabled", True))
     if not enabled:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
+    if not x.is_floating_point():
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+    return _GatherWithGrad.apply(x)

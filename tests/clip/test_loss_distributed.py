@@ -51,8 +51,13 @@ SCRIPT = textwrap.dedent('''
            "grads": {k: p.grad.flatten().tolist() for k, p in towers.named_parameters()}}
     with open(f"{sys.argv[1]}.{rank}.json", "w") as f:
         json.dump(out, f)
-    if len(sys.argv) > 2:
+    if len(sys.argv) > 2:  # free the group before exit (see gaf.distributed._leave)
+        import gc
+        dist.barrier()
+        del model, img, txt, s, loss
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 ''')
 
 
