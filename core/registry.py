@@ -55,6 +55,7 @@ KINDS: dict[str, str] = {
     "noise-model": "diffusion noise models (NoiseModel)",
     "scheduler": "diffusion schedulers and samplers (Scheduler)",
     "conditioner": "text and label encoders for conditioning (Conditioner)",
+    "encoder": "joint image-text encoders trained on their own: CLIP",
     "pipeline": "text-to-image samplers of a trained run (Pipeline)",
     "loader": "readers of foreign checkpoint formats, tried by gaf.load",
 }

@@ -199,6 +199,8 @@ class ViTImageTower(nn.Module):
 class CLIPModel(nn.Module):
     """An image tower, a text tower and the learnable temperature (see the module doc)."""
 
+    Config = CLIPConfig
+
     def __init__(self, config: CLIPConfig | None = None):
         super().__init__()
         self.config = cfg = config or CLIPConfig()
@@ -208,6 +210,14 @@ class CLIPModel(nn.Module):
         self.text_encoder.null_states.requires_grad_(False)
         self.text_proj = nn.Linear(cfg.text_width, cfg.embed_dim, bias=False)
         self.log_scale = nn.Parameter(torch.tensor(float(cfg.init_log_scale)))
+
+    def save_assets(self, path) -> None:
+        """The text tower's tokenizer files (called by :func:`gaf.save`)."""
+        self.text_encoder.save_assets(path)
+
+    def load_assets(self, path) -> None:
+        """Restore the tokenizer saved by :meth:`save_assets` (called by :func:`gaf.load`)."""
+        self.text_encoder.load_assets(path)
 
     def tokenize(self, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Token ids and the real-token mask ``(B, max_length)`` (pads ``False``)."""
