@@ -11,7 +11,10 @@ duplicates included).
 
 The evaluation reads held-out pairs (the ``eval`` split, ``validation`` when tuning):
 retrieval recall@1 and @5 in both directions among ``eval_pairs`` pairs, a retrieved
-item counting as right when its caption is identical to the query's.
+item counting as right when its caption is identical to the query's; and the zero-shot
+reading of :mod:`.zeroshot` (``zero_shot_{attribute}`` beside its chance floor,
+``zero_shot_r_precision``) on the first ``eval_pairs`` held-out items whose caption
+never occurs in training.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from gaf.seeding import EpochOrder
 from ..images.batches import split_dataset, stack_images
 from ..t2i.training_data import conditions_of
 from .loss import clamp_log_scale_, clip_loss, duplicate_mask, gather_with_grad
+from .zeroshot import zero_shot_reading
 
 __all__ = ["CLIPObjective", "CLIPObjectiveConfig", "retrieval_recall"]
 
@@ -132,6 +136,15 @@ class CLIPObjective(ObjectiveBase):
                @ torch.nn.functional.normalize(txt, dim=-1).T)
         ids, _ = self.model.tokenize(captions)
         out = retrieval_recall(sim.cpu(), duplicate_mask(ids.cpu()))
+        seen = set(self.captions)
+        unseen = [i for i in range(len(ds)) if ds.caption(i) not in seen][:n] \
+            if hasattr(ds, "caption") else list(range(n))
+        if unseen:
+            images = stack_images(ds, unseen).to(self.device)
+            reading = zero_shot_reading(self.model, images, [ds.caption(i) for i in unseen]
+                                        if hasattr(ds, "caption") else
+                                        conditions_of(ds, "caption", n))
+            out.update({f"zero_shot_{k}": v for k, v in reading.items()})
         out["temperature"] = float(self.model.log_scale.clamp(max=4.605170185988092).exp())
         out["eval_pairs"] = float(n)
         return out
