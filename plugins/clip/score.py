@@ -1,0 +1,52 @@
+"""CLIPScore and CLIP reranking with a trained :class:`~.towers.CLIPModel`.
+
+* :func:`clip_score`: Hessel et al. (2021)'s reference-free CLIPScore of each (image,
+  caption) pair, ``w · max(cos(E_I(image), E_T(caption)), 0)`` with ``w = 2.5``. The
+  CLIP here is trained in the project (no pretrained weights can be downloaded), so
+  its values are not comparable with the published CLIP ViT-B/32 scores, only with
+  each other under the same evaluation CLIP.
+* :func:`rerank`: DALL-E's reranking: of ``N`` candidate images for one caption keep
+  the ``k`` with the highest cosine similarity to it, best first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["CLIPSCORE_WEIGHT", "clip_score", "rerank"]
+
+#: Hessel et al.'s rescaling weight w
+CLIPSCORE_WEIGHT = 2.5
+
+
+@torch.no_grad()
+def clip_score(model: Any, images: Tensor, captions: Sequence[str], *,
+               weight: float = CLIPSCORE_WEIGHT, batch_size: int = 250) -> Tensor:
+    """``(N,)`` CLIPScores of image ``i`` with caption ``i``."""
+    if len(images) != len(captions):
+        raise ValueError(f"clip_score: {len(images)} images for {len(captions)} captions")
+    scores = []
+    for s in range(0, len(captions), batch_size):
+        img = F.normalize(model.encode_image(images[s:s + batch_size]), dim=-1)
+        txt = F.normalize(model.encode_text(list(captions[s:s + batch_size])), dim=-1)
+        scores.append(weight * (img * txt).sum(dim=-1).clamp_min(0.0))
+    return torch.cat(scores) if scores else torch.zeros(0)
+
+
+@torch.no_grad()
+def rerank(model: Any, candidates: Tensor, caption: str, k: int) -> tuple[Tensor, Tensor]:
+    """``(indices, cosines)`` of the ``k`` candidates most similar to ``caption``, best
+    first (ties keep the lower index)."""
+    n = len(candidates)
+    if not 1 <= k <= n:
+        raise ValueError(f"rerank: k must be in 1..{n} (the number of candidates), got {k}")
+    img = F.normalize(model.encode_image(candidates), dim=-1)
+    txt = F.normalize(model.encode_text([caption]), dim=-1)[0]
+    cos = img @ txt
+    order = torch.sort(cos, descending=True, stable=True).indices[:k]
+    return order, cos[order]
