@@ -9,18 +9,14 @@ import pytest
 
 import gaf
 from script_module import load_script  # tests/ is on sys.path (conftest)
+from tiny_ldm import tiny_ldm_sets
 
 
 
 steps_script = load_script("examples/sampler_steps.py")
 
-TINY = ["dataset.resolution=16", "dataset.size=64", "noise-model.channels=[8, 16]",
-        "noise-model.norm_groups=4", "noise-model.heads=2", "noise-model.context_dim=16",
-        "noise-model.in_channels=3", "conditioner.width=16", "conditioner.layers=1",
-        "conditioner.heads=2", "train.steps=2", "train.batch_size=8", "train.log_every=1",
-        "train.warmup_steps=0", "objective.eval_images=4", "objective.eval_steps=3",
-        "objective.eval_batch_size=4", "objective.fd=false", "objective.grid_prompts=0",
-        "objective.throughput_batch=0", "objective.eval_guidance=[3.0]"]
+TINY = tiny_ldm_sets(objective__eval_steps="3", objective__throughput_batch="0",
+                     objective__eval_guidance="[3.0]")
 
 
 def test_settings_default_rows_also_and_rows_instead():

@@ -12,6 +12,7 @@ import pytest
 
 import gaf
 from script_module import load_script  # tests/ is on sys.path (conftest)
+from tiny_ldm import tiny_ldm_sets
 from gaf.errors import BadConfig, BadData
 from gaf.registry import Registry
 
@@ -26,7 +27,7 @@ class _Later:
 
 
 class _NotABaseline:
-    pass
+    """An objective without a timeline attribute."""
 
 
 class _Broken:
@@ -157,13 +158,7 @@ def test_per_objective_sets_go_to_their_objective_only():
     assert timeline._sets_for("gan", sets) == ["train.steps=3", "train.lr=1"]
 
 
-TINY = ["dataset.resolution=16", "dataset.size=64", "noise-model.channels=[8, 16]",
-        "noise-model.norm_groups=4", "noise-model.heads=2", "noise-model.context_dim=16",
-        "noise-model.in_channels=3", "conditioner.width=16", "conditioner.layers=1",
-        "conditioner.heads=2", "train.steps=2", "train.batch_size=8", "train.log_every=1",
-        "train.warmup_steps=0", "objective.eval_images=4", "objective.eval_steps=2",
-        "objective.eval_batch_size=4", "objective.fd=false", "objective.grid_prompts=0",
-        "objective.throughput_batch=4", "objective.eval_guidance=[1.0, 3.0]"]
+TINY = tiny_ldm_sets()
 
 
 @pytest.mark.slow

@@ -160,7 +160,7 @@ def test_two_groups_resume_bit_identically(tmp_path):
     assert [g["betas"] for g in saved] == [[0.5, 0.9], [0.9, 0.999]]
 
     class Crash(Exception):
-        pass
+        """The simulated kill."""
 
     class CrashAt:
         @gaf.hookimpl
