@@ -105,6 +105,11 @@ def _image_options(kind, name, tmp_path):
         return {"path": str(tmp_path), "resolution": 8}
     if kind == "dataset":
         return {"size": 8, "resolution": 16}
+    if name in ("clip-text", "clip-image", "clip-score"):  # parts of a trained CLIP
+        clip = gaf.create("encoder", "clip", embed_dim=8, image_width=8, image_heads=2,
+                          text_width=16, text_layers=1, text_heads=2, resolution=16)
+        gaf.save(clip, tmp_path / "clip")
+        return {"clip": str(tmp_path / "clip")}
     return {}
 
 
@@ -132,6 +137,9 @@ def test_image_component_fits_its_interface(kind, name, tmp_path):
     if kind == "metric" and name in ("psnr", "ssim"):
         x = torch.rand(2, 3, 16, 16) * 2 - 1
         assert set(obj(x, x)) == {name}
+    if kind == "metric" and name == "clip-score":
+        x = torch.rand(2, 3, 16, 16) * 2 - 1
+        assert set(obj(x, ["a red circle", "a blue square"])) == {"clip_score", "clip_score_se"}
     if kind == "autoencoder":
         x = torch.rand(1, 3, 16, 16) * 2 - 1
         with torch.no_grad():

@@ -5,6 +5,9 @@
   CLIP here is trained in the project (no pretrained weights can be downloaded), so
   its values are not comparable with the published CLIP ViT-B/32 scores, only with
   each other under the same evaluation CLIP.
+* ``clip-score`` (:class:`ClipScore`, kind ``metric``): the mean CLIPScore of images
+  against their captions under the CLIP named by its ``clip`` option, with its standard
+  error: ``metric(images, captions) -> {"clip_score", "clip_score_se"}``.
 * :func:`rerank`: DALL-E's reranking: of ``N`` candidate images for one caption keep
   the ``k`` with the highest cosine similarity to it, best first.
 """
@@ -14,11 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["CLIPSCORE_WEIGHT", "clip_score", "rerank"]
+from gaf.config import option
+
+__all__ = ["CLIPSCORE_WEIGHT", "clip_score", "rerank", "ClipScore", "ClipScoreConfig"]
 
 #: Hessel et al.'s rescaling weight w
 CLIPSCORE_WEIGHT = 2.5
@@ -50,3 +56,35 @@ def rerank(model: Any, candidates: Tensor, caption: str, k: int) -> tuple[Tensor
     cos = img @ txt
     order = torch.sort(cos, descending=True, stable=True).indices[:k]
     return order, cos[order]
+
+
+@attrs.define
+class ClipScoreConfig:
+    """Options of the ``clip-score`` metric."""
+
+    clip: str = option("", "a trained clip run directory (or a saved clip encoder)")
+    weight: float = option(CLIPSCORE_WEIGHT, "the rescaling weight w of w * max(cos, 0)", gt=0)
+
+
+class ClipScore:
+    """``clip_score(images, captions) -> {"clip_score", "clip_score_se"}``: the mean
+    CLIPScore of image ``i`` with caption ``i`` and its standard error (sample standard
+    deviation / √N). Images ``(N, C, H, W)`` in ``[-1, 1]`` at the CLIP's resolution."""
+
+    Config = ClipScoreConfig
+
+    def __init__(self, config: ClipScoreConfig | None = None):
+        from .frozen import load_clip
+
+        self.config = config or ClipScoreConfig()
+        self.model = load_clip(self.config.clip, who="metric clip-score")
+
+    def per_image(self, images: Tensor, captions: Sequence[str]) -> Tensor:
+        """``(N,)`` CLIPScores."""
+        return clip_score(self.model, images, captions, weight=self.config.weight)
+
+    def __call__(self, images: Tensor, captions: Sequence[str]) -> dict[str, float]:
+        scores = self.per_image(images, captions).double()
+        n = len(scores)
+        se = float(scores.std(unbiased=True) / n ** 0.5) if n > 1 else float("nan")
+        return {"clip_score": float(scores.mean()), "clip_score_se": se}

@@ -76,6 +76,7 @@ from torch import Tensor
 
 from gaf.atomic import atomic_write_text
 from gaf.components import load_from
+from gaf.config import to_dict as config_dict
 from gaf.config import option
 from gaf.errors import BadConfig, BadData
 from gaf.runs import RunContext
@@ -113,6 +114,11 @@ class LDMConfig:
     fd: bool = option(True, "report the in-domain FD of the samples (and its floor)")
     fd_guidance: float = option(3.0, "guidance scale of the headline row (FD/KID, "
                                      "floors, swapped pairs, diversity)", ge=0)
+    eval_clip_steps: int = option(1500, "training steps of the evaluation CLIP (CLIP "
+                                        "score, R-precision; 0 = not reported)", ge=0)
+    eval_clip_dir: str = option("", "directory of the evaluation CLIP, trained there when "
+                                    "absent (default RUN_DIR/evaluation_clip); one "
+                                    "directory can serve many runs on the same data")
     throughput_batch: int = option(200, "images in the one timed sampling pass that gives "
                                         "images_per_s (0 = not measured)", ge=0)
     grid_prompts: int = option(8, "columns of samples/grid.png (one row per guidance)", ge=0)
@@ -271,7 +277,10 @@ class LDM:
                                       else "conditioner")
         else:
             comp = ctx.spec.components["conditioner"]
-            fixed = {"name": comp.name, "options": comp.options}
+            # its resolved config (a frozen tower's path made absolute), else the spec's
+            cfg = getattr(self.conditioner, "config", None)
+            fixed = {"name": comp.name,
+                     "options": config_dict(cfg) if attrs.has(type(cfg)) else comp.options}
         meta = {"format_version": 1, "objective": "ldm", "pipeline": "diffusion",  # samples it
                 "modules": trained,
                 "ema_modules": ema, "conditioner": fixed, "autoencoder": first,
@@ -367,7 +376,9 @@ class LDM:
             self.pipeline(), options, train_ds=self.dataset, eval_ds=eval_ds,
             swapped_ds=swapped, sweep=sweep, condition_key=self.conditioner.condition_key,
             n_captions=cfg.eval_images, fd_images=cfg.eval_images if cfg.fd else 0,
-            features_dir=ctx.run_dir / "features", batch_size=cfg.eval_batch_size,
+            features_dir=ctx.run_dir / "features",
+            clip_dir=cfg.eval_clip_dir or ctx.run_dir / "evaluation_clip",
+            clip_steps=cfg.eval_clip_steps, batch_size=cfg.eval_batch_size,
             throughput_batch=cfg.throughput_batch, grid_prompts=cfg.grid_prompts,
             out_dir=ctx.run_dir, seed=ctx.spec.seed,
             info=self._evaluation_info(ctx), log=ctx.log)}
