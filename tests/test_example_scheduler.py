@@ -419,7 +419,8 @@ def test_installed_plugin_samples_a_run_trained_with_ddpm(site, tmp_path):
             "noise-model.in_channels=3", "conditioner.width=16", "conditioner.layers=1",
             "conditioner.heads=2", "train.steps=2", "train.batch_size=4",
             "train.warmup_steps=0", "objective.eval_images=2", "objective.eval_steps=2",
-            "objective.eval_batch_size=2", "objective.fd=false", "objective.grid_prompts=1"]
+            "objective.eval_batch_size=2", "objective.fd=false", "objective.grid_prompts=1",
+            "objective.eval_clip_steps=0"]
     run_dir, _ = gaf.run("ldm", autoencoder="none",
                          sets=[f"out_dir={json.dumps(str(tmp_path))}", "name=tiny", *tiny])
     assert json.loads((run_dir / "pipeline.json").read_text())["scheduler"]["name"] == "ddpm"

@@ -1,5 +1,6 @@
 """The ``--set`` list of a tiny pixel-space ``ldm`` run (16×16, 64 images, 2 steps,
-evaluated on 4 captions without FD) for the tests of scripts that read a finished run."""
+evaluated on 4 captions without FD, with a
+2-step evaluation CLIP) for the tests of scripts that read a finished run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ BASE = {
     "train.log_every": "1", "train.warmup_steps": "0", "objective.eval_images": "4",
     "objective.eval_steps": "2", "objective.eval_batch_size": "4", "objective.fd": "false",
     "objective.grid_prompts": "0", "objective.throughput_batch": "4",
-    "objective.eval_guidance": "[1.0, 3.0]",
+    "objective.eval_guidance": "[1.0, 3.0]", "objective.eval_clip_steps": "2",
 }
 
 

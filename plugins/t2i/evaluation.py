@@ -102,11 +102,11 @@ from .training_data import conditions_of
 
 __all__ = ["evaluate_pipeline", "caption_sets", "stated", "sample_in_batches", "shuffled",
            "attribute_scores", "binomial_se", "entropy_bits", "evaluations_per_image",
-           "ATTRIBUTES", "SWAPPED_SEED_OFFSET", "TIMINGS"]
+           "auc", "ATTRIBUTES", "SWAPPED_SEED_OFFSET", "TIMINGS"]
 
 ATTRIBUTES = ("colour", "shape", "size", "position", "relation", "count", "exact")
 #: the metrics that are wall-clock measurements (the rest is deterministic given the seed)
-TIMINGS = ("sampling_s", "fd_s", "images_per_s")
+TIMINGS = ("sampling_s", "fd_s", "clip_s", "images_per_s")
 #: swapped item ``j`` is sampled with the generator seeded ``seed + SWAPPED_SEED_OFFSET + j``
 SWAPPED_SEED_OFFSET = 1_000_000
 
@@ -222,7 +222,9 @@ def evaluate_pipeline(pipe: Any, options: Mapping[str, Any], *, train_ds: Any, e
                       swapped_ds: Any = None, sweep: Mapping[str, Mapping[str, Any]] | None = None,
                       condition_key: str = "caption", n_captions: int = 200,
                       fd_images: int | None = None, feature_net: Any = None,
-                      features_dir: str | Path | None = None, batch_size: int = 100,
+                      features_dir: str | Path | None = None,
+                      clip_model: Any = None, clip_dir: str | Path | None = None,
+                      clip_steps: int = 0, batch_size: int = 100,
                       throughput_batch: int = 200, grid_prompts: int = 0,
                       out_dir: str | Path | None = None, seed: int = 0,
                       info: Mapping[str, float] | None = None,
@@ -235,7 +237,10 @@ def evaluate_pipeline(pipe: Any, options: Mapping[str, Any], *, train_ds: Any, e
     ``sweep``: name → other option settings scored on the ``unseen`` set;
     ``fd_images`` (default ``n_captions``; 0 = no FD): the size of sets A and B;
     ``feature_net`` or ``features_dir`` (a cached one, trained there when absent) for
-    FD/KID; ``info``: figures passed through (parameters, training time).
+    FD/KID; ``clip_model`` or ``clip_dir`` (the evaluation CLIP cached there, trained
+    for ``clip_steps`` steps when absent; ``clip_steps=0`` and no model = no CLIP
+    metrics) for the CLIP score and R-precision; ``info``: figures passed through
+    (parameters, training time).
     """
     if n_captions < 1:
         raise BadConfig(f"evaluate_pipeline: n_captions must be >= 1, got {n_captions}")
@@ -292,6 +297,11 @@ def evaluate_pipeline(pipe: Any, options: Mapping[str, Any], *, train_ds: Any, e
         if swapped_ds is not None and condition_key == "caption":
             out.update(_swapped(pipe, options, evaluator, swapped_ds, n_captions, seed,
                                 batch_size))
+    if condition_key == "caption" and (clip_model is not None or (clip_dir and clip_steps)):
+        out.update(_clip_scores(pipe, options, sweep, clip_model, clip_dir, clip_steps,
+                                train_ds, eval_ds, head, images(head),
+                                [eval_conditions[i] for i in head], evaluator, seed,
+                                batch_size, log))
     if fd_ok:
         out.update(_distances(feature_net, features_dir, train_ds, eval_ds,
                               images(range(fd_images)), fd_images, seed, log))
@@ -354,6 +364,56 @@ def _swapped(pipe: Any, options: dict[str, Any], evaluator: Any, swapped_ds: Any
     p = float(np.mean(pairs))
     out["swapped_pair_binding"], out["swapped_pair_binding_se"] = p, binomial_se(p, len(pairs))
     return out
+
+
+def _clip_scores(pipe: Any, options: dict[str, Any], sweep: dict[str, dict[str, Any]],
+                 model: Any, clip_dir: Any, steps: int, train_ds: Any, eval_ds: Any,
+                 head: list[int], fake: Tensor, captions: list[str], evaluator: Any,
+                 seed: int, batch_size: int, log: Callable[[str], Any]) -> dict[str, float]:
+    """The evaluation CLIP's figures on the headline set (see the module docstring)."""
+    from gaf.plugins.clip.evaluation_clip import (cached_evaluation_clip, check_independent,
+                                                  clip_metrics)
+    from gaf.plugins.clip.score import clip_score
+
+    t0 = time.perf_counter()
+    if model is None:
+        model = cached_evaluation_clip(clip_dir, train_ds, steps=steps, eval_ds=eval_ds,
+                                       log=log)
+    check_independent(pipe, model)
+    out = clip_metrics(model, fake, captions)
+    floor = clip_metrics(model, fake, shuffled(captions, seed))
+    out["clip_score_floor"], out["clip_r_precision_floor_shuffled"] = (
+        floor["clip_score"], floor.get("clip_r_precision", float("nan")))
+    real = clip_metrics(model, stack_images(eval_ds, head), captions)
+    out.update({f"{k}_real": v for k, v in real.items() if not k.endswith("_floor")})
+    if evaluator is not None:
+        exact = [bool(evaluator.check(img, c)["exact"]) for img, c in zip(fake, captions)]
+        value = auc(clip_score(model, fake, captions).tolist(), exact)
+        if not math.isnan(value):  # (undefined when every image, or none, is exact)
+            out["clip_exact_auc"] = value
+    for name, opts in sweep.items():
+        picked = fake if opts == options else sample_in_batches(
+            pipe, captions, [seed + i for i in head], batch_size=batch_size, **opts)
+        scores = clip_metrics(model, picked, captions)
+        out[f"{name}_clip_score"] = scores["clip_score"]
+        out[f"{name}_clip_score_se"] = scores["clip_score_se"]
+        if "clip_r_precision" in scores:
+            out[f"{name}_clip_r_precision"] = scores["clip_r_precision"]
+            out[f"{name}_clip_r_precision_se"] = scores["clip_r_precision_se"]
+    out["clip_s"] = round(time.perf_counter() - t0, 2)
+    return {k: v for k, v in out.items() if not math.isnan(v)}
+
+
+def auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
+    """The probability that a random positive item scores above a random negative one
+    (ties count one half): the ROC AUC of ``scores`` for ``positive``; NaN when either
+    class is empty."""
+    pos = [s for s, p in zip(scores, positive) if p]
+    neg = [s for s, p in zip(scores, positive) if not p]
+    if not pos or not neg:
+        return float("nan")
+    wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
+    return float(wins / (len(pos) * len(neg)))
 
 
 def _distances(net: Any, features_dir: Any, train_ds: Any, eval_ds: Any, fake: Tensor,

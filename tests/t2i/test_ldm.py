@@ -28,7 +28,7 @@ TINY = ["dataset.resolution=16", "dataset.size=64", "noise-model.channels=[8, 16
         "train.steps=4", "train.batch_size=8", "train.log_every=1", "train.warmup_steps=0",
         "objective.eval_images=4", "objective.eval_steps=2", "objective.eval_batch_size=4",
         "objective.fd=false", "objective.grid_prompts=2", "objective.first_stage_steps=3",
-        "objective.throughput_batch=4"]
+        "objective.throughput_batch=4", "objective.eval_clip_steps=2"]
 
 
 def run(tmp_path, *extra, autoencoder="none", name="run", **components):
@@ -58,6 +58,13 @@ def test_pixel_space_run_trains_evaluates_and_exports(pixel_run):
                 "swapped_pair_binding"):
         assert 0.0 <= summary[key] <= 1.0, key
     assert summary["ceiling_exact"] == 1.0  # the evaluator reads real images exactly
+    # the evaluation CLIP's figures, from the CLIP trained in RUN_DIR/evaluation_clip
+    for key in ("clip_score", "clip_score_floor", "clip_score_real", "g3_clip_score"):
+        assert 0.0 <= summary[key] <= 2.5, key
+    for key in ("clip_r_precision", "clip_r_precision_real", "clip_r_precision_floor"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    assert json.loads((run_dir / "evaluation_clip" / "gaf.json").read_text())[
+        "config"]["image_tower"] == "vit"
     assert summary["unseen_n"] == 4 and summary["swapped_n"] == 4
     # the headline row is fd_guidance = 3: the g3 sweep entry is the same samples
     assert summary["unseen_exact"] == summary["g3_exact"]
