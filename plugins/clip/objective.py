@@ -19,6 +19,7 @@ never occurs in training.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import attrs
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor
 
 from gaf.config import option
-from gaf.errors import BadData
+from gaf.errors import BadConfig, BadData
 from gaf.interfaces import ObjectiveBase
 from gaf.runs import RunContext
 from gaf.seeding import EpochOrder
@@ -36,7 +37,12 @@ from ..t2i.training_data import conditions_of
 from .loss import clamp_log_scale_, clip_loss, duplicate_mask, gather_with_grad
 from .zeroshot import zero_shot_reading
 
-__all__ = ["CLIPObjective", "CLIPObjectiveConfig", "retrieval_recall"]
+__all__ = ["CLIPObjective", "CLIPObjectiveConfig", "retrieval_recall", "zero_shot_classes",
+           "MAX_CLASSES"]
+
+#: at most this many distinct training captions count as class captions (zero-shot
+#: classification is then reported)
+MAX_CLASSES = 64
 
 
 @attrs.define
@@ -61,6 +67,29 @@ def retrieval_recall(sim: Tensor, same: Tensor, ks: tuple[int, ...] = (1, 5)) ->
         for k in ks:
             out[f"{name}_r{k}"] = float(hits[:, :k].any(dim=1).float().mean())
     return out
+
+
+@torch.no_grad()
+def zero_shot_classes(model: Any, image_features: Tensor, captions: Sequence[str],
+                      classes: Sequence[str]) -> dict[str, float]:
+    """Zero-shot classification: each image's most similar caption among ``classes`` (the
+    distinct training captions), right when it is the image's own caption.
+    ``zero_shot_class`` is the accuracy, ``zero_shot_class_floor`` the frequency of the
+    most common caption (always guessing it), ``zero_shot_class_chance`` ``1/len(classes)``;
+    images whose caption is not among ``classes`` are left out."""
+    index = {c: k for k, c in enumerate(classes)}
+    keep = [i for i, c in enumerate(captions) if c in index]
+    if not keep:
+        return {}
+    txt = torch.nn.functional.normalize(model.encode_text(list(classes)), dim=-1)
+    img = torch.nn.functional.normalize(image_features[keep], dim=-1)
+    guess = (img @ txt.T).argmax(dim=1).cpu()
+    truth = torch.tensor([index[captions[i]] for i in keep])
+    counts = torch.bincount(truth, minlength=len(classes))
+    return {"zero_shot_class": float((guess == truth).float().mean()),
+            "zero_shot_class_floor": float(counts.max()) / len(keep),
+            "zero_shot_class_chance": 1.0 / len(classes),
+            "zero_shot_class_n": float(len(keep))}
 
 
 class CLIPObjective(ObjectiveBase):
@@ -88,6 +117,13 @@ class CLIPObjective(ObjectiveBase):
         ids, mask = self.model.tokenize(self.captions)
         self.ids, self.mask = ids.cpu(), mask.cpu()
         self.images = stack_images(self.dataset, range(len(self.dataset)))
+        cfg = self.model.config
+        want = (cfg.in_channels, cfg.resolution, cfg.resolution)
+        if tuple(self.images.shape[1:]) != want:
+            c, r = self.images.shape[1], self.images.shape[-1]
+            raise BadConfig(f"the dataset's images are {tuple(self.images.shape[1:])} but the "
+                            f"encoder takes {want}; set encoder.in_channels={c} and "
+                            f"encoder.resolution={r}")
         self.order = EpochOrder(len(self.dataset), self.seed, "clip-order")
         ctx.log(f"clip: {len(self.images)} training pairs, images "
                 f"{tuple(self.images.shape[1:])}")
@@ -137,14 +173,15 @@ class CLIPObjective(ObjectiveBase):
         ids, _ = self.model.tokenize(captions)
         out = retrieval_recall(sim.cpu(), duplicate_mask(ids.cpu()))
         seen = set(self.captions)
-        unseen = [i for i in range(len(ds)) if ds.caption(i) not in seen][:n] \
-            if hasattr(ds, "caption") else list(range(n))
-        if unseen:
-            images = stack_images(ds, unseen).to(self.device)
-            reading = zero_shot_reading(self.model, images, [ds.caption(i) for i in unseen]
-                                        if hasattr(ds, "caption") else
-                                        conditions_of(ds, "caption", n))
+        held = conditions_of(ds, "caption")
+        unseen = [i for i, c in enumerate(held) if c not in seen][:n]
+        if unseen:  # captions never seen in training: read attributes zero-shot
+            reading = zero_shot_reading(self.model, stack_images(ds, unseen).to(self.device),
+                                        [held[i] for i in unseen])
             out.update({f"zero_shot_{k}": v for k, v in reading.items()})
+        classes = sorted(set(self.captions))
+        if len(classes) <= MAX_CLASSES:  # class captions (Fashion-MNIST): classify zero-shot
+            out.update(zero_shot_classes(self.model, img, captions, classes))
         out["temperature"] = float(self.model.log_scale.clamp(max=4.605170185988092).exp())
         out["eval_pairs"] = float(n)
         return out
