@@ -93,7 +93,8 @@ def baselines(registry: Any = None) -> dict[str, dict[str, Any]]:
 def is_floor(key: str) -> bool:
     """Whether a metric is a reference point rather than a figure of the method."""
     return (key.startswith(("floor_", "ceiling_")) or key in FLOOR_KEYS
-            or (key.startswith("diversity_") and key.endswith("_real")))
+            or (key.startswith(("diversity_", "clip_")) and key.endswith("_real"))
+            or (key.startswith("clip_") and "_floor" in key))
 
 
 def entry(name: str, meta: Mapping[str, Any], metrics: Mapping[str, Any],
@@ -160,7 +161,8 @@ def _pair(a: Any, b: Any, fmt: str = "{:.2f}") -> str:
 
 HEADER = ("| method | year | parameters trainable / frozen | training | evaluations / image "
           "| images/s | " + " | ".join(ATTRIBUTES) + " | FD (floor) | KID ×10³ ± SE (floor) "
-          "| diversity position / size (real) |")
+          "| diversity position / size (real) | CLIP score (floor / real) "
+          "| CLIP R-precision (floor / real) |")
 
 
 def table(entries: Mapping[str, Mapping[str, Any]]) -> str:
@@ -181,6 +183,10 @@ def table(entries: Mapping[str, Mapping[str, Any]]) -> str:
             f"{_milli(kid, m.get('kid_se'))} ({_milli(kid_floor, f.get('kid_floor_se'))})",
             f"{_num(m.get('diversity_position'))} / {_num(m.get('diversity_size'))} "
             f"({_num(f.get('diversity_position_real'))} / {_num(f.get('diversity_size_real'))})",
+            f"{_with_se(m, 'clip_score')} ({_num(f.get('clip_score_floor'))} / "
+            f"{_num(f.get('clip_score_real'))})",
+            f"{_with_se(m, 'clip_r_precision')} ({_num(f.get('clip_r_precision_floor'))} / "
+            f"{_num(f.get('clip_r_precision_real'))})",
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -194,7 +200,11 @@ def section(entries: Mapping[str, Mapping[str, Any]]) -> str:
             f"eval captions never seen in training (± binomial standard error); FD and KID "
             f"compare the samples for one set of eval captions with the real images of a "
             f"disjoint set, the floor being the same distance between the two real sets; "
-            f"diversity is the entropy (bits) of the unstated attribute's reading. Each row "
+            f"diversity is the entropy (bits) of the unstated attribute's reading; CLIP "
+            f"score (2.5·max(cos, 0)) and R-precision (the own caption above all its "
+            f"one-attribute swaps) come from the evaluation CLIP, which no method generates, "
+            f"guides or reranks with, its floors being the samples against shuffled captions "
+            f"and chance, its ceilings the real images. Each row "
             f"is one training run (seed 0 unless its command says otherwise) measured once on "
             f"the held-out eval split, sampled with the settings its objective's evaluation "
             f"defaults to (chosen on the validation split). Made by "

@@ -62,6 +62,18 @@ Metrics (a flat ``dict[str, float]``)
     object's colour; ``missing`` when there is none), for the samples and for the real
     images of the same items. A generator that always draws the middle cell scores 0
     where the data has about log2(9);
+``clip_score`` (``_se``), ``clip_r_precision`` (``_se``), ``clip_exact_auc``, ``{sweep}_clip_score`` …
+    from the **evaluation CLIP** (:mod:`gaf.plugins.clip.evaluation_clip`: its own
+    ViT design and constant seed, trained on ``train_ds`` in ``clip_dir`` or given as
+    ``clip_model``; a pipeline that holds a CLIP with its weights is refused): the mean
+    CLIPScore ``2.5·max(cos, 0)`` of the ``unseen`` samples with their captions, and the
+    fraction whose own caption is more similar than every caption with one attribute
+    swapped (R-precision, chance ``clip_r_precision_floor``);
+    ``clip_score_floor`` is the samples against shuffled captions, ``clip_*_real`` the
+    real images of the same items; ``clip_exact_auc`` is the probability that a sample
+    the evaluator reads exactly right has a higher CLIP score than one it does not (how
+    far the two judges agree, image by image); the sweep settings get their own
+    ``{name}_clip_score`` and ``{name}_clip_r_precision``;
 ``evaluations_per_image``, ``images_per_s``
     the pipeline's network evaluations per image (its ``evaluations_per_image``, else
     ``steps × (2 if guidance ≠ 1 else 1) + 1`` for the decode) and the throughput of
