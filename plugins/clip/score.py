@@ -9,7 +9,8 @@
   against their captions under the CLIP named by its ``clip`` option, with its standard
   error: ``metric(images, captions) -> {"clip_score", "clip_score_se"}``.
 * :func:`rerank`: DALL-E's reranking: of ``N`` candidate images for one caption keep
-  the ``k`` with the highest cosine similarity to it, best first.
+  the ``k`` with the highest cosine similarity to it, best first; :func:`best_of`
+  samples the ``N`` candidates from a pipeline and reranks them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from gaf.config import option
 
-__all__ = ["CLIPSCORE_WEIGHT", "clip_score", "rerank", "ClipScore", "ClipScoreConfig"]
+__all__ = ["CLIPSCORE_WEIGHT", "clip_score", "rerank", "best_of", "ClipScore", "ClipScoreConfig"]
 
 #: Hessel et al.'s rescaling weight w
 CLIPSCORE_WEIGHT = 2.5
@@ -56,6 +57,25 @@ def rerank(model: Any, candidates: Tensor, caption: str, k: int) -> tuple[Tensor
     cos = img @ txt
     order = torch.sort(cos, descending=True, stable=True).indices[:k]
     return order, cos[order]
+
+
+@torch.no_grad()
+def best_of(pipe: Any, model: Any, captions: Sequence[str], n: int, k: int = 1, *,
+            seed: int = 0, **options: Any) -> Tensor:
+    """DALL-E's sample-then-rerank: ``n`` candidates per caption from ``pipe`` (caption
+    ``i``'s candidate ``j`` drawn with a generator seeded ``seed + i * n + j``, whatever
+    the batching), the ``k`` most similar to the caption under ``model`` kept, best
+    first: ``(len(captions), k, C, H, W)``. ``options`` go to the pipeline. ``model``
+    is a *generation* CLIP: the evaluation CLIP must never rerank what it scores."""
+    if not 1 <= k <= n:
+        raise ValueError(f"best_of: k must be in 1..n ({n}), got {k}")
+    out = []
+    for i, caption in enumerate(captions):
+        gens = [torch.Generator().manual_seed(seed + i * n + j) for j in range(n)]
+        candidates = pipe([caption] * n, generators=gens, **options)
+        order, _ = rerank(model, candidates, caption, k)
+        out.append(candidates[order])
+    return torch.stack(out)
 
 
 @attrs.define

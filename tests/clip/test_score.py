@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gaf.plugins.clip.score import CLIPSCORE_WEIGHT, clip_score, rerank
+from gaf.plugins.clip.score import CLIPSCORE_WEIGHT, best_of, clip_score, rerank
 
 
 class _Fixed:
@@ -43,3 +43,25 @@ def test_rerank_keeps_the_k_most_similar_best_first():
     assert cos.tolist() == pytest.approx([1.0, 1.0, 1 / math.sqrt(2)])
     with pytest.raises(ValueError, match="k must be in 1..5"):
         rerank(model, candidates, "x", 6)
+
+
+class _SeedPipe:
+    """Draws image ``(x, y)`` from each generator: the candidates depend only on seeds."""
+
+    def __call__(self, captions, generators, **options):
+        assert options == {"steps": 3}
+        return torch.stack([torch.randn(2, generator=g) for g in generators])
+
+
+def test_best_of_keeps_the_k_best_of_n_seeded_candidates():
+    model = _Fixed([0.0, 1.0])
+    got = best_of(_SeedPipe(), model, ["a", "b"], n=4, k=2, seed=10, steps=3)
+    assert got.shape == (2, 2, 2)
+    for i in range(2):
+        cands = torch.stack([torch.randn(2, generator=torch.Generator().manual_seed(10 + 4 * i + j))
+                             for j in range(4)])
+        cos = cands[:, 1] / cands.norm(dim=1)
+        want = cands[torch.sort(cos, descending=True, stable=True).indices[:2]]
+        assert torch.equal(got[i], want)
+    with pytest.raises(ValueError, match="k must be in 1..n"):
+        best_of(_SeedPipe(), model, ["a"], n=2, k=3)
