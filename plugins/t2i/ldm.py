@@ -114,7 +114,7 @@ class LDMConfig:
     fd: bool = option(True, "report the in-domain FD of the samples (and its floor)")
     fd_guidance: float = option(3.0, "guidance scale of the headline row (FD/KID, "
                                      "floors, swapped pairs, diversity)", ge=0)
-    eval_clip_steps: int = option(1500, "training steps of the evaluation CLIP (CLIP "
+    eval_clip_steps: int = option(3000, "training steps of the evaluation CLIP (CLIP "
                                         "score, R-precision; 0 = not reported)", ge=0)
     eval_clip_dir: str = option("", "directory of the evaluation CLIP, trained there when "
                                     "absent (default RUN_DIR/evaluation_clip); one "
