@@ -28,6 +28,15 @@ LayerNorm of the class token, ``Linear(width, embed_dim)``. It is the *other* de
 used for the evaluation CLIP (issue 16: the CLIP that scores generators is never the
 one that generates, guides or reranks, and differs from it in seed and design).
 
+The blocks' attention is the text tower's
+:class:`~gaf.plugins.conditioners.text.SelfAttention` (one fused q|k|v projection,
+``scaled_dot_product_attention``), without a mask: every token attends to every token.
+Only the class token is read after the last block, so that block computes its query,
+output projection and MLP for the class token alone (its keys and values still come
+from every token): the same features as the full block, whose other rows (one per
+patch) would be thrown away. What that saves in a training step is in
+docs/benchmarks.md, § CLIP training step against transformers' CLIPModel.
+
 Text tower
 ----------
 The ``text-transformer`` conditioner's encoder
@@ -58,7 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gaf.config import option, option_error
-from gaf.plugins.conditioners.text import TextTransformer, TextTransformerConfig
+from gaf.plugins.conditioners.text import SelfAttention, TextTransformer, TextTransformerConfig
 
 from .loss import INIT_LOG_SCALE
 
@@ -158,21 +167,74 @@ class CNNImageTower(nn.Module):
         return self.pool(self.body(images))
 
 
+def _self_attention(width: int, heads: int) -> SelfAttention:
+    """The text tower's :class:`SelfAttention` (fused ``qkv`` Linear, ``proj``) with
+    ``nn.MultiheadAttention``'s initialisation, drawn in its order: ``proj`` as a Linear
+    (PyTorch's default), then ``qkv`` Xavier-uniform, both biases zero. The weights
+    are built on the meta device first, so building draws no random numbers of its
+    own, and a seed gives the same initial ViT as when the blocks held
+    ``nn.MultiheadAttention`` (whose ``in_proj``/``out_proj`` are this ``qkv``/``proj``,
+    rows in the same q|k|v, head-major order)."""
+    with torch.device("meta"):
+        attn = SelfAttention(width, heads, width // heads)
+    attn = attn.to_empty(device=torch.empty(0).device)
+    attn.proj.reset_parameters()
+    nn.init.xavier_uniform_(attn.qkv.weight)
+    nn.init.zeros_(attn.qkv.bias)
+    nn.init.zeros_(attn.proj.bias)
+    return attn
+
+
+#: ``nn.MultiheadAttention``'s parameter names in a state dict of the ViT blocks saved
+#: before they held :class:`SelfAttention` (same shapes and layout)
+_MHA_NAMES = {"attn.in_proj_weight": "attn.qkv.weight", "attn.in_proj_bias": "attn.qkv.bias",
+              "attn.out_proj.weight": "attn.proj.weight", "attn.out_proj.bias": "attn.proj.bias"}
+
+
 class _Block(nn.Module):
-    """Pre-LayerNorm transformer block (self-attention, GELU MLP ×4)."""
+    """Pre-LayerNorm transformer block: ``x + SelfAttention(LN(x))``, then
+    ``x + MLP(LN(x))`` (GELU MLP ×4).
+
+    ``forward(x, cls_only=True)`` returns the class token's output only, ``(B, 1, W)``:
+    its query, output projection and MLP are computed for that token alone (the keys
+    and values still come from every token), which is the first row of the full
+    block's output at a fraction of the cost."""
 
     def __init__(self, width: int, heads: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.attn = _self_attention(width, heads)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(),
                                  nn.Linear(4 * width, width))
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.norm1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for old, new in _MHA_NAMES.items():  # a ViT saved with nn.MultiheadAttention
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: Tensor, cls_only: bool = False) -> Tensor:
+        h, a, w = self.norm1(x), self.attn, x.shape[-1]
+        if cls_only:  # the class token's query; keys and values of every token
+            q = F.linear(h[:, :1], a.qkv.weight[:w], a.qkv.bias[:w])
+            k, v = F.linear(h, a.qkv.weight[w:], a.qkv.bias[w:]).chunk(2, dim=-1)
+            x = x[:, :1] + self._attend(q, k, v)
+        else:
+            x = x + self._attend(*a.qkv(h).chunk(3, dim=-1))
         return x + self.mlp(self.norm2(x))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """``proj`` of the unmasked multi-head attention of queries ``q`` (B, Q, W) to
+        keys ``k`` and values ``v`` (B, L, W) (:class:`SelfAttention`'s computation,
+        without its key-padding mask: every token attends to every token)."""
+        a = self.attn
+
+        def heads(t: Tensor) -> Tensor:
+            return t.view(t.shape[0], t.shape[1], a.heads, a.head_dim).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v))
+        return a.proj(out.transpose(1, 2).flatten(2))
 
 
 class ViTImageTower(nn.Module):
@@ -191,9 +253,11 @@ class ViTImageTower(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         tokens = self.patch(images).flatten(2).transpose(1, 2)
-        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)
-        h = self.blocks(tokens + self.position)
-        return self.proj(self.norm(h[:, 0]))
+        h = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1) + self.position
+        for block in self.blocks[:-1]:
+            h = block(h)
+        cls = self.blocks[-1](h, cls_only=True)[:, 0]  # only the class token is read
+        return self.proj(self.norm(cls))
 
 
 class CLIPModel(nn.Module):
