@@ -6,11 +6,10 @@ text-to-image evaluation (:func:`gaf.plugins.t2i.evaluation.evaluate_pipeline`)
 therefore takes its CLIP score and R-precision from a CLIP of its own:
 
 * **its own design**: the ``vit`` image tower (:data:`EVALUATION_CLIP`: width 64, 4
-  blocks, 8×8 patches), where the generation CLIP defaults to the residual CNN. Chosen
-  on the validation split (docs/results.md § CLIP): at 32×32, 8×8 patches (16 tokens)
-  trained 1,500 steps in 97 s reached R-precision 0.60 on unseen captions, 4×4 patches
-  400 steps in 76 s 0.33; 3,000 steps of the 8×8 design (the default of the ``ldm``
-  evaluation's ``eval_clip_steps``) reach 0.69;
+  blocks, 8×8 patches), where the generation CLIP defaults to the residual CNN. The
+  patch size and the step count (the ``ldm`` evaluation's ``eval_clip_steps``, 3,000)
+  were chosen on the validation split for reading per unit of training time
+  (docs/results.md § CLIP has the table);
 * **its own seed**: initialisation and data order come from the named streams
   ``"evaluation-clip-init"`` and ``"evaluation-clip-order"`` of
   :data:`EVALUATION_SEED`, a constant, not the run's seed, so every run that trains it

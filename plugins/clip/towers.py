@@ -17,9 +17,9 @@ Image tower
 ``ResBlock`` is ``x + conv(SiLU(GN(conv(SiLU(GN(x))))))``. Why this design: captions
 say *where* things are, and a tower that averages its last feature map away (global
 average pooling) cannot read "top left" from "bottom right"; attention pooling over
-tokens that carry a position embedding can. A CNN is also the cheaper tower on a CPU
-at 28–32 pixels (its convolutions see the image at full resolution once; a ViT's
-self-attention runs over every patch at every layer).
+tokens that carry a position embedding can. It is not the cheaper tower: a ViT with
+8×8 patches reads as well per unit of training time (docs/results.md § CLIP) and is
+the evaluation CLIP's design, so that the two CLIPs differ.
 
 ``vit``: a ViT (Dosovitskiy et al. 2021) — ``patch_size``² patches linearly embedded
 (a stride-``patch_size`` convolution), a class token, a learned position embedding,
