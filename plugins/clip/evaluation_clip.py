@@ -49,6 +49,8 @@ from torch import Tensor, nn
 from gaf.atomic import atomic_write_text, read_json
 from gaf.errors import BadConfig, BadData
 from gaf.seeding import EpochOrder, torch_seed
+from gaf.train import lr_factor
+from gaf.trainconfig import TrainConfig
 
 from ..images.batches import stack_images
 from ..t2i.training_data import conditions_of
@@ -94,12 +96,8 @@ def _train(model: CLIPModel, images: Tensor, captions: Sequence[str], *, seed: i
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": other, "weight_decay": 0.0}], lr=lr)
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    schedule = TrainConfig(steps=steps, warmup_steps=warmup, schedule="cosine")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(schedule, step))
     order = EpochOrder(len(images), seed, "evaluation-clip-order")
     batch = min(batch_size, len(images))
     model.train()
@@ -128,7 +126,8 @@ def _describe(dataset: Any, captions: Sequence[str]) -> dict[str, Any]:
     """What the evaluation CLIP was trained on: the dataset's type and split, the number
     of pairs and a hash of their captions."""
     text = "\n".join(captions).encode()
-    return {"type": type(dataset).__name__, "split": str(getattr(dataset, "split", "")),
+    split = getattr(getattr(dataset, "config", None), "split", getattr(dataset, "split", ""))
+    return {"type": type(dataset).__name__, "split": str(split),
             "resolution": getattr(dataset, "resolution", None),
             "captions_sha256": hashlib.sha256(text).hexdigest()}
 

@@ -64,9 +64,19 @@ def load_clip(path: str | Path, *, who: str = "clip") -> CLIPModel:
     return model.eval()
 
 
-def _absolute(config: Any) -> Any:
-    return attrs.evolve(config, clip=str(Path(config.clip).resolve())) if config.clip \
-        else config
+class _FrozenClip(nn.Module):
+    """A trained CLIP held frozen: its ``config.clip`` path made absolute and loaded, and
+    eval mode kept whatever ``train()`` asks."""
+
+    def __init__(self, config: Any, who: str):
+        super().__init__()
+        self.config = (attrs.evolve(config, clip=str(Path(config.clip).resolve()))
+                       if config.clip else config)
+        self.clip = load_clip(self.config.clip, who=who)
+
+    def train(self, mode: bool = True) -> _FrozenClip:
+        """Stays in eval mode: the tower is frozen."""
+        return super().train(False)
 
 
 @attrs.define
@@ -76,7 +86,7 @@ class ClipTextConfig:
     clip: str = option("", "a trained clip run directory (or a saved clip encoder)")
 
 
-class ClipText(nn.Module):
+class ClipText(_FrozenClip):
     """Captions → the frozen CLIP text tower's states (see the module docstring)."""
 
     Config = ClipTextConfig
@@ -84,15 +94,10 @@ class ClipText(nn.Module):
     trainable = False
 
     def __init__(self, config: ClipTextConfig | None = None):
-        super().__init__()
-        self.config = _absolute(config or ClipTextConfig())
-        self.clip = load_clip(self.config.clip, who="conditioner clip-text")
+        super().__init__(config or ClipTextConfig(), "conditioner clip-text")
         cfg = self.clip.config
         self.tokens, self.width, self.embed_dim = cfg.max_length, cfg.text_width, cfg.embed_dim
-
-    def train(self, mode: bool = True) -> ClipText:
-        """Stays in eval mode: the tower is frozen."""
-        return super().train(False)
+        self._empty: tuple[Tensor, Tensor] | None = None
 
     @torch.no_grad()
     def encode(self, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -109,13 +114,22 @@ class ClipText(nn.Module):
         vec = self.encode(captions)[1]
         return F.normalize(vec, dim=-1) if normalize else vec
 
+    def _empty_caption(self) -> tuple[Tensor, Tensor]:
+        """The empty caption's ``(states, pooled)``, encoded once (the tower is frozen;
+        again only after the module moved to another device)."""
+        device = self.clip.log_scale.device
+        if self._empty is None or self._empty[0].device != device:
+            self._empty = self.encode([""])
+        return self._empty
+
     def null(self, batch_size: int) -> Tensor:
         """The empty caption's states, ``(batch_size, max_length, text_width)``."""
-        return self.encode([""])[0].expand(batch_size, -1, -1)
+        return self._empty_caption()[0].expand(batch_size, -1, -1)
 
     def null_pooled(self, batch_size: int, normalize: bool = True) -> Tensor:
         """The empty caption's CLIP text embedding, ``(batch_size, embed_dim)``."""
-        return self.pooled([""], normalize).expand(batch_size, -1)
+        vec = self._empty_caption()[1]
+        return (F.normalize(vec, dim=-1) if normalize else vec).expand(batch_size, -1)
 
 
 @attrs.define
@@ -126,22 +140,16 @@ class ClipImageConfig:
     normalize: bool = option(True, "L2-normalise the embeddings")
 
 
-class ClipImage(nn.Module):
+class ClipImage(_FrozenClip):
     """Images in ``[-1, 1]`` → frozen CLIP image embeddings (see the module docstring)."""
 
     Config = ClipImageConfig
 
     def __init__(self, config: ClipImageConfig | None = None):
-        super().__init__()
-        self.config = _absolute(config or ClipImageConfig())
-        self.clip = load_clip(self.config.clip, who="encoder clip-image")
+        super().__init__(config or ClipImageConfig(), "encoder clip-image")
         cfg = self.clip.config
         self.embed_dim, self.resolution, self.in_channels = (cfg.embed_dim, cfg.resolution,
                                                              cfg.in_channels)
-
-    def train(self, mode: bool = True) -> ClipImage:
-        """Stays in eval mode: the tower is frozen."""
-        return super().train(False)
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:

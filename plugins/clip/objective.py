@@ -34,7 +34,7 @@ from gaf.seeding import EpochOrder
 
 from ..images.batches import split_dataset, stack_images
 from ..t2i.training_data import conditions_of
-from .loss import clamp_log_scale_, clip_loss, duplicate_mask, gather_with_grad
+from .loss import MAX_LOG_SCALE, clamp_log_scale_, clip_loss, duplicate_mask, gather_with_grad
 from .zeroshot import zero_shot_reading
 
 __all__ = ["CLIPObjective", "CLIPObjectiveConfig", "retrieval_recall", "zero_shot_classes",
@@ -146,7 +146,7 @@ class CLIPObjective(ObjectiveBase):
         with torch.no_grad():
             best = (img @ txt.T).argmax(dim=1)
             accuracy = same[torch.arange(len(best), device=best.device), best].float().mean()
-        return loss, {"temperature": float(log_scale.detach().clamp(max=4.605170185988092)
+        return loss, {"temperature": float(log_scale.detach().clamp(max=MAX_LOG_SCALE)
                                            .exp()),
                       "batch_accuracy": float(accuracy)}
 
@@ -182,6 +182,6 @@ class CLIPObjective(ObjectiveBase):
         classes = sorted(set(self.captions))
         if len(classes) <= MAX_CLASSES:  # class captions (Fashion-MNIST): classify zero-shot
             out.update(zero_shot_classes(self.model, img, captions, classes))
-        out["temperature"] = float(self.model.log_scale.clamp(max=4.605170185988092).exp())
+        out["temperature"] = float(self.model.log_scale.clamp(max=MAX_LOG_SCALE).exp())
         out["eval_pairs"] = float(n)
         return out
