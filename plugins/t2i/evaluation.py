@@ -284,6 +284,17 @@ def evaluate_pipeline(pipe: Any, options: Mapping[str, Any], *, train_ds: Any, e
     def images(indices: Sequence[int]) -> Tensor:
         return torch.stack([samples[i] for i in indices])
 
+    drawn: dict[str, Tensor] = {}
+
+    def swept(name: str) -> Tensor:
+        """The headline set's samples at sweep setting ``name``, drawn once."""
+        if name not in drawn:
+            opts = sweep[name]
+            drawn[name] = images(head) if opts == options else sample_in_batches(
+                pipe, [eval_conditions[i] for i in head], [seed + i for i in head],
+                batch_size=batch_size, **opts)
+        return drawn[name]
+
     targets = {name: _targets(eval_ds, condition_key, [eval_conditions[i] for i in idx])
                for name, idx in sets.items()}
     if evaluator is not None and targets[next(iter(sets))] is not None:
@@ -295,14 +306,8 @@ def evaluate_pipeline(pipe: Any, options: Mapping[str, Any], *, train_ds: Any, e
             evaluator, images(head), shuffled(head_targets, seed))))
         real_head = stack_images(eval_ds, head)
         out.update(_prefixed("ceiling", attribute_scores(evaluator, real_head, head_targets)))
-        for name, opts in sweep.items():
-            if opts == options:
-                picked = images(head)
-            else:
-                picked = sample_in_batches(pipe, [eval_conditions[i] for i in head],
-                                           [seed + i for i in head], batch_size=batch_size,
-                                           **opts)
-            out.update(_prefixed(name, attribute_scores(evaluator, picked, head_targets)))
+        for name in sweep:
+            out.update(_prefixed(name, attribute_scores(evaluator, swept(name), head_targets)))
         if condition_key == "caption":
             out.update(diversity(evaluator, images(head), real_head,
                                  [eval_conditions[i] for i in head]))
@@ -310,10 +315,9 @@ def evaluate_pipeline(pipe: Any, options: Mapping[str, Any], *, train_ds: Any, e
             out.update(_swapped(pipe, options, evaluator, swapped_ds, n_captions, seed,
                                 batch_size))
     if condition_key == "caption" and (clip_model is not None or (clip_dir and clip_steps)):
-        out.update(_clip_scores(pipe, options, sweep, clip_model, clip_dir, clip_steps,
-                                train_ds, eval_ds, head, images(head),
-                                [eval_conditions[i] for i in head], evaluator, seed,
-                                batch_size, log))
+        out.update(_clip_scores(pipe, list(sweep), swept, clip_model, clip_dir,
+                                clip_steps, train_ds, eval_ds, head, images(head),
+                                [eval_conditions[i] for i in head], evaluator, seed, log))
     if fd_ok:
         out.update(_distances(feature_net, features_dir, train_ds, eval_ds,
                               images(range(fd_images)), fd_images, seed, log))
@@ -378,11 +382,13 @@ def _swapped(pipe: Any, options: dict[str, Any], evaluator: Any, swapped_ds: Any
     return out
 
 
-def _clip_scores(pipe: Any, options: dict[str, Any], sweep: dict[str, dict[str, Any]],
-                 model: Any, clip_dir: Any, steps: int, train_ds: Any, eval_ds: Any,
-                 head: list[int], fake: Tensor, captions: list[str], evaluator: Any,
-                 seed: int, batch_size: int, log: Callable[[str], Any]) -> dict[str, float]:
-    """The evaluation CLIP's figures on the headline set (see the module docstring)."""
+def _clip_scores(pipe: Any, sweep: list[str], swept: Callable[[str], Tensor], model: Any,
+                 clip_dir: Any, steps: int, train_ds: Any, eval_ds: Any, head: list[int],
+                 fake: Tensor, captions: list[str], evaluator: Any, seed: int,
+                 log: Callable[[str], Any]) -> dict[str, float]:
+    """The evaluation CLIP's figures on the headline set (see the module docstring);
+    ``swept(name)`` gives the samples of sweep setting ``name``, the same ones the
+    evaluator scores (drawn once)."""
     from gaf.plugins.clip.evaluation_clip import (cached_evaluation_clip, check_independent,
                                                   clip_metrics)
     from gaf.plugins.clip.score import clip_score
@@ -403,10 +409,8 @@ def _clip_scores(pipe: Any, options: dict[str, Any], sweep: dict[str, dict[str, 
         value = auc(clip_score(model, fake, captions).tolist(), exact)
         if not math.isnan(value):  # (undefined when every image, or none, is exact)
             out["clip_exact_auc"] = value
-    for name, opts in sweep.items():
-        picked = fake if opts == options else sample_in_batches(
-            pipe, captions, [seed + i for i in head], batch_size=batch_size, **opts)
-        scores = clip_metrics(model, picked, captions)
+    for name in sweep:
+        scores = clip_metrics(model, swept(name), captions)
         out[f"{name}_clip_score"] = scores["clip_score"]
         out[f"{name}_clip_score_se"] = scores["clip_score_se"]
         if "clip_r_precision" in scores:

@@ -196,6 +196,21 @@ def test_sweep_settings_are_scored_on_the_unseen_set(data):
     assert {"guidance": 1.0, "steps": 3} in [c[2] for c in pipe.calls]
 
 
+def test_a_sweep_setting_is_sampled_once_for_the_evaluator_and_the_clip(data):
+    torch.manual_seed(0)
+    clip = gaf.create("encoder", "clip", embed_dim=8, image_width=8, image_heads=2,
+                      text_width=16, text_layers=1, text_heads=2, resolution=16)
+    pipe = Noise()
+    out = evaluate(pipe, data, clip_model=clip,
+                   sweep={"g1": {"steps": 3, "guidance": 1.0},
+                          "g2": {"steps": 3, "guidance": 2.0}})
+    settings = [c[2] for c in pipe.calls]
+    # g2 is the options themselves (no extra draw); g1 is drawn once, in batches of 7
+    assert settings.count({"steps": 3, "guidance": 1.0}) == math.ceil(30 / 7)
+    assert out["g2_clip_score"] == out["clip_score"]
+    assert 0.0 <= out["g1_clip_score"] <= 2.5
+
+
 def test_fd_uses_a_disjoint_reference_set(data, monkeypatch):
     seen = {}
 
