@@ -47,6 +47,10 @@ read, being bidirectional; pad states are left out so the vector does not depend
 ``max_length``), then ``Linear(width, embed_dim, bias=False)``. :meth:`CLIPModel.text`
 returns both the per-token states and the pooled vector: the ``clip-text``
 conditioner hands the states to cross-attention and the vector to the time embedding.
+Where only the vector is needed (:meth:`CLIPModel.forward`, so training, and
+:meth:`CLIPModel.encode_text`), it is computed on the real tokens alone
+(:meth:`~gaf.plugins.conditioners.TextTransformer.mean_state`: the same numbers, the
+pads' states never computed).
 
 Temperature
 -----------
@@ -296,13 +300,19 @@ class CLIPModel(nn.Module):
         pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
         return states, self.text_proj(pooled)
 
+    def text_features(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """``(B, embed_dim)`` features of tokenised captions: :meth:`text_ids`'s second
+        half without the pads' states, which it never reads
+        (:meth:`~gaf.plugins.conditioners.TextTransformer.mean_state`)."""
+        return self.text_proj(self.text_encoder.mean_state(ids, mask))
+
     def text(self, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
         """``(states, features)`` of ``captions`` (see :meth:`text_ids`)."""
         return self.text_ids(*self.tokenize(captions))
 
     def encode_text(self, captions: Sequence[str]) -> Tensor:
         """``(B, embed_dim)`` text features (not normalised)."""
-        return self.text(captions)[1]
+        return self.text_features(*self.tokenize(captions))
 
     def encode_image(self, images: Tensor) -> Tensor:
         """``(B, embed_dim)`` image features (not normalised) of images in [-1, 1]."""
@@ -310,7 +320,7 @@ class CLIPModel(nn.Module):
 
     def forward(self, images: Tensor, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(image features, text features, log_scale)``: what the loss takes."""
-        return self.encode_image(images), self.text_ids(ids, mask)[1], self.log_scale
+        return self.encode_image(images), self.text_features(ids, mask), self.log_scale
 
     @torch.no_grad()
     def similarity(self, images: Tensor, captions: Sequence[str]) -> Tensor:

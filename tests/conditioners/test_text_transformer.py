@@ -151,6 +151,49 @@ def test_encoder_matches_float64_reference():
                                    reference_encoder(m, ids, mask), rtol=1e-10, atol=1e-10)
 
 
+def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+def test_mean_state_matches_float64_reference():
+    m = model(width=16, heads=2, max_length=16).double()
+    ids, mask = m.tokenize(CAPTIONS[:1] + CAPTIONS[2:] + [""])
+    with torch.no_grad():
+        want = _masked_mean(reference_encoder(m, ids, mask | ~mask.any(1, keepdim=True)), mask)
+        torch.testing.assert_close(m.mean_state(ids, mask), want, rtol=1e-10, atol=1e-10)
+    assert not m.mean_state(ids, mask)[-1].any()  # no real token: a zero mean
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), batch=st.integers(0, 5), length=st.integers(1, 9),
+       layers=st.integers(1, 2))
+def test_mean_state_is_the_masked_mean_of_encode_ids(data, batch, length, layers):
+    # any mask, not only a prefix (real tokens may follow a pad), empty rows included:
+    # the same values and the same gradients as the full grid, in float64
+    m = model(width=8, heads=2, layers=layers, max_length=length).double().train()
+    ids = torch.tensor(data.draw(st.lists(st.lists(st.integers(0, 353), min_size=length,
+                                                   max_size=length),
+                                          min_size=batch, max_size=batch)),
+                       dtype=torch.long).view(batch, length)
+    mask = torch.tensor(data.draw(st.lists(st.lists(st.booleans(), min_size=length,
+                                                    max_size=length),
+                                           min_size=batch, max_size=batch)),
+                        dtype=torch.bool).view(batch, length)
+    weights = torch.randn(batch, 8, dtype=torch.float64)
+    params = [p for p in m.parameters() if p.requires_grad]
+    full = _masked_mean(m.encode_ids(ids, mask), mask)
+    fast = m.mean_state(ids, mask)
+    torch.testing.assert_close(fast, full, rtol=1e-10, atol=1e-10)
+    if batch and bool(mask.any()):
+        want = torch.autograd.grad((full * weights).sum(), params, allow_unused=True)
+        got = torch.autograd.grad((fast * weights).sum(), params, allow_unused=True)
+        for p, g, w in zip(params, got, want):  # None: unused (the null states)
+            torch.testing.assert_close(torch.zeros_like(p) if g is None else g,
+                                       torch.zeros_like(p) if w is None else w,
+                                       rtol=1e-9, atol=1e-10)
+
+
 def test_empty_caption_gives_finite_states_that_differ_from_real_ones():
     m = model()
     with torch.no_grad():
