@@ -1,6 +1,7 @@
 """CLIP training throughput on the CPU, against transformers' ``CLIPModel``.
 
-    python benchmarks/clip_throughput.py [STEPS] [--interleaved ROUNDS]   (STEPS: 30)
+    python benchmarks/clip_throughput.py [STEPS] [--patch-size P] [--interleaved ROUNDS]
+                                         (STEPS: 30, P: 4)
 
 The same work as the peer script ``benchmarks/clip_transformers_peer.py`` (run it with
 the peer venv, ``/tmp/gaf-peers/bin/python``), measured the same way: 3 warm-up steps
@@ -19,8 +20,9 @@ the peer venv, ``/tmp/gaf-peers/bin/python``), measured the same way: 3 warm-up 
 float32, the default 2 threads, eager (no torch.compile).
 
 The model: the ``vit`` image tower of width 64, 4 blocks of 4 heads, 4x4 patches
-(8x8 = 64 patch tokens and the class token; the evaluation CLIP of
-``plugins/clip/evaluation_clip.py`` has this width and depth, with 8x8 patches), and
+(8x8 = 64 patch tokens and the class token; ``--patch-size 8`` gives the evaluation
+CLIP's image tower of ``plugins/clip/evaluation_clip.py``, 4x4 = 16 patch tokens: pass
+the same option to the peer script), and
 the default text tower (``shapes-bpe``, 354 ids, 24 tokens, width 64, 2 blocks of 4
 heads), ``embed_dim`` 64. The peer is ``CLIPModel(CLIPVisionConfig(image_size=32,
 patch_size=4, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
@@ -28,18 +30,20 @@ intermediate_size=256), CLIPTextConfig(vocab_size=354, max_position_embeddings=2
 hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256),
 projection_dim=64)`` with ``hidden_act="gelu"``.
 
-Both have 339,969 trainable parameters (gaf's text conditioner also holds 1,536
-frozen null states that CLIP never uses; they are not counted). The layers are the
-same but for: transformers' patch embedding and both projections have no bias, where
-gaf's patch embedding and image projection have one (64 + 64), and transformers
-LayerNorms the embedded patches before the first block (``pre_layrnorm``, 128), which
-gaf does not. The text towers read their output differently at equal cost:
+Both have 339,969 trainable parameters (346,113 with 8x8 patches; gaf's text
+conditioner also holds 1,536 frozen null states that CLIP never uses, not counted).
+The layers are the same but for: transformers' patch embedding and both projections
+have no bias, where gaf's patch embedding and image projection have one (64 + 64), and
+transformers LayerNorms the embedded patches before the first block (``pre_layrnorm``,
+128), which gaf does not. The text towers read their output differently:
 transformers' is causal and pools at the end-of-text token, gaf's is bidirectional
 (key-padding mask only) and pools the mean of the real tokens' states.
 
 Where gaf does less work for the same result: the last ViT block computes its query,
 output projection and MLP for the class token only (the only row read after it); the
 keys and values still come from every token. transformers computes the whole block.
+The text tower computes the real tokens' states only (the pooled mean reads no other:
+``TextTransformer.mean_state``); transformers computes all 24 positions.
 
 Prints ``gaf_clip train_img_per_s=<f> params=<n>``, then the same figure for gaf's
 default CLIP (the ``cnn`` image tower, width 32, attention pooling; 418,977
@@ -90,6 +94,11 @@ def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return images, ids, mask
 
 
+def vit(patch_size: int = 4) -> CLIPConfig:
+    """The benchmark's ViT CLIP with ``patch_size``-pixel patches."""
+    return CLIPConfig(**{**VIT, "patch_size": patch_size})
+
+
 def make_step(config: CLIPConfig) -> tuple[Callable[[], None], int]:
     """One training step on :func:`batch` (a closure) and the trainable parameters."""
     torch.manual_seed(0)
@@ -120,14 +129,16 @@ def measure(config: CLIPConfig, steps: int) -> tuple[float, int]:
     return BATCH * steps / (time.perf_counter() - t0), params
 
 
-def interleaved(rounds: int, per_round: int = 3) -> tuple[float, float]:
-    """Median step seconds ``(gaf, transformers)`` with both models in this process,
-    ``per_round`` steps of each in turn for ``rounds`` rounds (needs transformers)."""
+def interleaved(rounds: int, patch_size: int = 4,
+                per_round: int = 3) -> tuple[float, float]:
+    """Median step seconds ``(gaf, transformers)`` with both models (``patch_size``-pixel
+    patches) in this process, ``per_round`` steps of each in turn for ``rounds`` rounds
+    (needs transformers)."""
     path = Path(__file__).with_name("clip_transformers_peer.py")
     spec = importlib.util.spec_from_file_location("clip_transformers_peer", path)
     peer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(peer)
-    steps = {"gaf": make_step(CLIPConfig(**VIT))[0], "peer": peer.make_step()[0]}
+    steps = {"gaf": make_step(vit(patch_size))[0], "peer": peer.make_step(patch_size)[0]}
     times: dict[str, list[float]] = {name: [] for name in steps}
     for step in steps.values():
         for _ in range(WARMUP):
@@ -147,15 +158,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
                         help="also time both models in this process, 3 steps each in "
                              "turn for ROUNDS rounds (needs transformers)")
+    parser.add_argument("--patch-size", type=int, default=4, choices=(4, 8),
+                        help="the ViT's patch side (8: the evaluation CLIP's)")
     args = parser.parse_args(argv)
-    rate, params = measure(CLIPConfig(**VIT), args.steps)
+    rate, params = measure(vit(args.patch_size), args.steps)
     print(f"gaf_clip train_img_per_s={rate:.1f} params={params} "
-          f"(vit 64x4, batch {BATCH}, {args.steps} steps)")
+          f"(vit 64x4, patch {args.patch_size}, batch {BATCH}, {args.steps} steps)")
     rate, params = measure(CLIPConfig(), args.steps)
     print(f"gaf_clip_cnn train_img_per_s={rate:.1f} params={params} "
           f"(default cnn tower, batch {BATCH}, {args.steps} steps, no peer)", flush=True)
     if args.interleaved:
-        gaf, peer = interleaved(args.interleaved)
+        gaf, peer = interleaved(args.interleaved, args.patch_size)
         print(f"interleaved gaf_step_ms={gaf * 1e3:.1f} transformers_step_ms={peer * 1e3:.1f} "
               f"ratio={peer / gaf:.2f} (medians of {3 * args.interleaved} steps each)")
 
