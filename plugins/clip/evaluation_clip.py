@@ -91,8 +91,7 @@ def _train(model: CLIPModel, images: Tensor, captions: Sequence[str], *, seed: i
            steps: int, batch_size: int, lr: float, weight_decay: float, warmup: int,
            log: Callable[[str], Any]) -> CLIPModel:
     ids, mask = model.tokenize(captions)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    other = [p for n, p in model.named_parameters() if p.dim() < 2]
+    decay, other = model.decay_split()
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": other, "weight_decay": 0.0}], lr=lr)
 

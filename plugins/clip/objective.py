@@ -4,8 +4,9 @@ Each step takes a global batch of ``train.batch_size`` (image, caption) pairs in
 order of the seeded ``"clip-order"`` epoch permutation (each rank its contiguous
 share), encodes both sides, all-gathers the features of every rank with their
 gradient, and minimises the symmetric InfoNCE loss with identical captions as
-positives. After every optimiser step the log-temperature is clamped into
-``[0, ln 100]``. Logged: ``loss``, ``temperature`` (``e^τ``) and ``batch_accuracy``
+positives. ``train.weight_decay`` applies to the weight matrices and embeddings,
+not to gains, biases or the temperature. After every optimiser step the
+log-temperature is clamped into ``[0, ln 100]``. Logged: ``loss``, ``temperature`` (``e^τ``) and ``batch_accuracy``
 (the fraction of images whose most similar text in the global batch has their caption,
 duplicates included).
 
@@ -130,6 +131,13 @@ class CLIPObjective(ObjectiveBase):
 
     def modules(self) -> dict[str, Any]:
         return {"encoder": self.model}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """``train.weight_decay`` on the weight matrices and embeddings only; gains,
+        biases and the temperature are not decayed
+        (:meth:`~gaf.plugins.clip.towers.CLIPModel.decay_split`)."""
+        decay, other = self.model.decay_split()
+        return [{"params": decay}, {"params": other, "weight_decay": 0.0}]
 
     def train_batch(self, index: int) -> dict[str, Tensor]:
         start, count = self.world.shard(index * self.batch_size, self.batch_size)

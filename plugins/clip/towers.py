@@ -279,6 +279,14 @@ class CLIPModel(nn.Module):
         self.text_proj = nn.Linear(cfg.text_width, cfg.embed_dim, bias=False)
         self.log_scale = nn.Parameter(torch.tensor(float(cfg.init_log_scale)))
 
+    def decay_split(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """The trainable parameters CLIP decays and those it does not: weight decay
+        applies to the weight matrices, convolution kernels and embeddings (two or more
+        dimensions), not to gains, biases or the temperature (Radford et al. 2021, §2.5;
+        one dimension or none)."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return [p for p in trainable if p.dim() >= 2], [p for p in trainable if p.dim() < 2]
+
     def save_assets(self, path) -> None:
         """The text tower's tokenizer files (called by :func:`gaf.save`)."""
         self.text_encoder.save_assets(path)

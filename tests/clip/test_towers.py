@@ -130,3 +130,30 @@ def test_class_token_only_block_is_the_first_row_of_the_full_block():
     block = _Block(16, 2)
     x = torch.randn(3, 10, 16)
     assert torch.allclose(block(x, cls_only=True), block(x)[:, :1], atol=1e-6)
+
+
+@pytest.mark.parametrize("tower", ["cnn", "vit"])
+def test_weight_decay_spares_gains_biases_and_the_temperature(tower):
+    # the clip objective's groups cover every trainable parameter once (the trainer's
+    # check), and one AdamW step with zero gradients shrinks exactly the decayed ones
+    from gaf.plugins.clip.objective import CLIPObjective
+    from gaf.train import TrainConfig, make_optimizer, resolve_param_groups
+
+    torch.manual_seed(0)
+    objective = CLIPObjective()
+    objective.model = model = CLIPModel(CLIPConfig(image_tower=tower, embed_dim=8))
+    cfg = TrainConfig(lr=0.1, weight_decay=0.5)
+    groups = resolve_param_groups(cfg, objective.param_groups(), objective.modules())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p) if p.requires_grad else None
+    make_optimizer(cfg, groups).step()
+    for name, p in model.named_parameters():
+        shrunk = torch.allclose(p.detach(), before[name] * (1 - 0.1 * 0.5))
+        if not p.requires_grad or p.dim() < 2:
+            assert torch.equal(p.detach(), before[name]), name
+        else:
+            assert shrunk, name
+    decayed, spared = ({id(p) for p in g["params"]} for g in groups)
+    assert {id(model.log_scale), id(model.text_encoder.norm.bias)} <= spared
+    assert id(model.text_encoder.token_embedding.weight) in decayed
