@@ -76,20 +76,24 @@ def execute(spec: RunSpec, *, resume: Path | None = None, registry: Registry = R
 
 
 def train_stage(ctx: RunContext, stage_dir: Path, objective: str, kinds: tuple[str, ...],
-                train: dict[str, Any], *, label: str) -> None:
+                train: dict[str, Any], *, label: str,
+                components: dict[str, dict[str, Any]] | None = None) -> None:
     """Train an earlier stage of ``ctx``'s run as a run of its own in ``stage_dir``.
 
     The stage uses ``objective`` with ``ctx``'s seed, device, progress setting and
     components of the given ``kinds`` (same names and options), and ``train`` as its
     ``[train]`` section (``parallel`` follows the outer run). A stage directory that
-    already has checkpoints is resumed, so a resumed outer run finishes it. Used by the
-    DPO family (the SFT stage) and ``ldm`` (the autoencoder stage).
+    already has checkpoints is resumed, so a resumed outer run finishes it.
+    ``components`` adds sections of kinds the outer run does not have (``{"encoder":
+    {"name": "clip", "resolution": 28}}``). Used by the DPO family (the SFT stage),
+    ``ldm`` (the autoencoder stage) and ``gan-int-cls`` (the CLIP stage).
     """
     spec = ctx.spec
     data: dict[str, Any] = {k: getattr(spec, k) for k in ("seed", "device", "progress")}
     for kind in kinds:
         comp = spec.components[kind]
         data[kind] = {"name": comp.name, **comp.options}
+    data.update({kind: dict(section) for kind, section in (components or {}).items()})
     data["train"] = {**train, "parallel": spec.train.parallel}
     sub = resolve(data, objective=objective, registry=ctx.registry, where=label)
     stage_dir.mkdir(parents=True, exist_ok=True)

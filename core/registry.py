@@ -56,6 +56,8 @@ KINDS: dict[str, str] = {
     "scheduler": "diffusion schedulers and samplers (Scheduler)",
     "conditioner": "text and label encoders for conditioning (Conditioner)",
     "encoder": "joint image-text encoders trained on their own: CLIP",
+    "generator": "GAN generators: noise and a text embedding to an image",
+    "discriminator": "GAN discriminators: an image and a text embedding to a logit",
     "pipeline": "text-to-image samplers of a trained run (Pipeline)",
     "loader": "readers of foreign checkpoint formats, tried by gaf.load",
 }

@@ -109,9 +109,11 @@ class ClipText(_FrozenClip):
         """``(B, max_length, text_width)`` per-token states."""
         return self.encode(captions)[0]
 
+    @torch.no_grad()
     def pooled(self, captions: Sequence[str], normalize: bool = True) -> Tensor:
-        """``(B, embed_dim)`` CLIP text embeddings, L2-normalised by default."""
-        vec = self.encode(captions)[1]
+        """``(B, embed_dim)`` CLIP text embeddings, L2-normalised by default (the
+        vector of :meth:`encode`, computed without the pads' states)."""
+        vec = self.clip.encode_text(list(captions))
         return F.normalize(vec, dim=-1) if normalize else vec
 
     def _empty_caption(self) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,138 @@
+"""Sampling a trained text-conditional GAN: :class:`GANPipeline` (the ``gan`` pipeline).
+
+One generator call per image: ``pipe(captions, seed=0)`` embeds the captions (the
+frozen CLIP's unit embedding, or a jointly trained encoder's), draws ``z`` for image
+``i`` from its own generator seeded ``seed + i`` (so an image does not depend on its
+batch) and returns ``G(z, e)``, ``(B, C, H, W)`` in ``[-1, 1]``. The generator runs in
+eval mode: its BatchNorm layers use their running statistics::
+
+    from gaf.plugins.gan.pipeline import GANPipeline
+
+    pipe = GANPipeline.from_run("runs/2026-12-06-gan-int-cls-1a2b3c")
+    images = pipe(["a red circle above a blue square"] * 4, seed=0)
+
+or ``gaf sample --pipeline RUN_DIR --prompt "…" --out grid.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from gaf.errors import BadConfig, BadData
+
+from ..t2i.diffusion_pipeline import PIPELINE_FILE, per_sample_generators, per_sample_noise
+from .text import caption_embedder
+
+__all__ = ["GANOptions", "GANPipeline"]
+
+
+@attrs.define
+class GANOptions:
+    """The call options of :class:`GANPipeline`: none; a GAN makes an image in one
+    generator call, with no steps or guidance to choose."""
+
+
+class GANPipeline:
+    """Generator + caption embedding → images (see the module docstring).
+
+    The registered pipeline ``gan`` (:class:`gaf.interfaces.Pipeline`): load a run with
+    :meth:`from_run` (load option ``ema``), call it with captions.
+    """
+
+    Options = GANOptions
+
+    def __init__(self, generator: Any, conditioner: Any):
+        self.generator = generator
+        self.conditioner = conditioner
+        self.embed = caption_embedder(conditioner)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, ema: bool = True, device: Any = "cpu",
+                 registry: Any = None) -> GANPipeline:
+        """Load the pipeline of a ``gan-int-cls`` run (``RUN_DIR/pipeline.json``);
+        ``ema=False`` takes the trained generator instead of its moving average."""
+        from gaf.components import create_or_load, load_from
+        from gaf.registry import REGISTRY
+
+        registry = registry or REGISTRY
+        root = Path(run_dir)
+        meta_path = root / PIPELINE_FILE
+        if not meta_path.is_file():
+            raise BadConfig(f"{run_dir} is not a GAN run: it has no {PIPELINE_FILE} "
+                            f"(train one with gaf run --objective gan-int-cls)")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise BadData(f"not valid JSON: {exc.msg}", path=str(meta_path),
+                          line=exc.lineno) from None
+        if meta.get("pipeline") != "gan":
+            raise BadConfig(f"{meta_path} names pipeline {meta.get('pipeline', 'diffusion')!r}, "
+                            f"not 'gan'")
+        modules = (meta.get("ema_modules") if ema else None) or meta["modules"]
+
+        def load(kind: str, key: str) -> Any:
+            path = root / modules[key]
+            if not path.is_dir():
+                raise BadConfig(f"{path} is missing: did the run finish? (gaf run --resume "
+                                f"{root} completes it)")
+            return load_from(registry, kind, path).to(device).eval()
+
+        generator = load("generator", "generator")
+        if "conditioner" in modules:
+            conditioner = load("conditioner", "conditioner")
+        else:
+            fixed = meta["conditioner"]
+            conditioner = create_or_load(registry, "conditioner", fixed["name"],
+                                         **fixed.get("options", {})).to(device).eval()
+        return cls(generator, conditioner)
+
+    def options(self, **options: Any) -> GANOptions:
+        """:attr:`Options` from keyword options; an unknown one is a BadConfig."""
+        if options:
+            raise BadConfig(f"the gan pipeline takes no options, got "
+                            f"{', '.join(sorted(options))}")
+        return GANOptions()
+
+    @torch.inference_mode()
+    def __call__(self, conditions: Sequence[str], *, seed: int = 0,
+                 generators: Sequence[torch.Generator] | None = None,
+                 **options: Any) -> Tensor:
+        """One image per caption; image ``i`` from ``generators[i]`` (default: seeded
+        ``seed + i``)."""
+        self.options(**options)
+        conditions = list(conditions)
+        if not conditions:
+            raise BadConfig("nothing to sample: no prompts given")
+        if generators is None:
+            generators = per_sample_generators(seed, len(conditions))
+        elif len(generators) != len(conditions):
+            raise BadConfig(f"{len(generators)} generators for {len(conditions)} conditions")
+        z = per_sample_noise((self.generator.config.z_dim,), generators, self.device)
+        return self.generate(z, self.embed(conditions).to(self.device))
+
+    @torch.inference_mode()
+    def generate(self, z: Tensor, e: Tensor) -> Tensor:
+        """``G(z, e)`` clamped to ``[-1, 1]``, in eval mode (noise and embeddings given:
+        the interpolation figures use it)."""
+        was = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(z, e).clamp(-1.0, 1.0)
+        finally:
+            self.generator.train(was)
+
+    def evaluations_per_image(self, **options: Any) -> float:
+        """One generator call and one caption-encoder call."""
+        self.options(**options)
+        return 2.0
