@@ -39,7 +39,7 @@ def interpolation_figure(pipe: Any, captions: Sequence[str], out_dir: Path, *, s
                         for j in range(steps)], dim=1)
     path = save_grid(grid, Path(out_dir) / "interpolation.png")
     path.with_suffix(".txt").write_text(
-        f"row i: one z; columns: the embedding from caption A (left) to caption B (right) "
+        f"each row: one z; columns: the embedding from caption A (left) to caption B (right) "
         f"in {steps} steps\n"
         + "".join(f"row {i + 1}: A = {a!r}, B = {b!r}\n" for i, (a, b) in enumerate(pairs)),
         encoding="utf-8")
