@@ -6,7 +6,7 @@ frozen CLIP's unit embedding, or a jointly trained encoder's), draws ``z`` for i
 batch) and returns ``G(z, e)``, ``(B, C, H, W)`` in ``[-1, 1]``. The generator runs in
 eval mode: its BatchNorm layers use their running statistics::
 
-    from gaf.plugins.gan.pipeline import GANPipeline
+    from gaf.plugins.t2i.gan.pipeline import GANPipeline
 
     pipe = GANPipeline.from_run("runs/2026-12-06-gan-int-cls-1a2b3c")
     images = pipe(["a red circle above a blue square"] * 4, seed=0)
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from gaf.errors import BadConfig, BadData
 
-from ..t2i.diffusion_pipeline import PIPELINE_FILE, per_sample_generators, per_sample_noise
+from ..diffusion_pipeline import PIPELINE_FILE, per_sample_generators, per_sample_noise
 from .text import caption_embedder
 
 __all__ = ["GANOptions", "GANPipeline"]

@@ -1,4 +1,4 @@
-"""gaf.plugins.gan.networks: shapes at 32, 28 and 16 pixels for every discriminator
+"""gaf.plugins.t2i.gan.networks: shapes at 32, 28 and 16 pixels for every discriminator
 head and norm, spectral norm bounds each layer's largest singular value, the text
 reaches both players, and bad options name the field."""
 
@@ -9,7 +9,7 @@ import torch
 
 import gaf
 from gaf.errors import BadConfig
-from gaf.plugins.gan.networks import (Discriminator, DiscriminatorConfig, Generator,
+from gaf.plugins.t2i.gan.networks import (Discriminator, DiscriminatorConfig, Generator,
                                       GeneratorConfig, halvings)
 
 

@@ -1,4 +1,4 @@
-"""gaf.plugins.gan.losses: every term against its hand formula in float64 (the paper's
+"""gaf.plugins.t2i.gan.losses: every term against its hand formula in float64 (the paper's
 probabilities, not the logit forms the code uses), the matching-aware gradient penalty
 in closed form for a linear discriminator, and interpolation."""
 
@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gaf.plugins.gan.losses import d_loss, g_loss, interpolate, matching_aware_gp
+from gaf.plugins.t2i.gan.losses import d_loss, g_loss, interpolate, matching_aware_gp
 
 logits = st.lists(st.floats(-8, 8), min_size=1, max_size=6)
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gaf.plugins.gan.losses import d_loss, g_loss, interpolate
-from gaf.plugins.gan.networks import (Discriminator, DiscriminatorConfig, Generator,
+from gaf.plugins.t2i.gan.losses import d_loss, g_loss, interpolate
+from gaf.plugins.t2i.gan.networks import (Discriminator, DiscriminatorConfig, Generator,
                                       GeneratorConfig)
-from gaf.plugins.gan.objective import GANIntCls, GANIntClsConfig
+from gaf.plugins.t2i.gan.objective import GANIntCls, GANIntClsConfig
 
 TEXT = 8
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..images.grid import save_grid
-from ..t2i.diffusion_pipeline import per_sample_generators, per_sample_noise
+from ...images.grid import save_grid
+from ..diffusion_pipeline import per_sample_generators, per_sample_noise
 from .losses import interpolate
 
 __all__ = ["interpolation_figure", "noise_figure"]

@@ -75,11 +75,11 @@ from gaf.interfaces import ObjectiveBase
 from gaf.runs import RunContext
 from gaf.seeding import EpochOrder, torch_generator
 
-from ..autoencoders.losses import frozen_call
-from ..images.batches import split_dataset, stack_images
-from ..nn.ema import ema_decay, make_shadow, update_shadow
-from ..t2i.diffusion_pipeline import PIPELINE_FILE
-from ..t2i.training_data import conditions_of
+from ...autoencoders.losses import frozen_call
+from ...images.batches import split_dataset, stack_images
+from ...nn.ema import ema_decay, make_shadow, update_shadow
+from ..diffusion_pipeline import PIPELINE_FILE
+from ..training_data import conditions_of
 from .losses import d_loss, g_loss, interpolate, matching_aware_gp
 from .text import caption_embedder
 
@@ -337,7 +337,7 @@ class GANIntCls(ObjectiveBase):
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
         """The shared text-to-image evaluation of the ``gan`` pipeline, and the paper's
         two figures (see the module docstring)."""
-        from ..t2i.evaluation import evaluate_pipeline
+        from ..evaluation import evaluate_pipeline
         from .figures import interpolation_figure, noise_figure
 
         cfg = self.config
@@ -371,7 +371,7 @@ class GANIntCls(ObjectiveBase):
         ``elapsed_s`` (a CLIP trained inside it included) plus, when the CLIP is a run
         named with ``conditioner.clip``, that run's ``setup_s + train_s``. The
         discriminator is not counted: it does not make images."""
-        from ..t2i.ldm import _run_seconds
+        from ..ldm import _run_seconds
 
         trainable = sum(p.numel() for p in self.generator.parameters())
         frozen = 0
@@ -422,3 +422,7 @@ class GANIntClsModern(GANIntCls):
 
     Config = GANIntClsModernConfig
     uses = {**GANIntCls.uses, "discriminator": "sn-projection"}
+    timeline = {"year": 2016, "method": "GAN-INT-CLS, trained as in 2022",
+                "paper": "Reed et al. 2016, with the hinge loss, spectral norm (Miyato et "
+                         "al. 2018), a projection discriminator (Miyato & Koyama 2018), "
+                         "TTUR (Heusel et al. 2017) and MA-GP (Tao et al., DF-GAN, 2022)"}

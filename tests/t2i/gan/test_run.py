@@ -14,7 +14,7 @@ from PIL import Image
 import gaf
 from gaf.cli import main
 from gaf.errors import BadConfig
-from gaf.plugins.gan.pipeline import GANPipeline
+from gaf.plugins.t2i.gan.pipeline import GANPipeline
 
 pytestmark = pytest.mark.slow
 
