@@ -55,7 +55,8 @@ def test_two_ranks_end_with_the_same_weights(tmp_path, tiny_clip):
     sets = [f"conditioner.clip={json.dumps(str(tiny_clip))}", "dataset.resolution=16",
             "dataset.size=64", "generator.resolution=16", "generator.width=8",
             "generator.text_dim=16", "discriminator.resolution=16", "discriminator.width=8",
-            "discriminator.text_dim=16", "train.steps=4", "train.batch_size=8",
+            "discriminator.text_dim=16", "objective.ma_gp=2.0", "train.steps=4",
+            "train.batch_size=8",
             "train.log_every=1", "objective.eval_images=0", "device=\"cpu\"",
             "progress=false"]
     script = tmp_path / "gan_script.py"
