@@ -99,3 +99,37 @@ def test_shapes_that_do_not_fit_name_the_options(tmp_path, tiny_clip):
     with pytest.raises(BadConfig, match="set generator.text_dim=16"):
         gaf.run("gan-int-cls", sets=[*base, "generator.resolution=16",
                                      "discriminator.resolution=16"])
+
+
+def test_a_text_encoder_trained_jointly_with_the_discriminator(tmp_path):
+    # --conditioner text-transformer: no CLIP; the encoder is in the discriminator's
+    # parameter group, moves in training, is exported and samples back
+    from gaf.registry import REGISTRY
+    from gaf.runs import RunContext
+    from gaf.spec import resolve
+
+    sets = [f"out_dir={json.dumps(str(tmp_path))}", "conditioner.width=16",
+            "conditioner.layers=1", "conditioner.heads=2", "dataset.resolution=16",
+            "dataset.size=100", "generator.resolution=16", "generator.width=8",
+            "generator.text_dim=16", "discriminator.resolution=16", "discriminator.width=8",
+            "discriminator.text_dim=16", "train.steps=3", "train.batch_size=8",
+            "objective.eval_images=0", "progress=false"]
+    run_dir, s = gaf.run("gan-int-cls", conditioner="text-transformer", sets=sets)
+    meta = json.loads((run_dir / "pipeline.json").read_text())
+    assert meta["modules"] == {"generator": "generator", "conditioner": "conditioner"}
+    assert not (run_dir / "clip").exists()
+    pipe = GANPipeline.from_run(run_dir)
+    assert pipe(["a red circle"]).shape == (1, 3, 16, 16)
+    # the run's initial encoder: the same spec set up again (the trainer seeds first)
+    spec = resolve(objective="gan-int-cls", components={"conditioner": "text-transformer"},
+                   sets=sets)
+    obj = REGISTRY.get("objective", "gan-int-cls")(spec.objective_config)
+    torch.manual_seed(spec.seed)
+    obj.setup(RunContext(spec, tmp_path / "again"))
+    groups = obj.param_groups()
+    assert {id(p) for p in obj.conditioner.parameters() if p.requires_grad} <= \
+        {id(p) for p in groups[1]["params"]}
+    trained = gaf.load("conditioner", run_dir / "conditioner").state_dict()
+    initial = obj.conditioner.state_dict()
+    moved = [k for k in initial if not torch.equal(initial[k], trained[k])]
+    assert "token_embedding.weight" in moved
