@@ -38,7 +38,8 @@ def test_clip_text_gives_the_towers_states_and_the_empty_caption_as_null(saved):
     assert torch.equal(cond(captions), states)
     assert (cond.tokens, cond.width, cond.embed_dim) == (24, 16, 16)
     assert torch.allclose(cond.pooled(captions), F.normalize(pooled, dim=-1))
-    assert torch.equal(cond.pooled(captions, normalize=False), pooled)
+    # pooled() skips the pads' states (TextTransformer.mean_state): equal to round-off
+    torch.testing.assert_close(cond.pooled(captions, normalize=False), pooled.detach())
     empty = model.text([""])[0]
     assert torch.equal(cond.null(3), empty.expand(3, -1, -1))
     assert cond.null_pooled(2).shape == (2, 16)

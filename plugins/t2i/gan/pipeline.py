@@ -25,6 +25,7 @@ import attrs
 import torch
 from torch import Tensor
 
+from gaf.config import option
 from gaf.errors import BadConfig, BadData
 
 from ..diffusion_pipeline import PIPELINE_FILE, per_sample_generators, per_sample_noise
@@ -35,8 +36,11 @@ __all__ = ["GANOptions", "GANPipeline"]
 
 @attrs.define
 class GANOptions:
-    """The call options of :class:`GANPipeline`: none; a GAN makes an image in one
-    generator call, with no steps or guidance to choose."""
+    """The call options of :class:`GANPipeline` (one generator call an image: no steps or
+    guidance to choose)."""
+
+    z_scale: float = option(1.0, "standard deviation of the noise z (1 = as trained; "
+                                 "below 1 trades diversity for fidelity)", gt=0)
 
 
 class GANPipeline:
@@ -99,10 +103,11 @@ class GANPipeline:
 
     def options(self, **options: Any) -> GANOptions:
         """:attr:`Options` from keyword options; an unknown one is a BadConfig."""
-        if options:
-            raise BadConfig(f"the gan pipeline takes no options, got "
-                            f"{', '.join(sorted(options))}")
-        return GANOptions()
+        unknown = sorted(set(options) - {"z_scale"})
+        if unknown:
+            raise BadConfig(f"the gan pipeline has no option {', '.join(unknown)} (its "
+                            f"options: z_scale)")
+        return GANOptions(**options)
 
     @torch.inference_mode()
     def __call__(self, conditions: Sequence[str], *, seed: int = 0,
@@ -110,7 +115,7 @@ class GANPipeline:
                  **options: Any) -> Tensor:
         """One image per caption; image ``i`` from ``generators[i]`` (default: seeded
         ``seed + i``)."""
-        self.options(**options)
+        opts = self.options(**options)
         conditions = list(conditions)
         if not conditions:
             raise BadConfig("nothing to sample: no prompts given")
@@ -118,7 +123,8 @@ class GANPipeline:
             generators = per_sample_generators(seed, len(conditions))
         elif len(generators) != len(conditions):
             raise BadConfig(f"{len(generators)} generators for {len(conditions)} conditions")
-        z = per_sample_noise((self.generator.config.z_dim,), generators, self.device)
+        z = per_sample_noise((self.generator.config.z_dim,), generators,
+                             self.device) * opts.z_scale
         return self.generate(z, self.embed(conditions).to(self.device))
 
     @torch.inference_mode()

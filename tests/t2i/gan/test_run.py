@@ -66,8 +66,10 @@ def test_an_image_does_not_depend_on_its_batch(run):
     torch.testing.assert_close(together[1:], alone)
     assert together.shape == (2, 3, 16, 16) and float(together.abs().max()) <= 1
     assert pipe.evaluations_per_image() == 2.0
-    with pytest.raises(BadConfig, match="takes no options"):
+    with pytest.raises(BadConfig, match="has no option steps"):
         pipe(["a red circle"], steps=3)
+    small = pipe(["a blue square"], seed=4, z_scale=1e-6)
+    assert not torch.equal(small, alone)  # the noise's scale reaches the generator
 
 
 def test_gaf_sample_draws_from_the_run(run, tmp_path):
@@ -79,6 +81,10 @@ def test_gaf_sample_draws_from_the_run(run, tmp_path):
     result = CliRunner().invoke(main, ["sample", "--pipeline", str(run[0]), "--prompt",
                                        "a red circle", "--steps", "3", "--out", str(out)])
     assert result.exit_code == 2 and "has no option 'steps'" in result.output
+    result = CliRunner().invoke(main, ["sample", "--pipeline", str(run[0]), "--prompt",
+                                       "a red circle", "--option", "z_scale=0.5", "--out",
+                                       str(out)])
+    assert result.exit_code == 0, result.output
 
 
 def test_other_runs_are_refused(tmp_path, tiny_clip):
