@@ -95,6 +95,8 @@ per ``sweep`` setting.
 
 from __future__ import annotations
 
+import json
+
 import math
 import time
 from collections import Counter
@@ -228,6 +230,35 @@ def evaluations_per_image(pipe: Any, options: Mapping[str, Any]) -> float:
 
 
 # ------------------------------------------------------------------ the evaluation
+
+
+def evaluation_splits(ctx: Any, split: str, train_ds: Any,
+                      log: Callable[[str], Any] = print) -> tuple[Any, Any, dict[str, float]]:
+    """``(eval_ds, swapped_ds, extra)`` for an objective's evaluation on ``split``: the
+    training data with ``eval_on_train = 1`` when the dataset has no such split, and the
+    ``swapped`` split only when reading ``eval``."""
+    from ..images.batches import split_dataset
+
+    eval_ds, extra = split_dataset(ctx, split), {}
+    if eval_ds is None:
+        log(f"the dataset has no {split!r} split: evaluating on training data "
+            f"(eval_on_train = 1)")
+        eval_ds, extra = train_ds, {"eval_on_train": 1.0}
+    swapped = split_dataset(ctx, "swapped") if split == "eval" else None
+    return eval_ds, swapped, extra
+
+
+def logged_wall_seconds(run_dir: Path) -> float:
+    """The last ``elapsed_s`` of ``run_dir/metrics.jsonl`` (0 without one)."""
+    seconds = 0.0
+    metrics = Path(run_dir) / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                seconds = max(seconds, float(json.loads(line).get("elapsed_s", 0.0)))
+            except (ValueError, AttributeError):
+                continue
+    return seconds
 
 
 def evaluate_pipeline(pipe: Any, options: Mapping[str, Any], *, train_ds: Any, eval_ds: Any,

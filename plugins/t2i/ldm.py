@@ -357,19 +357,12 @@ class LDM:
 
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
         """:func:`.evaluation.evaluate_pipeline` of the EMA pipeline on ``eval_split``."""
-        from ..images.batches import split_dataset
-        from .evaluation import evaluate_pipeline
+        from .evaluation import evaluate_pipeline, evaluation_splits
 
         cfg = self.config
         if cfg.eval_images == 0:
             return {}
-        eval_ds = split_dataset(ctx, cfg.eval_split)
-        extra: dict[str, float] = {}
-        if eval_ds is None:
-            ctx.log(f"the dataset has no {cfg.eval_split!r} split: evaluating on training "
-                    f"data (eval_on_train = 1)")
-            eval_ds, extra = self.dataset, {"eval_on_train": 1.0}
-        swapped = split_dataset(ctx, "swapped") if cfg.eval_split == "eval" else None
+        eval_ds, swapped, extra = evaluation_splits(ctx, cfg.eval_split, self.dataset, ctx.log)
         options = {"steps": cfg.eval_steps, "guidance": cfg.fd_guidance}
         sweep = {f"g{g:g}": {"steps": cfg.eval_steps, "guidance": g} for g in cfg.eval_guidance}
         return {**extra, **evaluate_pipeline(
@@ -398,14 +391,9 @@ class LDM:
         if "conditioner" not in self.modules() and _has_parameters(self.conditioner):
             frozen += sum(p.numel() for p in self.conditioner.parameters())
         info = {"trainable_parameters": float(trainable), "frozen_parameters": float(frozen)}
-        seconds = 0.0
-        metrics = ctx.run_dir / "metrics.jsonl"
-        if metrics.is_file():
-            for line in metrics.read_text(encoding="utf-8").splitlines():
-                try:
-                    seconds = max(seconds, float(json.loads(line).get("elapsed_s", 0.0)))
-                except (ValueError, AttributeError):
-                    continue
+        from .evaluation import logged_wall_seconds
+
+        seconds = logged_wall_seconds(ctx.run_dir)
         if self.autoencoder_source and self.autoencoder_source != "first_stage/autoencoder":
             seconds += _run_seconds(Path(self.autoencoder_source))
         info["train_wall_s"] = round(seconds, 2)

@@ -80,7 +80,7 @@ from gaf.runs import RunContext
 from gaf.seeding import EpochOrder, torch_generator
 
 from ...autoencoders.losses import frozen_call
-from ...images.batches import split_dataset, stack_images
+from ...images.batches import stack_images
 from ...nn.ema import ema_decay, make_shadow, update_shadow
 from ..diffusion_pipeline import PIPELINE_FILE
 from ..training_data import conditions_of
@@ -341,19 +341,13 @@ class GANIntCls(ObjectiveBase):
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
         """The shared text-to-image evaluation of the ``gan`` pipeline, and the paper's
         two figures (see the module docstring)."""
-        from ..evaluation import evaluate_pipeline
+        from ..evaluation import evaluate_pipeline, evaluation_splits
         from .figures import interpolation_figure, noise_figure
 
         cfg = self.config
         if cfg.eval_images == 0:
             return {}
-        eval_ds = split_dataset(ctx, cfg.eval_split)
-        extra: dict[str, float] = {}
-        if eval_ds is None:
-            ctx.log(f"the dataset has no {cfg.eval_split!r} split: evaluating on training "
-                    f"data (eval_on_train = 1)")
-            eval_ds, extra = self.dataset, {"eval_on_train": 1.0}
-        swapped = split_dataset(ctx, "swapped") if cfg.eval_split == "eval" else None
+        eval_ds, swapped, extra = evaluation_splits(ctx, cfg.eval_split, self.dataset, ctx.log)
         pipe = self.pipeline()
         captions = conditions_of(eval_ds, "caption")
         interpolation_figure(pipe, captions, ctx.run_dir / "samples", seed=ctx.spec.seed)
@@ -383,14 +377,9 @@ class GANIntCls(ObjectiveBase):
             trainable += sum(p.numel() for p in self.conditioner.parameters())
         else:
             frozen = sum(p.numel() for p in self.conditioner.parameters())
-        seconds = 0.0
-        metrics = ctx.run_dir / "metrics.jsonl"
-        if metrics.is_file():
-            for line in metrics.read_text(encoding="utf-8").splitlines():
-                try:
-                    seconds = max(seconds, float(json.loads(line).get("elapsed_s", 0.0)))
-                except (ValueError, AttributeError):
-                    continue
+        from ..evaluation import logged_wall_seconds
+
+        seconds = logged_wall_seconds(ctx.run_dir)
         if self.text_source and self.text_source != "clip":
             from pathlib import Path
 
