@@ -61,17 +61,43 @@ def save_component(obj: Any, path: str | os.PathLike[str], *, kind: str | None =
 
 
 def load_component(registry: Registry, kind: str, path: Path, **overrides: Any) -> Any:
-    """Rebuild a component saved by :func:`save_component` and load its weights."""
-    meta = read_json(path / META_FILE)
-    if not isinstance(meta, dict) or "name" not in meta:
-        raise BadData("not a gaf component file (no 'name')", path=str(path / META_FILE))
-    if meta.get("kind", kind) != kind:
-        raise GafError(f"{path} holds a {meta.get('kind')}, not a {kind}")
-    cfg = {**meta.get("config", {}), **overrides}
-    obj = registry.create(kind, meta["name"], **cfg)
+    """Rebuild a component saved by :func:`save_component` and load its weights.
+
+    A component that has tensors must find every one of them in ``model.safetensors``:
+    a missing file, a missing tensor or a tensor of the wrong shape is a
+    :class:`~gaf.errors.BadData` naming the file, never a freshly initialised model.
+    A ``gaf.json`` that does not describe a component of ``kind`` (bad JSON, a missing
+    or non-string ``name``, a ``config`` that is not a table, an option the component
+    refuses) is a :class:`~gaf.errors.BadData` naming ``gaf.json``.
+    """
+    meta_path = path / META_FILE
+    meta = read_json(meta_path)
+    if not isinstance(meta, dict):
+        raise BadData("not a gaf component file (expected a JSON object)", path=str(meta_path))
+    name, saved_kind, cfg = meta.get("name"), meta.get("kind", kind), meta.get("config", {})
+    if not isinstance(name, str) or not name:
+        raise BadData("not a gaf component file: 'name' must be the registry name of the "
+                      f"component, got {name!r}", path=str(meta_path), field="name")
+    if not isinstance(saved_kind, str):
+        raise BadData(f"'kind' must be a string, got {saved_kind!r}", path=str(meta_path),
+                      field="kind")
+    if saved_kind != kind:
+        raise BadConfig(f"{path} holds a {saved_kind}, not a {kind}")
+    if not isinstance(cfg, dict):
+        raise BadData(f"'config' must be a table of options, got {cfg!r}",
+                      path=str(meta_path), field="config")
+    try:
+        obj = registry.create(kind, name, **{**cfg, **overrides})
+    except GafError as exc:
+        raise BadData(str(exc), path=str(meta_path)) from None
     weights = path / WEIGHTS_FILE
+    expected = obj.state_dict() if hasattr(obj, "state_dict") else {}
     if weights.is_file():
         load_state(obj, load_tensors(weights), where=str(weights))
+    elif expected:
+        raise BadData(f"missing: {kind} {name!r} has {len(expected)} tensors to load and "
+                      f"no weights file (the directory holds {META_FILE} only); copy the "
+                      "whole component directory", path=str(weights))
     if hasattr(obj, "load_assets"):
         obj.load_assets(path)
     return obj
@@ -84,31 +110,86 @@ def load_from(registry: Registry, kind: str, path: str | os.PathLike[str],
     Accepts a directory written by :func:`gaf.save` (``gaf.json`` +
     ``model.safetensors``), a run directory holding one in ``<kind>/``, or any
     directory that a registered ``loader`` for this kind accepts (for example a
-    Hugging Face GPT-2 directory).
+    Hugging Face GPT-2 directory). A loader's ``accepts`` may raise a
+    :class:`~gaf.errors.GafError` to say why a directory that looks like its format
+    cannot be loaded (a damaged Hugging Face directory); that diagnosis is reported
+    when no loader takes the directory. A directory that is none of these gets a
+    message saying what it is (a run of another objective, a component of another
+    kind) and what was expected.
 
     A ``torch.nn.Module`` comes back in eval mode (dropout off, as transformers'
     ``from_pretrained`` returns it), so a loaded model scores the same input the
     same way every time; the trainer switches the modules it optimises to train
     mode itself.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise BadConfig(f"cannot load {kind} from {path!r}: expected a path (a string or "
+                        f"os.PathLike), got {type(path).__name__}")
     p = Path(path)
     if not p.exists():
-        raise GafError(f"cannot load {kind} from {str(path)!r}: no such file or directory")
+        raise BadConfig(f"cannot load {kind} from {str(path)!r}: no such file or directory")
+    if not p.is_dir():
+        raise BadConfig(f"cannot load {kind} from {str(path)!r}: not a directory (a "
+                        f"{kind} is a directory: a run, a gaf.save directory or a format "
+                        "a loader reads)")
     for candidate in (p, p / kind):
         if (candidate / META_FILE).is_file():
             return _eval_mode(load_component(registry, kind, candidate, **kwargs))
-    tried = []
+    tried, diagnoses = [], []
     for entry in registry.entries("loader"):
         if entry.meta.get("loads", kind) != kind:
             continue
         loader = entry.load()
+        if getattr(loader, "kind", kind) != kind:
+            continue
         tried.append(entry.name)
-        if getattr(loader, "kind", kind) == kind and loader.accepts(p):
+        try:
+            accepted = loader.accepts(p)
+        except GafError as exc:  # it looks like this loader's format, but is damaged
+            diagnoses.append(exc)
+            continue
+        if accepted:
             obj = _eval_mode(loader.load(p, **kwargs))
             return stamp(obj, kind, getattr(obj, "gaf_name", None) or entry.meta.get("creates"))
-    hint = f" (loaders tried: {', '.join(tried)})" if tried else ""
-    raise GafError(f"cannot load {kind} from {str(path)!r}: it has no {META_FILE}"
-                   f" and no {kind} loader accepts it{hint}")
+    if diagnoses:
+        raise diagnoses[0]
+    raise BadConfig(f"cannot load {kind} from {str(path)!r}: {_what_it_is(p, kind)}"
+                    + (f" (loaders tried: {', '.join(tried)})" if tried else ""))
+
+
+def _what_it_is(path: Path, kind: str) -> str:
+    """Why ``path`` holds no ``kind``: what it is instead, and where one might be."""
+    held = sorted({_saved_kind(c) for c in path.iterdir() if (c / META_FILE).is_file()} - {None})
+    deeper = sorted(str(c) for c in path.iterdir() if (c / kind / META_FILE).is_file())
+    if (path / "config.toml").is_file():
+        objective = _run_objective(path / "config.toml")
+        what = f"it is a run directory of objective {objective!r}"
+        what += f" holding {', '.join(held)} but no {kind}" if held else f" with no saved {kind}"
+    else:
+        what = f"it has no {META_FILE}"
+        if held:
+            what += f"; it holds saved {', '.join(held)} components but no {kind}"
+    if deeper:
+        what += f"; did you mean {' or '.join(deeper)}?"
+    return what + f"; expected a run that trains a {kind}, a {kind} saved with gaf.save, " \
+                  f"or a directory a {kind} loader reads"
+
+
+def _saved_kind(path: Path) -> str | None:
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta.get("kind") if isinstance(meta, dict) and isinstance(meta.get("kind"), str) \
+        else None
+
+
+def _run_objective(config_file: Path) -> str:
+    try:
+        data = _config.read_toml(config_file)
+        return str(data["objective"]["name"])
+    except (GafError, KeyError, TypeError):
+        return "?"
 
 
 def create_or_load(registry: Registry, kind: str, name: str, **overrides: Any) -> Any:

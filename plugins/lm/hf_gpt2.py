@@ -174,15 +174,21 @@ class HFGPT2Loader:
     @classmethod
     def accepts(cls, path: Path) -> bool:
         """True for a directory with ``model.safetensors`` and a ``config.json`` whose
-        ``model_type`` is ``"gpt2"``."""
+        ``model_type`` is ``"gpt2"``; False for a directory without ``config.json`` or
+        whose ``model_type`` is another one. A damaged GPT-2 directory (a
+        ``config.json`` that is not a JSON object, a GPT-2 config without its weights)
+        raises :class:`~gaf.errors.BadData` naming the file, so that the user hears why
+        it cannot be loaded."""
         path = Path(path)
-        if not (path.is_dir() and (path / _CONFIG).is_file() and (path / _WEIGHTS).is_file()):
+        if not (path.is_dir() and (path / _CONFIG).is_file()):
             return False
-        try:
-            data = json.loads((path / _CONFIG).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        data = _read_config(path)
+        if data.get("model_type") != "gpt2":
             return False
-        return isinstance(data, dict) and data.get("model_type") == "gpt2"
+        if not (path / _WEIGHTS).is_file():
+            raise BadData(f"a Hugging Face GPT-2 directory without {_WEIGHTS} (only "
+                          "safetensors weights are read)", path=str(path / _WEIGHTS))
+        return True
 
     @classmethod
     def load(cls, path: Path) -> GPT2Policy:

@@ -54,9 +54,16 @@ def test_accepts(hf_dir, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (tmp_path / "model.safetensors").write_bytes(b"")
     assert not HFGPT2Loader.accepts(tmp_path)
-    (tmp_path / "config.json").write_text("{not json")
-    assert not HFGPT2Loader.accepts(tmp_path)
     assert not HFGPT2Loader.accepts(d / "config.json")  # a file, not a directory
+    # a damaged GPT-2 directory is diagnosed, not passed over in silence
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(BadData, match="config.json: not valid JSON"):
+        HFGPT2Loader.accepts(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(BadData, match="model.safetensors: a Hugging Face GPT-2 directory "
+                                      "without model.safetensors"):
+        HFGPT2Loader.accepts(tmp_path)
 
 
 def test_load_transformers_checkpoint_same_logits(hf_dir):
