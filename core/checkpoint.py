@@ -77,20 +77,94 @@ def save_training_state(ckpt_dir: Path, step: int, modules: Mapping[str, Any],
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     atomic_write_text(ckpt_dir / "latest.json", json.dumps({"step": step, "dir": final.name}) + "\n")
-    old = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir() and p != final)
+    # Only checkpoints of earlier steps are superseded; a later one (left by a run
+    # resumed from an older checkpoint) is never deleted.
+    old = [path for n, path in _step_dirs(ckpt_dir) if n < step]
     for stale in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
+#: the files of a complete checkpoint directory
+CHECKPOINT_FILES = ("modules.safetensors", "optimizer.safetensors", "state.json")
+
+
+def _step_dirs(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, directory)`` of every ``step-NNNNNNNN`` directory, oldest first."""
+    out = []
+    if ckpt_dir.is_dir():
+        for path in ckpt_dir.iterdir():
+            digits = path.name.removeprefix("step-")
+            if path.name.startswith("step-") and digits.isdigit() and path.is_dir():
+                out.append((int(digits), path))
+    return sorted(out)
+
+
+def is_complete(path: Path) -> bool:
+    """Whether checkpoint directory ``path`` holds every file and its ``state.json``
+    reads back with the step its name says."""
+    if not all((path / f).is_file() for f in CHECKPOINT_FILES):
+        return False
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and path.name == f"step-{state.get('step', -1):08d}"
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of checkpoint directory ``path`` (from its ``state.json``)."""
+    return int(read_json(path / "state.json")["step"])
+
+
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The directory that ``latest.json`` names, or ``None`` when there is none."""
+    """The newest complete checkpoint under ``ckpt_dir``, or ``None`` when there is none.
+
+    ``latest.json`` names the newest one a run wrote; when it is missing, unreadable or
+    names a directory that is gone or incomplete, the newest complete ``step-*``
+    directory is used instead (:func:`resume_point` says which and why)."""
+    return resume_point(ckpt_dir)[0]
+
+
+def resume_point(ckpt_dir: Path) -> tuple[Path | None, str]:
+    """``(checkpoint, note)``: the newest complete checkpoint under ``ckpt_dir`` and,
+    when ``latest.json`` does not name it, a sentence saying why another was taken
+    (else ``""``). ``(None, "")`` when there are no checkpoints at all; a
+    :class:`~gaf.errors.BadData` when there are checkpoint directories but none is
+    complete (resuming from step 0 would overwrite them)."""
+    from .errors import BadData
+
+    steps = _step_dirs(ckpt_dir)
+    complete = [path for _, path in steps if is_complete(path)]
+    named = None
     latest = ckpt_dir / "latest.json"
+    if latest.is_file():
+        try:
+            info = json.loads(latest.read_text(encoding="utf-8"))
+            named = ckpt_dir / str(info["dir"])
+        except (OSError, ValueError, KeyError, TypeError):
+            named = None
+    if not complete:
+        if steps:
+            raise BadData(f"no complete checkpoint to resume from ({len(steps)} checkpoint "
+                          f"director{'y' if len(steps) == 1 else 'ies'}, each missing one of "
+                          f"{', '.join(CHECKPOINT_FILES)}); nothing was changed",
+                          path=str(ckpt_dir))
+        return None, ""
+    newest = complete[-1]
+    if named is not None and named == newest:
+        return newest, ""
     if not latest.is_file():
-        return None
-    info = read_json(latest)
-    path = ckpt_dir / info["dir"]
-    return path if path.is_dir() else None
+        why = "latest.json is missing"
+    elif named is None:
+        why = "latest.json cannot be read"
+    elif not named.is_dir():
+        why = f"latest.json names {named.name}, which is gone"
+    elif not is_complete(named):
+        why = f"latest.json names {named.name}, which is incomplete"
+    else:
+        why = f"latest.json names {named.name}, an older one"
+    return newest, f"{why}; using the newest complete checkpoint, {newest.name}"
 
 
 def load_module_weights(ckpt: Path, modules: Mapping[str, Any]) -> None:

@@ -7,6 +7,8 @@ symlink helpers lay out the directory. Starting, continuing and evaluating runs 
 
 Layout of ``runs/<date>-<objective>-<id>/``:
 
+``.lock``
+    held (``flock``) by the ``gaf`` process writing the run (:func:`gaf.launch.run_lock`).
 ``config.toml``
     the fully resolved run; ``gaf run --config RUN_DIR/config.toml`` reproduces it.
 ``metrics.jsonl``
@@ -125,20 +127,12 @@ def new_run_dir(spec: RunSpec) -> Path:
     if path.exists() and any(path.iterdir()):
         raise GafError(f"run directory {path} already exists; pick another name or "
                        f"continue it with --resume {path}")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GafError(f"cannot create the run directory {path}: {exc.strerror}") from None
     _point_latest(path)
     return path
-
-
-def point_latest_to_newest(out_dir: Path) -> None:
-    """Point ``<out_dir>/latest`` at the newest run left there (or remove it: none left)."""
-    link = out_dir / "latest"
-    runs = sorted((p for p in out_dir.iterdir() if p.is_dir() and not p.is_symlink()),
-                  key=lambda p: p.stat().st_mtime)
-    if runs:
-        _point_latest(runs[-1])
-    elif link.is_symlink():
-        link.unlink()
 
 
 def _point_latest(run_dir: Path) -> None:

@@ -17,14 +17,14 @@ import json
 import math
 import platform
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from . import checkpoint, seeding
 from .atomic import atomic_write_text
 from .components import save_component
-from .errors import GafError, NonFiniteLoss
+from .errors import GafError, Interrupted, NonFiniteLoss
 from .interfaces import Objective
 from .interfaces.training import objective_member
 from .plots import plot_metrics, read_metrics
@@ -179,19 +179,26 @@ def _trainable(modules: dict[str, Any]) -> list[Any]:
     return out
 
 
-def train(objective: Objective, ctx: RunContext, *, resume: bool = False) -> dict[str, Any]:
+def train(objective: Objective, ctx: RunContext, *, resume: bool = False,
+          on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train ``objective`` in ``ctx``'s run directory; returns the summary (also written
     to ``summary.json``).
 
     The phases, in order: :func:`_set_up` (seeds, ``objective.setup``, modules,
-    optimiser and schedule), :func:`_resume` (with ``resume``: the newest checkpoint's
-    optimiser, schedule, RNG and objective state), :func:`_run_steps` (the step loop,
-    with :func:`_save_checkpoint` and the non-finite stop) and :func:`_finish` (export,
-    evaluation, plots and ``summary.json``)."""
+    optimiser and schedule), :func:`_resume` (with ``resume``: the newest complete
+    checkpoint's optimiser, schedule, RNG and objective state; the learning rate,
+    betas and weight decay of the run's config win over the saved ones), ``on_start``
+    (rank 0, once everything is set up and loaded: :func:`gaf.launch.execute` writes
+    ``config.toml`` and points ``runs/latest`` there), :func:`_run_steps` (the step
+    loop, with :func:`_save_checkpoint`, the non-finite stop and a checkpoint on
+    Ctrl-C or SIGTERM) and :func:`_finish` (export, evaluation, plots and
+    ``summary.json``)."""
     run = _set_up(objective, ctx, resume)
     if resume:
         _resume(run)
     run.last_good = checkpoint.latest_checkpoint(run.ckpt_dir)
+    if on_start is not None and ctx.world.is_main:
+        on_start()
     _run_steps(run)
     return _finish(run)
 
@@ -244,7 +251,10 @@ def _set_up(objective: Objective, ctx: RunContext, resume: bool) -> _Training:
     setup_s = time.perf_counter() - t_start
     modules = dict(objective.modules())
     unit = objective_member(objective, "unit")
-    latest = checkpoint.latest_checkpoint(ctx.run_dir / "checkpoints") if resume else None
+    latest, note = (checkpoint.resume_point(ctx.run_dir / "checkpoints") if resume
+                    else (None, ""))
+    if note:
+        ctx.log(f"[yellow]{note}[/yellow]")
     if latest is not None:  # weights first: a sharded model is built from them
         checkpoint.load_module_weights(latest, modules)
     for mod in modules.values():
@@ -278,6 +288,8 @@ def _resume(run: _Training) -> None:
     is one) and drop the metrics logged after it."""
     ctx, world, latest = run.ctx, run.ctx.world, run.resume_from
     if latest is not None:
+        configured = [{k: g[k] for k in ("initial_lr", "betas", "weight_decay") if k in g}
+                      for g in run.optimizer.param_groups]
         opt_state = checkpoint.read_optimizer_state(latest)
         if run.parallel is not None:
             run.parallel.load_optimizer(run.optimizer, opt_state)
@@ -286,6 +298,7 @@ def _resume(run: _Training) -> None:
             checkpoint.match_state_layout(run.optimizer)
         state = checkpoint.load_schedule_and_rng(latest, run.scheduler, world.rank)
         run.start = state["step"]
+        _apply_configured(run, configured)
         saved = state.get("extra", {}).get("objective")
         load_state = objective_member(run.objective, "load_training_state")
         if saved is not None and load_state is not None:
@@ -294,6 +307,18 @@ def _resume(run: _Training) -> None:
     world.barrier()  # every rank has read the checkpoint before rank 0 edits the log
     if world.is_main:
         _truncate_metrics(run.metrics_path, run.start)
+
+
+def _apply_configured(run: _Training, configured: list[dict[str, Any]]) -> None:
+    """Give the restored optimiser the peak learning rate, betas and weight decay of
+    the run's config (``--resume --set train.lr=…``), and the schedule's value at the
+    restored step. Unchanged settings give back exactly the saved values."""
+    sched = run.scheduler
+    for i, (group, want) in enumerate(zip(run.optimizer.param_groups, configured)):
+        group.update(want)
+        sched.base_lrs[i] = want["initial_lr"]
+        group["lr"] = want["initial_lr"] * lr_factor(run.cfg, sched.last_epoch)
+    sched._last_lr = [g["lr"] for g in run.optimizer.param_groups]
 
 
 def _run_steps(run: _Training) -> None:
@@ -305,7 +330,7 @@ def _run_steps(run: _Training) -> None:
     ctx.hook.gaf_train_start(ctx=ctx)
     progress = _progress(ctx, cfg.steps, run.start) if world.is_main else None
     try:
-        with contextlib.ExitStack() as files:
+        with contextlib.ExitStack() as files, _StopRequest() as stop:
             log = (files.enter_context(run.metrics_path.open("a", encoding="utf-8"))
                    if world.is_main else None)
             for step in range(run.start + 1, cfg.steps + 1):
@@ -323,10 +348,17 @@ def _run_steps(run: _Training) -> None:
                 if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                if step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
+                saved = step == cfg.steps or bool(cfg.save_every and step % cfg.save_every == 0)
+                if saved:
                     _save_checkpoint(run, step)
                 if progress is not None:
                     progress.advance(record)
+                if step < cfg.steps and (world.any(stop.requested) if world.enabled
+                                         else stop.requested):
+                    if not saved:
+                        _save_checkpoint(run, step)
+                    raise Interrupted(f"interrupted after step {step} of {cfg.steps}; "
+                                      f"checkpoint step-{step:08d} saved")
     except NonFiniteLoss as exc:
         if world.is_main:
             _write_summary(ctx, {"status": "failed", "error": str(exc),
@@ -337,6 +369,40 @@ def _run_steps(run: _Training) -> None:
             progress.close()
         if parallel is not None:
             parallel.remove()
+
+
+class _StopRequest:
+    """Ctrl-C or SIGTERM during the step loop asks the loop to stop after the current
+    step, with a checkpoint of it, so that an interrupted run can always be resumed
+    (a second Ctrl-C stops at once). Outside the main thread (signals cannot be
+    caught there) it does nothing and a signal interrupts as usual."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue  # e.g. a background job's SIGINT: it stays ignored
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                break
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _save_checkpoint(run: _Training, step: int) -> None:

@@ -88,11 +88,11 @@ def test_the_optional_members_are_not_required_by_the_protocol():
     assert objective_member(Counting, "uses") == Toy.uses  # Toy's, before ObjectiveBase's
 
 
-def _run(objective, tmp_path, resume=None):
+def _run(objective, tmp_path, resume=None, steps=4):
     registry = Registry(catalogue=None, autoload=False)
     registry.add("objective", "o", objective)
     spec = resolve(objective="o", registry=registry, sets=[
-        f"out_dir={json.dumps(str(tmp_path))}", "progress=false", "train.steps=4",
+        f"out_dir={json.dumps(str(tmp_path))}", "progress=false", f"train.steps={steps}",
         "train.batch_size=4", "train.save_every=2"])
     return execute(spec, registry=registry, resume=resume)
 
@@ -114,7 +114,7 @@ def test_the_hooks_of_a_subclass_are_called(tmp_path, monkeypatch):
     run_dir, _ = _run(Counting, tmp_path)
     assert built[-1].steps_seen == [1, 2, 3, 4]
     assert _saved_state(run_dir)["extra"]["objective"] == {"seen": 4}
-    _run(Counting, tmp_path, resume=run_dir)
+    _run(Counting, tmp_path, resume=run_dir, steps=6)  # a finished run resumes to train longer
     assert built[-1].loaded == {"seen": 4}
 
 
@@ -136,4 +136,4 @@ def test_an_objective_without_config_trains(tmp_path):
     assert objective_member(NoOptions, "Config") is None and isinstance(NoOptions(), Objective)
     run_dir, summary = _run(NoOptions, tmp_path)
     assert summary["status"] == "completed"
-    _run(NoOptions, tmp_path, resume=run_dir)  # config.toml reads back: [objective] is a name
+    _run(NoOptions, tmp_path, resume=run_dir, steps=6)  # config.toml reads back: [objective] is a name
