@@ -23,7 +23,7 @@ components in :mod:`gaf.components`, configs in :mod:`gaf.config`, errors in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +44,30 @@ def save(component: Any, path: str | Path, *, kind: str | None = None,
     return save_component(component, path, kind=kind, name=name)
 
 
-def run(objective: str, *, config: str | Path | None = None, sets: Sequence[str] = (),
-        progress: bool = False, **components: str) -> tuple[Path, dict[str, Any]]:
+def run(objective: str, *, config: str | Path | Mapping[str, Any] | None = None,
+        sets: Sequence[str] = (), progress: bool = False,
+        **components: str) -> tuple[Path, dict[str, Any]]:
     """Train like ``gaf run``: ``gaf.run("sft", policy="gpt2-tiny", sets=["train.lr=1e-3"])``.
 
     Keyword arguments name components by kind (``policy=``, ``task=``, ``sampler=``);
-    ``config`` is a run file. Returns the run directory and the summary.
+    ``config`` is a run file, or its contents as a dict (``{"train": {"steps": 100}}``).
+    Returns the run directory and the summary. Bad arguments raise
+    :class:`gaf.errors.GafError` with the message ``gaf run`` would print.
     """
+    import os
+
     from . import config as _config
+    from .errors import BadConfig
     from .launch import execute
     from .spec import resolve
 
-    data = _config.read_toml(config) if config else None
+    if config is None or isinstance(config, Mapping):
+        data = config
+    elif isinstance(config, (str, os.PathLike)):
+        data = _config.read_toml(config)
+    else:
+        raise BadConfig(f"config must be a run file's path or a dict of its sections, got "
+                        f"{type(config).__name__}")
     spec = resolve(data, objective=objective, components=components, sets=sets,
                    top={"progress": progress})
     return execute(spec)

@@ -73,6 +73,9 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise BadData(f"cannot read: {exc.strerror}", path=str(path)) from None
     except json.JSONDecodeError as exc:
         raise BadData(f"invalid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
+    except UnicodeDecodeError as exc:
+        raise BadData(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                      f"{exc.start})", path=str(path)) from None
 
 
 def load_state(module: Any, tensors: Mapping[str, torch.Tensor], *, where: str) -> None:

@@ -110,6 +110,8 @@ def _show(value: Any) -> str:
         value = list(value)
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))  # -1, not -1.0: as the user most likely wrote it
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        return f"{value:.3g}"  # 1e+100, not a hundred digits
     return repr(value) if isinstance(value, (str, list)) else str(value)
 
 
@@ -279,7 +281,7 @@ def parse_value(text: str) -> Any:
 
 def parse_assignment(item: str) -> tuple[str, Any]:
     """Split ``key=value`` (for ``--set``) into the key and the parsed value."""
-    if "=" not in item:
+    if not isinstance(item, str) or "=" not in item:
         raise BadConfig(f"--set expects KEY=VALUE, got {item!r}")
     key, _, value = item.partition("=")
     key = key.strip()
@@ -307,6 +309,10 @@ def read_toml(path: Any) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise BadConfig(f"cannot read config {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[:exc.start].count(b"\n") + 1
+        raise BadConfig(f"{p}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+                        "a run file is TOML, which is UTF-8") from None
     return loads_toml(text, path=str(p))
 
 

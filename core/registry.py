@@ -255,6 +255,7 @@ class Registry:
         """Sorted names of ``kind`` matching the shell-style ``pattern`` (e.g. ``"gpt2*"``)."""
         self.discover()
         self._check_kind(kind)
+        _check_text("pattern", pattern)
         return sorted(n for n in self._entries.get(kind, {}) if fnmatch.fnmatchcase(n, pattern))
 
     def entries(self, kind: str, pattern: str = "*") -> list[Entry]:
@@ -264,6 +265,7 @@ class Registry:
         """The entry for ``kind``/``name`` (aliases resolved), or :class:`UnknownComponent`."""
         self.discover()
         self._check_kind(kind)
+        _check_text(f"a {kind} name", name)
         table = self._entries.get(kind, {})
         name = self._aliases.get(kind, {}).get(name, name)
         if name not in table:
@@ -307,13 +309,24 @@ class Registry:
     def is_path(self, kind: str, name: str) -> bool:
         """True when ``name`` is not a registered name but an existing path."""
         self.discover()
+        if not isinstance(name, (str, os.PathLike)):
+            return False
+        name = os.fspath(name)
         if name in self._entries.get(kind, {}) or name in self._aliases.get(kind, {}):
             return False
         return os.path.sep in name or name.startswith(".") or Path(name).exists()
 
     def _check_kind(self, kind: str) -> None:
+        _check_text("a kind", kind)
         if kind not in KINDS and kind not in self._entries:
             raise UnknownComponent("kind", kind, {*KINDS, *self._entries})
+
+
+def _check_text(what: str, value: Any) -> None:
+    """A name the registry is asked for must be a string (``gaf.create(3, …)`` is a
+    :class:`~gaf.errors.BadConfig`, not a ``TypeError``)."""
+    if not isinstance(value, str):
+        raise BadConfig(f"{what} must be a string, got {value!r} ({type(value).__name__})")
 
 
 def stamp(obj: Any, kind: str, name: str | None) -> Any:

@@ -59,7 +59,7 @@ class RunSpec:
     objective_config: Any
     components: dict[str, ComponentSpec]
     train: TrainConfig
-    seed: int = option(0, "seed for every random number in the run")
+    seed: int = option(0, "seed for every random number in the run", ge=0, lt=2**63)
     device: str = option("auto", "auto, cpu or cuda")
     out_dir: str = option("runs", "where run directories are created")
     name: str = option("", "run directory name (default: <date>-<objective>-<id>)")
@@ -83,12 +83,24 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
             registry: Registry = REGISTRY, where: str = "config") -> RunSpec:
     """Resolve a run: ``data`` (a parsed run file), component names from the command
     line, ``top`` values (``seed``, ``device`` … from CLI flags) and ``--set`` items."""
+    if data is not None and not isinstance(data, Mapping):
+        raise BadConfig(f"{where}: a run file must be a table of sections, got "
+                        f"{type(data).__name__}")
+    if isinstance(sets, str) or not isinstance(sets, Sequence):
+        raise BadConfig(f"sets must be a list of 'KEY=VALUE' strings, got {sets!r}")
     data = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in (data or {}).items()}
+    for key, value in (components or {}).items():
+        if value is not None and not isinstance(value, str):
+            raise BadConfig(f"{key}: a component is a registered name or a path (a string), "
+                            f"got {value!r}")
     cli_components = {k: v for k, v in (components or {}).items() if v}
     overrides = [_conf.parse_assignment(s) for s in sets]
+    if objective is not None and not isinstance(objective, str):
+        raise BadConfig(f"the objective is a registered name (a string), got {objective!r}")
 
-    obj_section = dict(data.pop("objective", {}) or {})
+    obj_section = _section(data, "objective", where)
     file_objective = obj_section.pop("name", None)
+    _check_name(file_objective, "objective", where)
     obj_name = objective or file_objective
     if file_objective is not None and file_objective != obj_name:
         obj_section = {}  # the file's options belong to the objective the CLI replaced
@@ -106,13 +118,14 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
     # Sections of the file, per component kind.
     sections: dict[str, dict[str, Any]] = {}
     for kind, default in uses.items():
-        section = dict(data.pop(kind, {}) or {})
+        section = _section(data, kind, where)
         file_name = section.pop("name", None)
+        _check_name(file_name, kind, where)
         name = cli_components.get(kind) or file_name or default
         if file_name is not None and file_name != name:
             section = {}  # the file's options belong to the component the CLI replaced
         sections[kind] = {"name": name, **section}
-    train_section = dict(data.pop("train", {}) or {})
+    train_section = _section(data, "train", where)
     top_values = {k: data.pop(k) for k in TOP_LEVEL if k in data}
     top_values.update({k: v for k, v in (top or {}).items() if v is not None})
     if data:
@@ -164,6 +177,22 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
 
 
 _TOP_TYPES = {"seed": int, "device": str, "out_dir": str, "name": str, "progress": bool}
+
+
+def _section(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """``data[key]`` (removed from ``data``) as a table; anything else is a BadConfig."""
+    value = data.pop(key, None)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BadConfig(f"{where}: [{key}] must be a table of options, got {value!r}")
+    return dict(value)
+
+
+def _check_name(name: Any, kind: str, where: str) -> None:
+    if name is not None and (not isinstance(name, str) or not name):
+        raise BadConfig(f"{where}: [{kind}] name must be a registered name or a path (a "
+                        f"non-empty string), got {name!r}")
 
 
 def _component(registry: Registry, kind: str, section: dict[str, Any]) -> ComponentSpec:

@@ -6,20 +6,29 @@ from typing import Literal
 
 import attrs
 
-from .config import option
+from .config import option, option_error
+
+#: the most steps a run may ask for (a value beyond it is a typo, not a plan)
+MAX_STEPS = 10**9
+
+
+def _two_betas(inst: object, attribute: object, value: object) -> None:
+    if value is not None and len(value) != 2:  # type: ignore[arg-type]
+        raise option_error("betas", "must be two numbers [β1, β2]", value)
 
 
 @attrs.define
 class TrainConfig:
     """How :func:`gaf.train.train` optimises an objective (the ``[train]`` section)."""
 
-    steps: int = option(500, "optimiser steps", ge=1)
+    steps: int = option(500, "optimiser steps", ge=1, le=MAX_STEPS)
     batch_size: int = option(32, "examples per micro-batch", ge=1)
     grad_accum: int = option(1, "micro-batches per optimiser step (effective batch = "
                                 "batch_size × grad_accum)", ge=1)
     lr: float = option(1e-3, "peak learning rate", gt=0)
     optimizer: Literal["adamw", "adam", "rmsprop", "sgd"] = option("adamw", "optimiser")
-    betas: tuple[float, float] = option((0.9, 0.999), "Adam β1, β2")
+    betas: tuple[float, float] = option((0.9, 0.999), "Adam β1, β2", ge=0, lt=1,
+                                        validator=_two_betas)
     weight_decay: float = option(0.0, "decoupled weight decay (AdamW) or L2 (others)", ge=0)
     schedule: Literal["constant", "linear", "cosine"] = option(
         "cosine", "learning-rate decay after warm-up")

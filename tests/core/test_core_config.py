@@ -107,7 +107,7 @@ def test_read_toml_names_file_and_line(tmp_path):
 
 
 def test_train_config_rejects_nonsense():
-    with pytest.raises(BadConfig, match="^steps must be >= 1, got 0$"):
+    with pytest.raises(BadConfig, match=r"^steps must be in \[1, 1000000000\], got 0$"):
         TrainConfig(steps=0)
     with pytest.raises(BadConfig, match="^lr must be > 0, got -1$"):
         TrainConfig(lr=-1.0)
