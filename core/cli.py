@@ -23,9 +23,9 @@ import click
 from . import config as _config
 from ._version import __version__
 from .device import DEVICE_FORMS, is_device_name
-from .errors import BadConfig, BadData, GafError
+from .errors import BadConfig, BadData, GafError, Interrupted
 from .interfaces.training import objective_member
-from .registry import REGISTRY, PluginWarning
+from .registry import REGISTRY
 
 #: kinds that get no ``gaf run --<kind>`` option: objective has its own, loaders are
 #: implicit, and a pipeline samples a finished run (``gaf sample --pipeline``)
@@ -42,9 +42,25 @@ class GafGroup(click.Group):
 
     lazy_commands: dict[str, Any] = {}
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        warnings.showwarning = _show_plugin_warning
-        return super().main(*args, **kwargs)
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        warnings.showwarning = _show_warning
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:  # one line, like every other error
+            where = f"; see {exc.ctx.command_path} --help" if exc.ctx is not None else ""
+            click.secho(f"error: {exc.format_message()}{where}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.secho(f"error: {exc.format_message()}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.secho("error: interrupted", fg="red", err=True)
+            sys.exit(Interrupted.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy_commands})
@@ -62,6 +78,26 @@ class GafGroup(click.Group):
             return super().invoke(ctx)
         except GafError as exc:
             _fail(ctx, exc)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            if ctx.params.get("show_traceback"):
+                raise
+            click.secho("error: interrupted", fg="red", err=True)
+            ctx.exit(Interrupted.exit_code)
+        except Exception as exc:  # the last resort: one line, never a wall of text
+            if ctx.params.get("show_traceback"):
+                raise
+            command = ctx.invoked_subcommand or "gaf"
+            click.secho(f"error: gaf {command}: {type(exc).__name__}: {_one_line(exc)} "
+                        f"(unexpected: run again as gaf --traceback {command} … to see "
+                        f"where, and report it)", fg="red", err=True)
+            ctx.exit(1)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + ("…" if len(text) > 300 else "") if text else "(no message)"
 
 
 def _fail(ctx: click.Context, exc: GafError) -> None:
@@ -69,14 +105,32 @@ def _fail(ctx: click.Context, exc: GafError) -> None:
     ctx.exit(exc.exit_code)
 
 
-def _show_plugin_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-    if issubclass(category, PluginWarning):
-        click.secho(f"warning: {message}", fg="yellow", err=True)
-    else:
-        _default_showwarning(message, category, filename, lineno, file, line)
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+    """Every Python warning as one line of gaf's own (``warning: …``), with no source
+    path: what to do is in the message itself. A deprecation notice from a library
+    gaf uses (torch's, say) is dropped: its advice is for gaf's code, not the user."""
+    deprecation = issubclass(category, (DeprecationWarning, PendingDeprecationWarning,
+                                        FutureWarning))
+    if deprecation and not _is_gaf_file(str(filename)):
+        return
+    text = " ".join(str(message).split())
+    click.secho(f"warning: {text}", fg="yellow", err=True)
 
 
-_default_showwarning = warnings.showwarning
+def _is_gaf_file(filename: str) -> bool:
+    """Whether ``filename`` is gaf's own code (the core or the built-in plugins, which
+    an editable install keeps in two folders)."""
+    import importlib.util
+
+    roots = [Path(__file__).resolve().parent]
+    with contextlib.suppress(ImportError, ValueError):
+        spec = importlib.util.find_spec("gaf.plugins")
+        roots += [Path(p).resolve() for p in (spec.submodule_search_locations or [])]
+    try:
+        path = Path(filename).resolve()
+    except (OSError, ValueError):
+        return False
+    return any(path.is_relative_to(root) for root in roots)
 
 
 def _complete(kind: str):  # noqa: ANN202
@@ -97,7 +151,9 @@ def _selectable_kinds() -> list[str]:
 
 @click.group(cls=GafGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="gaf")
-def main() -> None:
+@click.option("--traceback", "show_traceback", is_flag=True,
+              help="show the Python traceback of an unexpected error (for bug reports)")
+def main(show_traceback: bool) -> None:
     """gaf: preference optimisation and text-to-image generation, one plugin registry.
 
     \b
@@ -237,6 +293,26 @@ class _DeviceName(click.ParamType):
 DEVICE = _DeviceName()
 
 
+class _FiniteGuidance(click.ParamType):
+    """``--guidance``: a finite number >= 0 (``inf`` or ``nan`` would make black images)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 - click's signature
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"must be a finite number >= 0, got {value!r}", param, ctx)
+        return number
+
+
+FINITE_GUIDANCE = _FiniteGuidance()
+
+
 @click.option("--objective", metavar="NAME", shell_complete=_complete("objective"),
               help="training recipe (gaf list objective)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
@@ -270,14 +346,14 @@ def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...
     from .launch import execute, load_run_spec
     from .spec import resolve
 
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        raise SystemExit(_launch_torchrun(nproc))
-    if nproc > 1 and os.environ.get("WORLD_SIZE") != str(nproc):
+    launching = nproc > 1 and "WORLD_SIZE" not in os.environ
+    if nproc > 1 and not launching and os.environ.get("WORLD_SIZE") != str(nproc):
         raise BadConfig(f"--nproc {nproc} under a launcher that started "
                         f"{os.environ.get('WORLD_SIZE')} processes; drop --nproc when you "
                         "call torchrun yourself")
-    with contextlib.suppress(ValueError):  # (not in the main thread: keep the default)
-        signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops like Ctrl-C: resumable
+    if not launching:
+        with contextlib.suppress(ValueError):  # (not in the main thread: keep the default)
+            signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops like Ctrl-C: resumable
     main_rank = env_world().is_main
 
     components = {k[len("comp_"):].replace("_", "-"): v for k, v in comps.items() if v}
@@ -305,6 +381,13 @@ def run_cmd(objective: str | None, config_file: str | None, sets: tuple[str, ...
                        where=config_file or "config")
     if quiet:
         spec.progress = False
+    if launching:  # everything checked here first: the workers would all fail alike
+        from .launch import check_batch_split, check_run_target
+
+        check_batch_split(spec, nproc)
+        if not resume:
+            check_run_target(spec, nproc)
+        raise SystemExit(_launch_torchrun(nproc))
     console.print(f"[bold]gaf run[/bold] {spec.objective}: "
                   + ", ".join(f"{k}={c.name}" for k, c in spec.components.items()))
     run_dir, summary = execute(spec, resume=Path(resume) if resume else None, console=console)
@@ -319,9 +402,20 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def _launch_torchrun(nproc: int) -> int:
-    """Run this same ``gaf run`` command under ``torchrun --standalone`` with ``nproc``
-    processes; returns torchrun's exit status."""
-    import subprocess
+    """Run this same ``gaf run`` command under torchrun (``--standalone``, ``nproc``
+    processes) and return the run's exit status.
+
+    Rank 0 writes to this terminal; the other ranks' output goes to log files, so an
+    error all ranks hit is printed once. When the run fails, the status is rank 0's
+    (2, 3 or 130 pass through as they are); when only another rank failed, its
+    ``error:`` line is printed, with the rank, and its log is kept. torchrun's own
+    report (a traceback of ``ChildFailedError``) is not printed."""
+    import logging
+    import shutil
+    import tempfile
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
 
     args = sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv else []
     kept: list[str] = []
@@ -333,12 +427,50 @@ def _launch_torchrun(nproc: int) -> int:
             skip = True
         elif not arg.startswith("--nproc="):
             kept.append(arg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "gaf", "run", *kept]
+    log_dir = tempfile.mkdtemp(prefix="gaf-nproc-")
+    redirects = ",".join(f"{r}:3" for r in range(1, nproc))
+    torchrun = ["--standalone", f"--nproc_per_node={nproc}", "--log-dir", log_dir,
+                "--redirects", redirects, "-m", "gaf", "run", *kept]
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # its banner and failure report
+    warnings.simplefilter("ignore")  # the launcher's own (torch's deprecations); workers warn
     try:
-        return subprocess.call(cmd)
+        run(get_args_parser().parse_args(torchrun))
+    except ChildFailedError as exc:
+        return _worker_failure(exc, Path(log_dir))
     except KeyboardInterrupt:
-        return 130
+        return Interrupted.exit_code
+    except Exception as exc:  # the agent's own failure, e.g. a signal it received
+        if type(exc).__name__ == "SignalException":
+            return Interrupted.exit_code
+        raise
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return 0
+
+
+def _worker_failure(exc: Any, log_dir: Path) -> int:
+    """The exit status of a failed ``--nproc`` run, printing one line when rank 0 did
+    not already print the error (see :func:`_launch_torchrun`)."""
+    import shutil
+
+    failures = exc.failures
+    known = (2, 3, Interrupted.exit_code, 1)
+    first = failures.get(0) or exc.get_first_failure()[1]
+    rank = 0 if 0 in failures else exc.get_first_failure()[0]
+    code = first.exitcode
+    if rank == 0 and code in known:  # rank 0 printed its own error line
+        shutil.rmtree(log_dir, ignore_errors=True)
+        return code
+    logs = sorted(log_dir.glob(f"*/attempt_*/{first.local_rank}/stderr.log"))
+    lines = logs[-1].read_text(encoding="utf-8", errors="replace").splitlines() if logs else []
+    said = [line for line in lines if line.startswith("error:")]
+    if said:
+        click.secho(f"error: rank {rank}: {said[-1][len('error:'):].strip()}", fg="red", err=True)
+    else:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        where = f"; its log: {logs[-1]}" if logs else ""
+        click.secho(f"error: rank {rank} {how}{where}", fg="red", err=True)
+    return code if code in known else 1
 
 
 def _build_run_command() -> click.Command:
@@ -365,8 +497,8 @@ def _fmt(value: float) -> str:
 @click.option("--prompt", "prompts", multiple=True, required=True,
               help="prompt text, or a class label for a class-conditional pipeline "
                    "(repeatable)")
-@click.option("--sampler", default="top-p", show_default=True, shell_complete=_complete("sampler"),
-              help="text: decoding strategy (gaf list sampler)")
+@click.option("--sampler", default=None, shell_complete=_complete("sampler"),
+              help="text: decoding strategy (gaf list sampler) [default: top-p]")
 @click.option("--scheduler", default=None, shell_complete=_complete("scheduler"),
               help="images, diffusion: sampler (gaf list scheduler) [default: ddim]")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -376,26 +508,26 @@ def _fmt(value: float) -> str:
                    "(gaf show pipeline NAME lists them; repeatable)")
 @click.option("-n", "--num", default=1, show_default=True, type=click.IntRange(1),
               help="completions or images per prompt")
-@click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(1),
-              help="text: tokens to generate")
+@click.option("--max-new-tokens", default=None, type=click.IntRange(1),
+              help="text: tokens to generate [default: 64]")
 @click.option("--steps", default=None, type=click.IntRange(1),
               help="images: denoising steps (--option steps=N) [default: the pipeline's, 50]")
-@click.option("--guidance", default=None, type=click.FloatRange(0),
+@click.option("--guidance", default=None, type=FINITE_GUIDANCE,
               help="images: classifier-free guidance scale, 1 = none (--option guidance=S) "
                    "[default: the pipeline's, 3]")
-@click.option("--out", "out_path", default="samples.png", show_default=True,
-              type=click.Path(dir_okay=False), help="images: the PNG grid to write")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
+              help="images: the PNG grid to write [default: samples.png]")
 @click.option("--ema/--no-ema", default=None,
               help="images, diffusion: sample with the moving-average weights [default: --ema]")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="text: one JSON object per completion")
 @click.option("-q", "--quiet", is_flag=True, help="images: no progress bar")
-def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...], sampler: str,
-               scheduler: str | None, sets: tuple[str, ...], pipe_options: tuple[str, ...],
-               num: int, max_new_tokens: int, steps: int | None, guidance: float | None,
-               out_path: str, ema: bool | None, seed: int, device: str, as_json: bool,
-               quiet: bool) -> None:
+def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...],
+               sampler: str | None, scheduler: str | None, sets: tuple[str, ...],
+               pipe_options: tuple[str, ...], num: int, max_new_tokens: int | None,
+               steps: int | None, guidance: float | None, out_path: str | None,
+               ema: bool | None, seed: int, device: str, as_json: bool, quiet: bool) -> None:
     """Generate text from a policy or images from a text-to-image run.
 
     \b
@@ -406,6 +538,17 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
     if (policy is None) == (pipeline is None):
         raise BadConfig("gaf sample needs exactly one of --policy (text) and --pipeline "
                         "(images)")
+    other = ({"--sampler": sampler, "--max-new-tokens": max_new_tokens, "--json": as_json or None}
+             if pipeline is not None else
+             {"--steps": steps, "--guidance": guidance, "--scheduler": scheduler,
+              "--ema/--no-ema": ema, "--out": out_path, "-q": quiet or None})
+    misplaced = [flag for flag, value in other.items() if value is not None]
+    if misplaced:
+        mode, its = (("--pipeline (images)", "--policy (text)") if pipeline is not None
+                     else ("--policy (text)", "--pipeline (images)"))
+        raise BadConfig(f"{', '.join(misplaced)} "
+                        f"{'applies' if len(misplaced) == 1 else 'apply'} to "
+                        f"{its}, not to {mode}; see gaf sample --help")
     options = {}
     for item in sets:
         key, value = _config.parse_assignment(item)
@@ -416,13 +559,14 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
         given = {k: v for k, v in load.items() if v is not None}
         call = [("steps", steps, "--steps"), ("guidance", guidance, "--guidance")]
         call += [(*_config.parse_assignment(item), "--option") for item in pipe_options]
-        _sample_images(pipeline, prompts, given, flags, call, num, out_path, seed, device,
-                       quiet)
+        _sample_images(pipeline, prompts, given, flags, call, num, out_path or "samples.png",
+                       seed, device, quiet)
         return
     if pipe_options:
         raise BadConfig("--option sets a call option of an image pipeline; for text use "
                         "--set (the sampler's options)")
-    decoder = REGISTRY.create("sampler", sampler, **options)
+    decoder = REGISTRY.create("sampler", sampler or "top-p", **options)
+    max_new_tokens = max_new_tokens or 64
     import torch
 
     from .device import resolve_device
@@ -457,6 +601,7 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
     from .atomic import read_json
     from .device import resolve_device
 
+    out = check_output_file(Path(out_path), ".png")
     meta_path = Path(run_dir) / PIPELINE_FILE
     if not meta_path.is_file():
         raise BadConfig(f"{run_dir} is not a text-to-image run: it has no {PIPELINE_FILE} "
@@ -498,10 +643,30 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
         given["progress"] = not quiet
     batch = [p for p in prompts for _ in range(num)]
     images = pipe(batch, seed=seed, **given)
-    path = write_grid(images, len(prompts), num, Path(out_path))
+    path = write_grid(images, len(prompts), num, out)
     for i, p in enumerate(prompts):
         click.echo(f"row {i + 1}: {p}")
     click.echo(f"{len(batch)} image(s) written to {path}")
+
+
+def check_output_file(path: Path, suffix: str) -> Path:
+    """Check, before any work, that ``path`` can be written as a ``suffix`` file: it is
+    not a directory, its suffix is right and its directory exists (or can be made) and
+    is writable. Returns ``path``; a :class:`BadConfig` says what is wrong."""
+    if path.suffix.lower() != suffix:
+        raise BadConfig(f"--out {path}: the grid is written as {suffix.lstrip('.').upper()}; "
+                        f"give a file name ending in {suffix}")
+    if path.is_dir():
+        raise BadConfig(f"--out {path} is a directory; give a file name ending in {suffix}")
+    parent = path.parent
+    probe = parent
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BadConfig(f"--out {path}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise BadConfig(f"--out {path}: {path if path.exists() else probe} is not writable")
+    return path
 
 
 def _parameters(func: Any) -> dict[str, inspect.Parameter]:

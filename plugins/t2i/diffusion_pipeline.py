@@ -58,7 +58,6 @@ trained with ``ddpm`` samples with ``ddim`` or a plugin's scheduler.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,12 +67,12 @@ import torch
 from torch import Tensor
 
 from gaf.config import option
-from gaf.errors import BadConfig, BadData
+from gaf.errors import BadConfig, BadData, GafError
+
+from .run_meta import PIPELINE_FILE
 
 __all__ = ["DiffusionOptions", "DiffusionPipeline", "guided_prediction", "per_sample_generators",
            "PIPELINE_FILE"]
-
-PIPELINE_FILE = "pipeline.json"
 
 StepCallback = Callable[[int, int, Tensor], Any]
 
@@ -168,41 +167,37 @@ class DiffusionPipeline:
         from gaf.components import create_or_load, load_from
         from gaf.registry import REGISTRY
 
+        from .run_meta import component_ref, field, module_dirs, read_meta
+
         registry = registry or REGISTRY
-        root = Path(run_dir)
-        meta_path = root / PIPELINE_FILE
-        if not meta_path.is_file():
-            raise BadConfig(f"{run_dir} is not a diffusion run: it has no {PIPELINE_FILE} "
-                            f"(train one with gaf run --objective ldm)")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise BadData(f"not valid JSON: {exc.msg}", path=str(meta_path),
-                          line=exc.lineno) from None
-        named = meta.get("pipeline", "diffusion")  # runs from before the key: diffusion
-        if named != "diffusion":
-            raise BadConfig(f"{meta_path} names pipeline {named!r}, not 'diffusion': load it "
-                            f"with gaf.REGISTRY.get('pipeline', {named!r}).from_run(...)")
-        modules = meta.get("ema_modules" if ema else "modules") or meta["modules"]
+        meta = read_meta(run_dir, "diffusion", "ldm")
+        root = meta.root
+        dirs = module_dirs(meta, ema, required=("noise_model",))
+        sample_shape = field(meta, "sample_shape", list)
+        if not sample_shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                       for n in sample_shape):
+            raise meta.fail("sample_shape", f"expected positive integers, got {sample_shape!r}")
+        sched_meta = field(meta, "scheduler", dict)
+        if not isinstance(sched_meta.get("name"), str):
+            raise meta.fail("scheduler.name", f"expected a registered scheduler, got "
+                                              f"{sched_meta.get('name')!r}")
+        if not isinstance(sched_meta.get("config", {}), dict):
+            raise meta.fail("scheduler.config", "expected a table of options")
+        first = component_ref(meta, "autoencoder")
+        if first is None:
+            raise meta.fail("autoencoder", "missing")
+        fixed = component_ref(meta, "conditioner")
 
         def load(kind: str, key: str) -> Any:
-            name = modules.get(key)
-            if name is None:
-                return None
-            path = root / name
-            if not path.is_dir():
-                raise BadConfig(f"{path} is missing: did the run finish? (gaf run --resume "
-                                f"{root} completes it)")
-            return load_from(registry, kind, path).to(device).eval()
+            path = dirs.get(key)
+            return None if path is None else load_from(registry, kind, path).to(device).eval()
 
         noise_model = load("noise-model", "noise_model")
         conditioner = load("conditioner", "conditioner")
-        fixed = meta.get("conditioner")
         if conditioner is None and fixed:  # not trained with the model (a frozen encoder)
             conditioner = create_or_load(registry, "conditioner", fixed["name"],
                                          **fixed.get("options", {}))
             conditioner = conditioner.to(device).eval()
-        first = meta["autoencoder"]
         if first.get("path"):
             ae_path = Path(first["path"])
             ae_path = ae_path if ae_path.is_absolute() else root / ae_path
@@ -211,15 +206,18 @@ class DiffusionPipeline:
             autoencoder = registry.create("autoencoder", first["name"],
                                           **first.get("options", {}))
         autoencoder = autoencoder.to(device).eval()
-        sched_meta = meta["scheduler"]
-        options = {**sched_meta["config"], **(scheduler_options or {}),
+        options = {**sched_meta.get("config", {}), **(scheduler_options or {}),
                    "prediction_type": noise_model.prediction_type}
         name = scheduler or sched_meta["name"]
         sched_cls = registry.get("scheduler", name)
         _check_options(name, sched_cls, scheduler_options or {})
-        sched = sched_cls.from_config(options)
+        try:
+            sched = sched_cls.from_config(options)
+        except (GafError, TypeError, ValueError) as exc:
+            raise BadData(f"the scheduler config does not build {name!r}: {exc}",
+                          path=str(meta.path), field="scheduler.config") from None
         return cls(noise_model, sched, autoencoder=autoencoder, conditioner=conditioner,
-                   sample_shape=meta["sample_shape"])
+                   sample_shape=sample_shape)
 
     # ------------------------------------------------------------ sampling
 
@@ -253,7 +251,10 @@ class DiffusionPipeline:
         device = self.device
         model = self.noise_model
         sched = self.scheduler
-        sched.set_timesteps(int(steps))
+        try:
+            sched.set_timesteps(int(steps))
+        except ValueError as exc:  # e.g. more steps than the model was trained with
+            raise BadConfig(f"steps={steps}: {exc}") from None
         generators = list(generators) if generators is not None else per_sample_generators(
             seed, n)
         if len(generators) != n:

@@ -5,6 +5,7 @@ and conditioner here are small stand-ins whose outputs are known in closed form.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -209,6 +210,52 @@ def test_bad_requests_are_clear_errors(tmp_path):
         "modules": {"noise_model": "noise_model"}, "autoencoder": {"name": "none"},
         "scheduler": {"name": "ddpm", "config": {}}, "sample_shape": [3, 8, 8]}))
     with pytest.raises(BadConfig, match="did the run finish"):
+        DiffusionPipeline.from_run(tmp_path)
+    with pytest.raises(BadConfig, match=r"steps=5000: .*\[1, 1000\]"):
+        pipe(PROMPTS, steps=5000)  # more steps than the model was trained with
+
+
+GOOD_META = {"pipeline": "diffusion", "modules": {"noise_model": "noise_model"},
+             "autoencoder": {"name": "none"}, "conditioner": None,
+             "scheduler": {"name": "ddim", "config": {}}, "sample_shape": [2, 4, 4]}
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda m: m.pop("modules"), "field 'modules': missing"),
+    (lambda m: m.update(modules=["noise_model"]), "field 'modules': expected an object"),
+    (lambda m: m.update(modules={"noise_model": 5}),
+     "field 'modules.noise_model': expected a directory inside the run, got 5"),
+    (lambda m: m.update(modules={"noise_model": "../elsewhere"}),
+     "field 'modules.noise_model': expected a directory inside the run"),
+    (lambda m: m.update(modules={"conditioner": "noise_model"}),
+     "field 'modules.noise_model': missing"),
+    (lambda m: m.update(sample_shape="x"), "field 'sample_shape': expected a list, got 'x'"),
+    (lambda m: m.update(sample_shape=[2, -4, 4]),
+     "field 'sample_shape': expected positive integers"),
+    (lambda m: m.update(scheduler=3), "field 'scheduler': expected an object, got 3"),
+    (lambda m: m.update(scheduler={"config": {}}), "field 'scheduler.name'"),
+    (lambda m: m.pop("autoencoder"), "field 'autoencoder': missing"),
+    (lambda m: m.update(autoencoder={"name": 4}), "field 'autoencoder.name'"),
+    (lambda m: m.update(conditioner={"name": "clip-text", "options": 3}),
+     "field 'conditioner.options': expected a table"),
+    (lambda m: m.update(pipeline=7), "field 'pipeline': expected a string, got 7"),
+])
+def test_a_hand_edited_pipeline_json_is_refused_naming_the_field(tmp_path, edit, says):
+    """Every field from_run reads is checked before anything is built from it."""
+    meta = json.loads(json.dumps(GOOD_META))
+    edit(meta)
+    (tmp_path / "noise_model").mkdir()
+    (tmp_path / "pipeline.json").write_text(json.dumps(meta))
+    with pytest.raises(gaf.errors.BadData, match="pipeline.json: " + re.escape(says)):
+        DiffusionPipeline.from_run(tmp_path)
+
+
+def test_a_pipeline_json_that_is_not_utf8_or_an_object_is_refused(tmp_path):
+    (tmp_path / "pipeline.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(gaf.errors.BadData, match="pipeline.json: cannot read"):
+        DiffusionPipeline.from_run(tmp_path)
+    (tmp_path / "pipeline.json").write_text("[1, 2]")
+    with pytest.raises(gaf.errors.BadData, match="pipeline.json: expected a JSON object"):
         DiffusionPipeline.from_run(tmp_path)
 
 

@@ -16,7 +16,6 @@ or ``gaf sample --pipeline RUN_DIR --prompt "…" --out grid.png``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,9 @@ import torch
 from torch import Tensor
 
 from gaf.config import option
-from gaf.errors import BadConfig, BadData
+from gaf.errors import BadConfig
 
-from ..diffusion_pipeline import PIPELINE_FILE, per_sample_generators, per_sample_noise
+from ..diffusion_pipeline import per_sample_generators, per_sample_noise
 from .text import caption_embedder
 
 __all__ = ["GANOptions", "GANPipeline"]
@@ -69,37 +68,21 @@ class GANPipeline:
         from gaf.components import create_or_load, load_from
         from gaf.registry import REGISTRY
 
+        from ..run_meta import component_ref, module_dirs, read_meta
+
         registry = registry or REGISTRY
-        root = Path(run_dir)
-        meta_path = root / PIPELINE_FILE
-        if not meta_path.is_file():
-            raise BadConfig(f"{run_dir} is not a GAN run: it has no {PIPELINE_FILE} "
-                            f"(train one with gaf run --objective gan-int-cls)")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise BadData(f"not valid JSON: {exc.msg}", path=str(meta_path),
-                          line=exc.lineno) from None
-        if meta.get("pipeline") != "gan":
-            raise BadConfig(f"{meta_path} names pipeline {meta.get('pipeline', 'diffusion')!r}, "
-                            f"not 'gan'")
-        modules = (meta.get("ema_modules") if ema else None) or meta["modules"]
-
-        def load(kind: str, key: str) -> Any:
-            path = root / modules[key]
-            if not path.is_dir():
-                raise BadConfig(f"{path} is missing: did the run finish? (gaf run --resume "
-                                f"{root} completes it)")
-            return load_from(registry, kind, path).to(device).eval()
-
-        generator = load("generator", "generator")
-        if "conditioner" in modules:
-            conditioner = load("conditioner", "conditioner")
+        meta = read_meta(run_dir, "gan", "gan-int-cls")
+        dirs = module_dirs(meta, ema, required=("generator",))
+        fixed = component_ref(meta, "conditioner")
+        if "conditioner" not in dirs and fixed is None:
+            raise meta.fail("conditioner", "missing: the run names no text encoder")
+        generator = load_from(registry, "generator", dirs["generator"]).to(device).eval()
+        if "conditioner" in dirs:
+            conditioner = load_from(registry, "conditioner", dirs["conditioner"])
         else:
-            fixed = meta["conditioner"]
             conditioner = create_or_load(registry, "conditioner", fixed["name"],
-                                         **fixed.get("options", {})).to(device).eval()
-        return cls(generator, conditioner)
+                                         **fixed.get("options", {}))
+        return cls(generator, conditioner.to(device).eval())
 
     def options(self, **options: Any) -> GANOptions:
         """:attr:`Options` from keyword options; an unknown one is a BadConfig."""

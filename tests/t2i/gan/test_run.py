@@ -88,10 +88,19 @@ def test_gaf_sample_draws_from_the_run(run, tmp_path):
 
 
 def test_other_runs_are_refused(tmp_path, tiny_clip):
-    with pytest.raises(BadConfig, match="not a GAN run"):
+    with pytest.raises(BadConfig, match="not a gan run"):
         GANPipeline.from_run(tmp_path)
     with pytest.raises(BadConfig, match="not 'gan'"):
         (tmp_path / "pipeline.json").write_text('{"pipeline": "diffusion"}')
+        GANPipeline.from_run(tmp_path)
+    # a hand-edited file names the field (the reader is the diffusion pipeline's)
+    (tmp_path / "pipeline.json").write_text('{"pipeline": "gan", "modules": {}}')
+    with pytest.raises(gaf.errors.BadData, match="field 'modules.generator': missing"):
+        GANPipeline.from_run(tmp_path)
+    (tmp_path / "generator").mkdir()
+    (tmp_path / "pipeline.json").write_text(
+        '{"pipeline": "gan", "modules": {"generator": "generator"}}')
+    with pytest.raises(gaf.errors.BadData, match="field 'conditioner': missing"):
         GANPipeline.from_run(tmp_path)
 
 
