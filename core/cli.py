@@ -498,11 +498,13 @@ def _fmt(value: float) -> str:
               help="prompt text, or a class label for a class-conditional pipeline "
                    "(repeatable)")
 @click.option("--sampler", default=None, shell_complete=_complete("sampler"),
-              help="text: decoding strategy (gaf list sampler) [default: top-p]")
+              help="text: decoding strategy (gaf list sampler) [default: top-p]; images, "
+                   "token models: the sampler of the image codes [default: the run's]")
 @click.option("--scheduler", default=None, shell_complete=_complete("scheduler"),
               help="images, diffusion: sampler (gaf list scheduler) [default: ddim]")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="sampler or scheduler option, e.g. --set p=0.95 or --set eta=1.0")
+              help="sampler or scheduler option, e.g. --set p=0.95, --set k=32 or "
+                   "--set eta=1.0")
 @click.option("--option", "pipe_options", multiple=True, metavar="KEY=VALUE",
               help="images: a call option of the run's pipeline, e.g. --option steps=20 "
                    "(gaf show pipeline NAME lists them; repeatable)")
@@ -538,7 +540,7 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
     if (policy is None) == (pipeline is None):
         raise BadConfig("gaf sample needs exactly one of --policy (text) and --pipeline "
                         "(images)")
-    other = ({"--sampler": sampler, "--max-new-tokens": max_new_tokens, "--json": as_json or None}
+    other = ({"--max-new-tokens": max_new_tokens, "--json": as_json or None}
              if pipeline is not None else
              {"--steps": steps, "--guidance": guidance, "--scheduler": scheduler,
               "--ema/--no-ema": ema, "--out": out_path, "-q": quiet or None})
@@ -554,8 +556,10 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
         key, value = _config.parse_assignment(item)
         options[key.removeprefix("sampler.").removeprefix("scheduler.")] = value
     if pipeline is not None:
-        load = {"scheduler": scheduler, "scheduler_options": options or None, "ema": ema}
-        flags = {"scheduler": "--scheduler", "scheduler_options": "--set", "ema": "--ema/--no-ema"}
+        load = {"scheduler": scheduler, "sampler": sampler, "options": options or None,
+                "ema": ema}
+        flags = {"scheduler": "--scheduler", "sampler": "--sampler", "options": "--set",
+                 "ema": "--ema/--no-ema"}
         given = {k: v for k, v in load.items() if v is not None}
         call = [("steps", steps, "--steps"), ("guidance", guidance, "--guidance")]
         call += [(*_config.parse_assignment(item), "--option") for item in pipe_options]
@@ -615,12 +619,18 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
     where = f"pipeline {entry.name!r} (named by {meta_path})"
 
     accepted = _parameters(cls.from_run)
+    if "options" in load:  # --set: the options of what the pipeline samples with
+        key = next((k for k in ("scheduler_options", "sampler_options") if k in accepted),
+                   "scheduler_options")
+        load[key] = load.pop("options")
+        flags[key] = flags["options"]
     for key, value in load.items():
         if not _accepts(accepted, key):
             raise BadConfig(f"{flags[key]} does not apply to {where}: it has no load option "
                             f"{key!r} (from_run takes: {', '.join(_named(accepted)) or 'none'})")
-    if load.get("scheduler") is not None:
-        REGISTRY.entry("scheduler", load["scheduler"])  # unknown names fail with close matches
+    for kind in ("scheduler", "sampler"):
+        if load.get(kind) is not None:
+            REGISTRY.entry(kind, load[kind])  # unknown names fail with close matches
     options_cls = _options_class(cls)
     known = _config.field_names(options_cls) if options_cls is not None else []
     given: dict[str, Any] = {}

@@ -68,6 +68,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import torch
@@ -78,7 +79,8 @@ from gaf.config import option, option_error
 from gaf.errors import BadData
 from gaf.plugins.lm.tokenizer import BPETokenizer, make_tokenizer
 
-__all__ = ["TextTransformerConfig", "TextTransformer", "SelfAttention", "EMBEDDING_STD"]
+__all__ = ["TextTransformerConfig", "TextTransformer", "SelfAttention", "EMBEDDING_STD",
+           "tokenize_captions"]
 
 #: std of the normal initialisation of the token, position and null embeddings
 EMBEDDING_STD = 0.02
@@ -177,6 +179,36 @@ class Block(nn.Module):
         return h + self.drop(self.mlp(self.norm2(h)))
 
 
+def tokenize_captions(tokenizer: Any, captions: Sequence[str], limit: int, *, who: str,
+                      option: str = "max_length", owner: str = "the conditioner's",
+                      device: Any = None) -> tuple[Tensor, Tensor]:
+    """``(ids, mask)``, both ``(B, limit)``: each caption with a prefix space (see the
+    module docstring), tokenised and padded with ``tokenizer.pad_id``; ``mask`` is True
+    at the real tokens. A caption that is not a string, or longer than ``limit``
+    tokens, is a :class:`~gaf.errors.BadData` naming ``who`` and the ``option`` (of
+    ``owner``) to raise; a single string instead of a list is one too."""
+    if isinstance(captions, (str, bytes)):
+        raise BadData(f"{who}: expected a sequence of captions, got a single string "
+                      f"{_shorten(str(captions))!r}; pass [caption]")
+    pad = tokenizer.pad_id
+    rows, lengths = [], []
+    for caption in captions:
+        if not isinstance(caption, str):
+            raise BadData(f"{who}: a caption must be a string, got "
+                          f"{type(caption).__name__} {_shorten(repr(caption))}")
+        text = caption if not caption or caption[0].isspace() else " " + caption
+        ids = tokenizer.encode(text)
+        if len(ids) > limit:
+            raise BadData(f"{who}: caption {_shorten(caption)!r} is {len(ids)} tokens long, "
+                          f"more than {option}={limit}; raise {owner} {option} option")
+        rows.append(ids + [pad] * (limit - len(ids)))
+        lengths.append(len(ids))
+    ids = torch.tensor(rows, dtype=torch.long).view(len(rows), limit).to(device)
+    mask = torch.arange(limit, device=ids.device) < torch.tensor(
+        lengths, dtype=torch.long, device=ids.device).view(-1, 1)
+    return ids, mask
+
+
 def _shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
 
@@ -224,32 +256,12 @@ class TextTransformer(nn.Module):
     def tokenize(self, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
         """``(ids, mask)``, both ``(B, max_length)`` on the module's device: the token ids
         of each caption (with a prefix space) padded with ``pad_id``, and True at the
-        real (non-pad) positions.
+        real (non-pad) positions (:func:`tokenize_captions`).
 
         Raises :class:`BadData` for a caption that is not a string or is longer than
         ``max_length`` tokens."""
-        if isinstance(captions, (str, bytes)):
-            raise BadData(f"text-transformer: expected a sequence of captions, got a single "
-                          f"string {_shorten(str(captions))!r}; pass [caption]")
-        limit, pad = self.config.max_length, self.tokenizer.pad_id
-        rows, lengths = [], []
-        for caption in captions:
-            if not isinstance(caption, str):
-                raise BadData(f"text-transformer: a caption must be a string, got "
-                              f"{type(caption).__name__} {_shorten(repr(caption))}")
-            text = caption if not caption or caption[0].isspace() else " " + caption
-            ids = self.tokenizer.encode(text)
-            if len(ids) > limit:
-                raise BadData(f"text-transformer: caption {_shorten(caption)!r} is "
-                              f"{len(ids)} tokens long, more than max_length={limit}; "
-                              f"raise the conditioner's max_length option")
-            rows.append(ids + [pad] * (limit - len(ids)))
-            lengths.append(len(ids))
-        device = self.position_embedding.device
-        ids = torch.tensor(rows, dtype=torch.long).view(len(rows), limit).to(device)
-        mask = torch.arange(limit, device=device) < torch.tensor(lengths, dtype=torch.long,
-                                                                 device=device).view(-1, 1)
-        return ids, mask
+        return tokenize_captions(self.tokenizer, captions, self.config.max_length,
+                                 who="text-transformer", device=self.position_embedding.device)
 
     def encode_ids(self, ids: Tensor, mask: Tensor) -> Tensor:
         """States ``(B, max_length, width)`` of padded ``ids`` with ``mask`` (True = real

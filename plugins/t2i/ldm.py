@@ -127,6 +127,39 @@ class LDMConfig:
         self.eval_guidance = tuple(float(g) for g in self.eval_guidance)
 
 
+def frozen_first_stage(ctx: RunContext, dataset: Any, steps: int) -> tuple[Any, str]:
+    """The run's autoencoder, frozen (eval mode, no gradients), and where it came from:
+    the directory given as ``--autoencoder PATH``; else, for a registered one with
+    parameters, the one trained for ``steps`` steps as the run's first stage in
+    ``RUN_DIR/first_stage/`` (reused when it is there: a resumed run does not train it
+    again), ``"first_stage/autoencoder"``; else (``none``) ``""``. An autoencoder
+    without a fitted latent scale factor gets one fitted on up to 1,000 training images
+    (not saved to it). Used by ``ldm`` and the token models (``dalle``, ``parti``)."""
+    comp = ctx.spec.components["autoencoder"]
+    ae = ctx.component("autoencoder")
+    source = comp.name if ctx.registry.is_path("autoencoder", comp.name) else ""
+    if not source and getattr(ae, "trainable", True) and _has_parameters(ae):
+        stage = ctx.run_dir / "first_stage"
+        if not (stage / "autoencoder" / "gaf.json").is_file():
+            from gaf.launch import train_stage
+
+            ctx.log(f"stage 1: training the autoencoder ({steps} steps) in {stage}")
+            train_stage(ctx, stage, "autoencoder", ("autoencoder", "dataset"),
+                        {"steps": steps}, label="autoencoder stage")
+        ae = load_from(ctx.registry, "autoencoder", stage / "autoencoder").to(ctx.device)
+        source = "first_stage/autoencoder"
+    for p in ae.parameters():
+        p.requires_grad_(False)
+    ae.eval()
+    if not getattr(ae, "scale_factor_fitted", True):
+        n = min(1000, len(dataset))
+        picks = rng(ctx.spec.seed, "scale-factor-images").permutation(len(dataset))[:n]
+        ae.fit_scale_factor(stack_images(dataset, picks.tolist()).to(ctx.device))
+        ctx.log(f"the autoencoder had no fitted scale factor: fitted "
+                f"{ae.scale_factor:.4f} on {n} training images (not saved to it)")
+    return ae, source
+
+
 class LDM:
     """Latent diffusion: a frozen first stage, a noise model and a jointly trained conditioner."""
 
@@ -181,39 +214,7 @@ class LDM:
 
     def _first_stage(self, ctx: RunContext) -> tuple[Any, str]:
         """The frozen autoencoder and where it came from (trained here if needed)."""
-        comp = ctx.spec.components["autoencoder"]
-        if ctx.registry.is_path("autoencoder", comp.name):
-            ae = ctx.component("autoencoder")
-            source = comp.name
-        else:
-            ae = ctx.component("autoencoder")
-            if getattr(ae, "trainable", True) and _has_parameters(ae):
-                stage = ctx.run_dir / "first_stage"
-                if not (stage / "autoencoder" / "gaf.json").is_file():
-                    self._train_first_stage(ctx, stage)
-                ae = load_from(ctx.registry, "autoencoder", stage / "autoencoder").to(ctx.device)
-                source = "first_stage/autoencoder"
-            else:
-                source = ""
-        for p in ae.parameters():
-            p.requires_grad_(False)
-        ae.eval()
-        if not getattr(ae, "scale_factor_fitted", True):
-            n = min(1000, len(self.dataset))
-            picks = rng(self.seed, "scale-factor-images").permutation(len(self.dataset))[:n]
-            ae.fit_scale_factor(stack_images(self.dataset, picks.tolist()).to(ctx.device))
-            ctx.log(f"the autoencoder had no fitted scale factor: fitted "
-                    f"{ae.scale_factor:.4f} on {n} training images (not saved to it)")
-        return ae, source
-
-    def _train_first_stage(self, ctx: RunContext, stage: Path) -> None:
-        from gaf.launch import train_stage
-
-        ctx.log(f"stage 1: training the autoencoder ({self.config.first_stage_steps} steps) "
-                f"in {stage}")
-        train_stage(ctx, stage, "autoencoder", ("autoencoder", "dataset"),
-                    {"steps": self.config.first_stage_steps}, label="autoencoder stage")
-        ctx.log("stage 2: the diffusion model")
+        return frozen_first_stage(ctx, self.dataset, self.config.first_stage_steps)
 
     def _training_scheduler(self, ctx: RunContext) -> Any:
         sched = ctx.component("scheduler")
@@ -389,7 +390,9 @@ class LDM:
                         if m in self.modules() for p in self.modules()[m].parameters())
         frozen = sum(p.numel() for p in self.autoencoder.parameters())
         if "conditioner" not in self.modules() and _has_parameters(self.conditioner):
-            frozen += sum(p.numel() for p in self.conditioner.parameters())
+            from .evaluation import parameters_used
+
+            frozen += parameters_used(self.conditioner)
         info = {"trainable_parameters": float(trainable), "frozen_parameters": float(frozen)}
         from .evaluation import logged_wall_seconds
 

@@ -317,9 +317,9 @@ def test_warnings_are_one_line_of_gafs_own(tmp_path):
 def test_options_of_the_other_sample_mode_are_refused(tmp_path):
     out = gaf_cli(["sample", "--policy", "gpt2-tiny", "--prompt", "x", "--steps", "3"], tmp_path)
     assert "--steps applies to --pipeline (images), not to --policy (text)" in one_error_line(out)
-    out = gaf_cli(["sample", "--pipeline", "r", "--prompt", "x", "--sampler", "top-k",
+    out = gaf_cli(["sample", "--pipeline", "r", "--prompt", "x", "--json",
                    "--max-new-tokens", "3"], tmp_path)
-    assert "--sampler, --max-new-tokens apply to --policy (text)" in one_error_line(out)
+    assert "--max-new-tokens, --json apply to --policy (text)" in one_error_line(out)
 
 
 # ------------------------------------------------------------ 10. the Python API

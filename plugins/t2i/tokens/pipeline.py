@@ -1,0 +1,112 @@
+"""The ``tokens`` pipeline: images from a token model run (``dalle``), sampled one image
+code at a time with a KV cache and classifier-free guidance on the logits, through any
+registered ``sampler``, then decoded by the frozen VQGAN.
+
+``gaf sample --pipeline RUN_DIR --prompt … --guidance 3 --sampler top-k --set k=32``:
+``--sampler`` and ``--set`` are load options (``sampler``, ``sampler_options``; the
+run's own sampler and options when not given), ``--guidance`` a call option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from gaf.config import from_dict, option
+from gaf.errors import BadConfig
+
+from ..diffusion_pipeline import per_sample_generators
+from .sampling import sample_codes
+
+__all__ = ["TokenOptions", "TokenPipeline"]
+
+
+@attrs.define
+class TokenOptions:
+    """Call options of the ``tokens`` pipeline (``gaf sample --option KEY=VALUE``)."""
+
+    guidance: float = option(3.0, "classifier-free guidance on each token's logits, "
+                                  "1 = none (the unconditional half is skipped)", ge=0)
+
+
+class TokenPipeline:
+    """Sample image codes with :func:`~.sampling.sample_codes`, decode them with the
+    first stage (see the module docstring)."""
+
+    Options = TokenOptions
+
+    def __init__(self, model: Any, autoencoder: Any, sampler: Any, *, guidance: float = 3.0):
+        self.model, self.autoencoder, self.sampler = model, autoencoder, sampler
+        self.default_guidance = float(guidance)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, sampler: str | None = None,
+                 sampler_options: dict[str, Any] | None = None, device: Any = "cpu",
+                 registry: Any = None) -> TokenPipeline:
+        """Load a ``dalle`` run (``RUN_DIR/pipeline.json``); ``sampler`` (a registered
+        name) and ``sampler_options`` replace the run's sampler and its options."""
+        from gaf.components import load_from
+        from gaf.registry import REGISTRY
+
+        from ..run_meta import component_ref, field, module_dirs, read_meta
+
+        registry = registry or REGISTRY
+        meta = read_meta(run_dir, "tokens", "dalle")
+        dirs = module_dirs(meta, False, required=("token_model",))
+        first = component_ref(meta, "autoencoder")
+        saved = component_ref(meta, "sampler") or {"name": "top-k", "options": {}}
+        guidance = field(meta, "guidance", (int, float), default=3.0)
+        model = load_from(registry, "token-model", dirs["token_model"]).to(device).eval()
+        if first is None:
+            raise meta.fail("autoencoder", "missing")
+        if first.get("path"):
+            path = Path(first["path"])
+            ae = load_from(registry, "autoencoder", path if path.is_absolute()
+                           else meta.root / path)
+        else:
+            ae = registry.create("autoencoder", first["name"], **first.get("options", {}))
+        name = sampler or saved["name"]
+        options = {**(saved.get("options", {}) if name == saved["name"] else {}),
+                   **(sampler_options or {})}
+        return cls(model, ae.to(device).eval(), registry.create("sampler", name, **options),
+                   guidance=guidance)
+
+    def options(self, **options: Any) -> TokenOptions:
+        """:attr:`Options` from keyword options (the run's guidance by default)."""
+        return from_dict(self.Options, {"guidance": self.default_guidance, **options},
+                         where="pipeline tokens")
+
+    def evaluations_per_image(self, **options: Any) -> float:
+        """One transformer call per image token (×2 with guidance: the two halves run as
+        one batch but cost two rows each), one prefill of the caption counted as one,
+        and the first-stage decode."""
+        guided = self.options(**options).guidance != 1.0
+        return float((self.model.image_tokens + 1) * (2 if guided else 1) + 1)
+
+    @torch.inference_mode()
+    def __call__(self, conditions: Sequence[str], *, seed: int = 0,
+                 generators: Sequence[torch.Generator] | None = None,
+                 **options: Any) -> Tensor:
+        """One image per caption in ``[-1, 1]``; image ``i`` draws from
+        ``generators[i]`` (default: seeded ``seed + i``)."""
+        opts = self.options(**options)
+        conditions = list(conditions)
+        if not conditions:
+            raise BadConfig("nothing to sample: no prompts given")
+        if generators is None:
+            generators = per_sample_generators(seed, len(conditions))
+        text = self.model.tokenize(conditions)
+        codes = sample_codes(self.model, text, sampler=self.sampler, guidance=opts.guidance,
+                             generators=list(generators))
+        cfg = self.model.config
+        grid = codes.view(len(conditions), cfg.rows, cfg.cols).to(self.device)
+        return self.autoencoder.decode_indices(grid).float().clamp(-1, 1)

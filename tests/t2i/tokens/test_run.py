@@ -1,0 +1,84 @@
+"""A tiny ``dalle`` run end to end: the vqgan stage, training on cached codes, the shared
+evaluation through the ``tokens`` pipeline, and ``gaf sample`` with a sampler of the
+command line's choosing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import gaf
+from gaf.cli import main
+from gaf.errors import BadConfig
+from gaf.plugins.t2i.tokens.pipeline import TokenPipeline
+
+TINY = ["dataset.resolution=16", "dataset.size=64", "autoencoder.base_channels=8",
+        "autoencoder.num_groups=4", "autoencoder.n_embed=16", "autoencoder.attention=false",
+        "token-model.rows=4", "token-model.cols=4", "token-model.codebook=16",
+        "token-model.d_model=32", "token-model.n_layer=1", "token-model.n_head=2",
+        "train.steps=3", "train.batch_size=8", "train.log_every=1", "train.warmup_steps=0",
+        "objective.first_stage_steps=2", "objective.eval_images=4", "objective.fd=false",
+        "objective.eval_batch_size=4", "objective.throughput_batch=4",
+        "objective.eval_clip_steps=2", "objective.grid_prompts=2",
+        "objective.eval_guidance=[1.0, 3.0]", "sampler.k=4"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dalle")
+    return gaf.run("dalle", sets=[f"out_dir={json.dumps(str(out))}", "name=\"d\"", *TINY])
+
+
+def test_a_tiny_run_trains_and_is_evaluated(run):
+    run_dir, s = run
+    assert s["status"] == "completed" and s["steps"] == 3
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all({"loss", "loss_text", "loss_image", "dropped"} <= set(r) for r in rows)
+    for key in ("unseen_colour", "floor_colour", "clip_score", "images_per_s",
+                "tokenizer_psnr", "evaluations_per_image"):
+        assert key in s, key
+    assert s["evaluations_per_image"] == (16 + 1) * 2 + 1  # guided at fd_guidance 3
+    assert any(k.startswith("guidance_1") for k in s)  # the sweep's other scale
+    meta = json.loads((run_dir / "pipeline.json").read_text())
+    assert meta["pipeline"] == "tokens" and meta["sampler"] == {"name": "top-k",
+                                                                "options": {"k": 4,
+                                                                            "temperature": 1.0}}
+
+
+def test_the_pipeline_loads_and_a_seed_repeats_its_image(run):
+    run_dir, _ = run
+    pipe = TokenPipeline.from_run(run_dir)
+    a = pipe(["a red circle", "a blue square"], seed=3)
+    b = pipe(["a red circle"], seed=3)
+    assert a.shape == (2, 3, 16, 16) and a.min() >= -1 and a.max() <= 1
+    assert torch.allclose(a[0], b[0], atol=1e-5)  # image 0 depends on its seed only
+    with pytest.raises(BadConfig, match="guidance must be >= 0"):
+        pipe(["x"], guidance=-1.0)
+
+
+def test_gaf_sample_takes_the_sampler_and_its_options(run, tmp_path):
+    run_dir, _ = run
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(main, ["sample", "--pipeline", str(run_dir), "--prompt",
+                                       "a red circle", "-n", "2", "--guidance", "3",
+                                       "--sampler", "top-k", "--set", "k=8", "--out",
+                                       str(out)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (2 + 2 * 18, 2 + 18)
+    bad = CliRunner().invoke(main, ["sample", "--pipeline", str(run_dir), "--prompt", "x",
+                                    "--set", "kk=8", "--out", str(out)])
+    assert bad.exit_code == 2 and "unknown key 'kk'" in bad.output
+    bad = CliRunner().invoke(main, ["sample", "--pipeline", str(run_dir), "--prompt", "x",
+                                    "--scheduler", "ddim", "--out", str(out)])
+    assert bad.exit_code == 2 and "--scheduler does not apply" in bad.output
+
+
+def test_a_token_model_that_does_not_fit_the_first_stage_names_the_options(tmp_path):
+    sets = [f"out_dir={json.dumps(str(tmp_path))}", *TINY, "token-model.rows=8"]
+    with pytest.raises(BadConfig, match="set token-model.rows=4, token-model.cols=4"):
+        gaf.run("dalle", sets=sets)
+    assert not any(p.name != "latest" for p in tmp_path.iterdir())
