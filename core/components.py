@@ -171,8 +171,9 @@ def _what_it_is(path: Path, kind: str) -> str:
             what += f"; it holds saved {', '.join(held)} components but no {kind}"
     if deeper:
         what += f"; did you mean {' or '.join(deeper)}?"
-    return what + f"; expected a run that trains a {kind}, a {kind} saved with gaf.save, " \
-                  f"or a directory a {kind} loader reads"
+    a = "an" if kind[:1] in "aeiou" else "a"
+    return what + f"; expected a run that trains {a} {kind}, {a} {kind} saved with " \
+                  f"gaf.save, or a directory {a} {kind} loader reads"
 
 
 def _saved_kind(path: Path) -> str | None:

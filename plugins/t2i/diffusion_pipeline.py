@@ -214,6 +214,8 @@ class DiffusionPipeline:
         try:
             sched = sched_cls.from_config(options)
         except (GafError, TypeError, ValueError) as exc:
+            if scheduler_options:  # the user's --set, most likely
+                raise BadConfig(f"scheduler {name} with {scheduler_options}: {exc}") from None
             raise BadData(f"the scheduler config does not build {name!r}: {exc}",
                           path=str(meta.path), field="scheduler.config") from None
         return cls(noise_model, sched, autoencoder=autoencoder, conditioner=conditioner,
