@@ -116,6 +116,11 @@ class ClipText(_FrozenClip):
         vec = self.clip.encode_text(list(captions))
         return F.normalize(vec, dim=-1) if normalize else vec
 
+    def used_parameters(self) -> list[nn.Parameter]:
+        """The parameters this conditioner runs: the text tower and its projection (the
+        image tower is loaded with the CLIP but never called)."""
+        return [*self.clip.text_encoder.parameters(), *self.clip.text_proj.parameters()]
+
     def _empty_caption(self) -> tuple[Tensor, Tensor]:
         """The empty caption's ``(states, pooled)``, encoded once (the tower is frozen;
         again only after the module moved to another device)."""

@@ -248,6 +248,15 @@ def evaluation_splits(ctx: Any, split: str, train_ds: Any,
     return eval_ds, swapped, extra
 
 
+def parameters_used(module: Any) -> int:
+    """The number of parameters ``module`` uses to make images: its
+    ``used_parameters()`` when it has one (``clip-text`` holds a whole CLIP but runs
+    only the text tower), else all its parameters."""
+    used = getattr(module, "used_parameters", None)
+    params = used() if callable(used) else module.parameters()
+    return sum(p.numel() for p in params)
+
+
 def logged_wall_seconds(run_dir: Path) -> float:
     """The last ``elapsed_s`` of ``run_dir/metrics.jsonl`` (0 without one)."""
     seconds = 0.0

@@ -365,19 +365,20 @@ class GANIntCls(ObjectiveBase):
 
     def _evaluation_info(self, ctx: RunContext) -> dict[str, float]:
         """Parameters (trainable: the generator, and a jointly trained text encoder;
-        frozen: the CLIP text tower) and ``train_wall_s``: this run's last logged
+        frozen: the CLIP text tower, not the image tower loaded with it) and ``train_wall_s``: this run's last logged
         ``elapsed_s`` (a CLIP trained inside it included) plus, when the CLIP is a run
         named with ``conditioner.clip``, that run's ``setup_s + train_s``. The
         discriminator is not counted: it does not make images."""
         from ..ldm import _run_seconds
+
+        from ..evaluation import logged_wall_seconds, parameters_used
 
         trainable = sum(p.numel() for p in self.generator.parameters())
         frozen = 0
         if self.joint:
             trainable += sum(p.numel() for p in self.conditioner.parameters())
         else:
-            frozen = sum(p.numel() for p in self.conditioner.parameters())
-        from ..evaluation import logged_wall_seconds
+            frozen = parameters_used(self.conditioner)
 
         seconds = logged_wall_seconds(ctx.run_dir)
         if self.text_source and self.text_source != "clip":

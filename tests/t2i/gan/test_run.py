@@ -41,7 +41,12 @@ def test_the_shared_evaluation_and_the_figures(run):
                 "images_per_s"):
         assert key in s, key
     assert s["evaluations_per_image"] == 2.0  # the generator and the text encoder
-    assert s["frozen_parameters"] > 0 and s["trainable_parameters"] > 0
+    clip = gaf.load("encoder", gaf_clip_dir(run_dir))
+    text_tower = sum(p.numel() for p in clip.text_encoder.parameters())
+    assert s["frozen_parameters"] > text_tower  # the text tower and its projection ...
+    assert s["frozen_parameters"] < sum(  # ... not the image tower loaded with them
+        p.numel() for p in clip.parameters())
+    assert s["trainable_parameters"] > 0
     clip_seconds = json.loads((gaf_clip_dir(run_dir) / "summary.json").read_text())
     assert s["train_wall_s"] > clip_seconds["train_s"]  # the CLIP's training counted
     for name, rows, cols in (("interpolation", 4, 8), ("noise", 4, 8)):
