@@ -18,7 +18,9 @@
 3. **the evaluation**: the shared text-to-image evaluation
    (:func:`gaf.plugins.t2i.evaluation.evaluate_pipeline`) of the ``tokens`` pipeline
    with the run's ``sampler`` (``--sampler top-k --set sampler.k=…``) at each of
-   ``eval_guidance``, on ``eval_split``.
+   ``eval_guidance``, on ``eval_split``; with ``rerank_clip`` (a clip run: the
+   *generation* CLIP, never the evaluation one) also at each of ``eval_candidates``:
+   N images per caption, the one the CLIP puts closest to the caption kept.
 
 The token model's shape must fit the first stage: ``token-model.codebook`` its
 codebook size, ``rows`` × ``cols`` its latent grid; a mismatch is a
@@ -59,6 +61,11 @@ class TokenT2IConfig:
     first_stage_steps: int = option(2000, "steps of the vqgan stage when --autoencoder is "
                                           "not a trained one", ge=0)
     encode_batch_size: int = option(250, "images per batch when encoding the codes", ge=1)
+    rerank_clip: str = option("", "a clip run (not the evaluation CLIP) that ranks the "
+                                  "candidates of pipeline option candidates > 1")
+    eval_candidates: tuple[int, ...] = option((1,), "candidates per caption evaluated at "
+                                                    "fd_guidance (above 1: reranked by "
+                                                    "rerank_clip)", ge=1)
     eval_images: int = option(200, "captions per evaluation set (0 = no evaluation)", ge=0)
     eval_split: Literal["eval", "validation"] = option(
         "eval", "held-out split the evaluation reads ('validation' for tuning)")
@@ -77,6 +84,7 @@ class TokenT2IConfig:
 
     def __attrs_post_init__(self) -> None:
         self.eval_guidance = tuple(float(g) for g in self.eval_guidance)
+        self.eval_candidates = tuple(int(n) for n in self.eval_candidates)
 
 
 class TokenT2I(ObjectiveBase):
@@ -107,6 +115,7 @@ class TokenT2I(ObjectiveBase):
             raise BadData("the dataset has no images")
         self.model = ctx.component("token-model")
         self._check_shapes(ctx)  # before a first stage is trained for nothing
+        self.reranker = self._reranker(ctx)
         self.autoencoder, self.autoencoder_source = frozen_first_stage(
             ctx, self.dataset, cfg.first_stage_steps)
         self.codes = self._encode_dataset()
@@ -121,6 +130,27 @@ class TokenT2I(ObjectiveBase):
         ctx.log(f"{ctx.spec.objective}: {len(self.codes)} training images as "
                 f"{tuple(self.codes.shape[1:])} codes of {self.model.config.codebook}, "
                 f"first stage {self.autoencoder_source or 'built'}")
+
+    def _reranker(self, ctx: RunContext) -> Any:
+        """The generation CLIP of ``rerank_clip`` (None without one); it may not be the
+        evaluation CLIP, whose scores would then reward their own choice."""
+        cfg = self.config
+        if max(cfg.eval_candidates) > 1 and not cfg.rerank_clip:
+            raise BadConfig("objective.eval_candidates above 1 needs objective.rerank_clip "
+                            "(a clip run that ranks the candidates)")
+        if not cfg.rerank_clip:
+            return None
+        from pathlib import Path
+
+        from ...clip.frozen import load_clip
+
+        path = Path(cfg.rerank_clip).resolve()
+        evaluation = Path(cfg.eval_clip_dir or ctx.run_dir / "evaluation_clip").resolve()
+        if path == evaluation or evaluation in path.parents:
+            raise BadConfig(f"objective.rerank_clip={cfg.rerank_clip!r} is the evaluation "
+                            "CLIP; rank candidates with another clip run")
+        self.rerank_path = str(path)
+        return load_clip(path, who="objective.rerank_clip").to(ctx.device)
 
     @torch.no_grad()
     def _encode_dataset(self) -> Tensor:
@@ -158,6 +188,7 @@ class TokenT2I(ObjectiveBase):
                 "modules": {"token_model": "token_model"}, "autoencoder": first,
                 "sampler": {"name": sampler.name, "options": dict(sampler.options)},
                 "guidance": self.config.fd_guidance, "condition_key": "caption",
+                "rerank_clip": self.rerank_path if self.reranker is not None else None,
                 "sample_shape": [int(self.autoencoder.config.in_channels),
                                  *stack_images(self.dataset, [0]).shape[-2:]]}
         atomic_write_text(ctx.run_dir / PIPELINE_FILE, json.dumps(meta, indent=2) + "\n")
@@ -191,7 +222,7 @@ class TokenT2I(ObjectiveBase):
         from .pipeline import TokenPipeline
 
         return TokenPipeline(self.model, self.autoencoder, self.sampler,
-                             guidance=self.config.fd_guidance)
+                             guidance=self.config.fd_guidance, reranker=self.reranker)
 
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
         """The shared text-to-image evaluation at ``fd_guidance`` (the headline) and
@@ -205,6 +236,8 @@ class TokenT2I(ObjectiveBase):
         extra.update(self._tokenizer_quality(eval_ds))
         sweep = {f"guidance_{g:g}": {"guidance": g} for g in cfg.eval_guidance
                  if g != cfg.fd_guidance}
+        sweep.update({f"candidates_{n}": {"guidance": cfg.fd_guidance, "candidates": n}
+                      for n in cfg.eval_candidates if n > 1})
         info = {"trainable_parameters": float(sum(p.numel() for p in self.model.parameters())),
                 "frozen_parameters": float(sum(p.numel()
                                                for p in self.autoencoder.parameters())),

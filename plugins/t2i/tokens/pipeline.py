@@ -23,7 +23,7 @@ from gaf.errors import BadConfig
 from ..diffusion_pipeline import per_sample_generators
 from .sampling import sample_codes
 
-__all__ = ["TokenOptions", "TokenPipeline"]
+__all__ = ["TokenOptions", "TokenPipeline", "rerank"]
 
 
 @attrs.define
@@ -32,6 +32,8 @@ class TokenOptions:
 
     guidance: float = option(3.0, "classifier-free guidance on each token's logits, "
                                   "1 = none (the unconditional half is skipped)", ge=0)
+    candidates: int = option(1, "images sampled per caption; above 1 the run's generation "
+                                "CLIP keeps the one closest to the caption", ge=1, le=256)
 
 
 class TokenPipeline:
@@ -40,9 +42,12 @@ class TokenPipeline:
 
     Options = TokenOptions
 
-    def __init__(self, model: Any, autoencoder: Any, sampler: Any, *, guidance: float = 3.0):
+    def __init__(self, model: Any, autoencoder: Any, sampler: Any, *, guidance: float = 3.0,
+                 reranker: Any = None):
         self.model, self.autoencoder, self.sampler = model, autoencoder, sampler
         self.default_guidance = float(guidance)
+        #: the generation CLIP that ranks candidates (never the evaluation CLIP)
+        self.reranker = reranker
 
     @property
     def device(self) -> torch.device:
@@ -65,6 +70,7 @@ class TokenPipeline:
         first = component_ref(meta, "autoencoder")
         saved = component_ref(meta, "sampler") or {"name": "top-k", "options": {}}
         guidance = field(meta, "guidance", (int, float), default=3.0)
+        rerank = field(meta, "rerank_clip", str, default=None, allow_none=True)
         model = load_from(registry, "token-model", dirs["token_model"]).to(device).eval()
         if first is None:
             raise meta.fail("autoencoder", "missing")
@@ -77,8 +83,13 @@ class TokenPipeline:
         name = sampler or saved["name"]
         options = {**(saved.get("options", {}) if name == saved["name"] else {}),
                    **(sampler_options or {})}
+        reranker = None
+        if rerank:
+            from ...clip.frozen import load_clip
+
+            reranker = load_clip(rerank, who=f"{meta.path}: rerank_clip").to(device)
         return cls(model, ae.to(device).eval(), registry.create("sampler", name, **options),
-                   guidance=guidance)
+                   guidance=guidance, reranker=reranker)
 
     def options(self, **options: Any) -> TokenOptions:
         """:attr:`Options` from keyword options (the run's guidance by default)."""
@@ -86,11 +97,14 @@ class TokenPipeline:
                          where="pipeline tokens")
 
     def evaluations_per_image(self, **options: Any) -> float:
-        """One transformer call per image token (×2 with guidance: the two halves run as
-        one batch but cost two rows each), one prefill of the caption counted as one,
-        and the first-stage decode."""
-        guided = self.options(**options).guidance != 1.0
-        return float((self.model.image_tokens + 1) * (2 if guided else 1) + 1)
+        """Per candidate: one transformer call per image token (×2 with guidance: the
+        two halves run as one batch but cost two rows each), one prefill of the caption
+        counted as one, and the first-stage decode; with ``candidates`` N > 1, N of
+        those plus N CLIP image encodings and one CLIP text encoding."""
+        opts = self.options(**options)
+        one = (self.model.image_tokens + 1) * (2 if opts.guidance != 1.0 else 1) + 1
+        n = opts.candidates
+        return float(one * n + (n + 1 if n > 1 else 0))
 
     @torch.inference_mode()
     def __call__(self, conditions: Sequence[str], *, seed: int = 0,
@@ -104,9 +118,33 @@ class TokenPipeline:
             raise BadConfig("nothing to sample: no prompts given")
         if generators is None:
             generators = per_sample_generators(seed, len(conditions))
-        text = self.model.tokenize(conditions)
+        generators = list(generators)
+        if len(generators) != len(conditions):
+            raise BadConfig(f"{len(generators)} generators for {len(conditions)} conditions")
+        n = opts.candidates
+        if n > 1 and self.reranker is None:
+            raise BadConfig(f"candidates={n} needs a generation CLIP to rank them: train the "
+                            "run with objective.rerank_clip=RUN_DIR (a clip run other than "
+                            "the evaluation CLIP)")
+        # caption i's n candidates are consecutive rows drawing in turn from generator i,
+        # so image i depends on its caption and its seed only
+        text = self.model.tokenize(conditions).repeat_interleave(n, dim=0)
         codes = sample_codes(self.model, text, sampler=self.sampler, guidance=opts.guidance,
-                             generators=list(generators))
+                             generators=[g for g in generators for _ in range(n)])
         cfg = self.model.config
-        grid = codes.view(len(conditions), cfg.rows, cfg.cols).to(self.device)
-        return self.autoencoder.decode_indices(grid).float().clamp(-1, 1)
+        grid = codes.view(len(text), cfg.rows, cfg.cols).to(self.device)
+        images = self.autoencoder.decode_indices(grid).float().clamp(-1, 1)
+        if n == 1:
+            return images
+        return rerank(self.reranker, images, conditions, n)
+
+
+def rerank(clip: Any, images: Tensor, captions: Sequence[str], n: int) -> Tensor:
+    """For each caption, the one of its ``n`` consecutive candidate ``images`` whose CLIP
+    image embedding has the highest cosine with the caption's text embedding."""
+    import torch.nn.functional as F
+
+    img = F.normalize(clip.encode_image(images).float(), dim=-1).view(len(captions), n, -1)
+    txt = F.normalize(clip.encode_text(list(captions)).float(), dim=-1)
+    best = torch.einsum("bnd,bd->bn", img, txt).argmax(dim=1)
+    return images.view(len(captions), n, *images.shape[1:])[torch.arange(len(captions)), best]

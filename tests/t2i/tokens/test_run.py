@@ -28,9 +28,11 @@ TINY = ["dataset.resolution=16", "dataset.size=64", "autoencoder.base_channels=8
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_clip):
     out = tmp_path_factory.mktemp("dalle")
-    return gaf.run("dalle", sets=[f"out_dir={json.dumps(str(out))}", "name=\"d\"", *TINY])
+    return gaf.run("dalle", sets=[f"out_dir={json.dumps(str(out))}", "name=\"d\"", *TINY,
+                                  f"objective.rerank_clip={json.dumps(str(tiny_clip))}",
+                                  "objective.eval_candidates=[1, 2]"])
 
 
 def test_a_tiny_run_trains_and_is_evaluated(run):
@@ -43,7 +45,9 @@ def test_a_tiny_run_trains_and_is_evaluated(run):
         assert key in s, key
     assert s["evaluations_per_image"] == (16 + 1) * 2 + 1  # guided at fd_guidance 3
     assert any(k.startswith("guidance_1") for k in s)  # the sweep's other scale
+    assert any(k.startswith("candidates_2") for k in s)  # reranked by the generation CLIP
     meta = json.loads((run_dir / "pipeline.json").read_text())
+    assert meta["rerank_clip"] and "evaluation_clip" not in meta["rerank_clip"]
     assert meta["pipeline"] == "tokens" and meta["sampler"] == {"name": "top-k",
                                                                 "options": {"k": 4,
                                                                             "temperature": 1.0}}
@@ -75,6 +79,47 @@ def test_gaf_sample_takes_the_sampler_and_its_options(run, tmp_path):
     bad = CliRunner().invoke(main, ["sample", "--pipeline", str(run_dir), "--prompt", "x",
                                     "--scheduler", "ddim", "--out", str(out)])
     assert bad.exit_code == 2 and "--scheduler does not apply" in bad.output
+
+
+def test_reranking_keeps_each_captions_best_candidate_and_depends_on_its_seed_only(run):
+    run_dir, _ = run
+    pipe = TokenPipeline.from_run(run_dir)
+    assert pipe.reranker is not None
+    captions = ["a red circle", "a large blue square"]
+    best = pipe(captions, seed=5, candidates=3)
+    alone = pipe(captions[1:], generators=[torch.Generator().manual_seed(6)], candidates=3)
+    assert best.shape == (2, 3, 16, 16)
+    assert torch.allclose(best[1], alone[0], atol=1e-5)
+    assert pipe.evaluations_per_image(candidates=3) == 3 * ((16 + 1) * 2 + 1) + 4
+    pipe.reranker = None
+    with pytest.raises(BadConfig, match="candidates=3 needs a generation CLIP"):
+        pipe(captions, candidates=3)
+
+
+def test_rerank_picks_the_highest_cosine():
+    from gaf.plugins.t2i.tokens.pipeline import rerank
+
+    class Fake:  # image i's embedding is one-hot at i % 3; every caption's is (0, 1, 0)
+        def encode_image(self, images):
+            return torch.eye(3)[torch.arange(len(images)) % 3] * (1 + images.flatten(1)[:, :1])
+
+        def encode_text(self, captions):
+            return torch.tensor([[0.0, 1.0, 0.0]]).expand(len(captions), -1)
+
+    images = torch.arange(6.0).view(6, 1, 1, 1) / 10
+    kept = rerank(Fake(), images, ["a", "b"], 3)
+    assert kept.flatten().tolist() == pytest.approx([0.1, 0.4])  # candidate 1 of each
+
+
+def test_the_generation_clip_may_not_be_the_evaluation_clip(tmp_path, tiny_clip):
+    sets = [f"out_dir={json.dumps(str(tmp_path))}", *TINY,
+            f"objective.rerank_clip={json.dumps(str(tiny_clip))}",
+            f"objective.eval_clip_dir={json.dumps(str(tiny_clip))}"]
+    with pytest.raises(BadConfig, match="is the evaluation CLIP"):
+        gaf.run("dalle", sets=sets)
+    with pytest.raises(BadConfig, match="eval_candidates above 1 needs objective.rerank_clip"):
+        gaf.run("dalle", sets=[f"out_dir={json.dumps(str(tmp_path))}", *TINY,
+                               "objective.eval_candidates=[4]"])
 
 
 def test_a_token_model_that_does_not_fit_the_first_stage_names_the_options(tmp_path):

@@ -1,4 +1,5 @@
-"""A tiny trained CLIP shared by the GAN tests (the frozen text embedding)."""
+"""A tiny trained CLIP shared by the text-to-image tests (the GAN's frozen text embedding,
+the token models' generation CLIP that reranks candidates)."""
 
 from __future__ import annotations
 
