@@ -52,7 +52,7 @@ KINDS: dict[str, str] = {
     "dataset": "image datasets (Dataset)",
     "metric": "metrics (Metric)",
     "autoencoder": "image first stages: KL-VAE, VQGAN (Autoencoder)",
-    "token-model": "autoregressive text-to-image transformers over image codes (dalle)",
+    "token-model": "autoregressive text-to-image transformers over image codes (dalle, parti)",
     "noise-model": "diffusion noise models (NoiseModel)",
     "scheduler": "diffusion schedulers and samplers (Scheduler)",
     "conditioner": "text and label encoders for conditioning (Conditioner)",

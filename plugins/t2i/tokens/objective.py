@@ -49,7 +49,7 @@ from ..ldm import frozen_first_stage
 from ..run_meta import PIPELINE_FILE
 from ..training_data import conditions_of
 
-__all__ = ["TokenT2I", "TokenT2IConfig"]
+__all__ = ["TokenT2I", "TokenT2IConfig", "PartiT2I"]
 
 
 @attrs.define
@@ -262,3 +262,14 @@ class TokenT2I(ObjectiveBase):
         mse = ((recon.clamp(-1, 1) - images) / 2).pow(2).flatten(1).mean(1)
         psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
         return {"tokenizer_psnr": round(float(psnr), 3)}
+
+
+class PartiT2I(TokenT2I):
+    """``parti``: the same training and evaluation with the ``parti`` encoder–decoder
+    token model (its caption dropout replaces the encoder's states with its learned
+    null context)."""
+
+    uses = {**TokenT2I.uses, "token-model": "parti"}
+    timeline = {"year": 2022, "method": "Parti (encoder-decoder over VQGAN codes)",
+                "paper": "Yu et al., Scaling Autoregressive Models for Content-Rich "
+                         "Text-to-Image Generation (arXiv 2206.10789)"}
