@@ -255,12 +255,17 @@ class DalleTransformer(nn.Module):
         """Run ``[text, BOS]`` (the null caption where ``drop``); return the code logits
         ``(B, K)`` of the first image cell and the cache."""
         hidden, cache = self._run(self.embed(self.with_null(text, drop), None), None)
-        return self.logits(hidden[:, -1])[:, self.layout.code_slice], cache
+        return self.code_logits(hidden[:, -1]), cache
 
     def step(self, codes: Tensor, index: int, cache: KVCache) -> tuple[Tensor, KVCache]:
         """Feed code ``codes`` ``(B,)`` of image cell ``index`` (0-based); return the
         code logits of cell ``index + 1`` and the extended cache."""
         h = self.wte(codes + self.layout.code0)[:, None] + self._image_positions(index, 1)
         hidden, cache = self._run(self.drop(h), cache)
-        return self.logits(hidden[:, -1])[:, self.layout.code_slice], cache
+        return self.code_logits(hidden[:, -1]), cache
+
+    def code_logits(self, hidden: Tensor) -> Tensor:
+        """The image codes' logits only (the rows of the output layer that sampling can
+        draw): ``logits(hidden)[..., code_slice]`` without the other rows' products."""
+        return F.linear(hidden, self.wte.weight[self.layout.code_slice])
 

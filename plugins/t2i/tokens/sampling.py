@@ -43,6 +43,8 @@ def sample_codes(model: Any, text: Tensor, *, sampler: Any, guidance: float,
     if len(generators) != batch:
         raise BadConfig(f"{len(generators)} generators for {batch} captions")
     guided = guidance != 1.0
+    devices = [g.device for g in generators]
+    same_device = all(d == devices[0] for d in devices)
     if guided:
         drop = torch.cat([torch.zeros(batch, dtype=torch.bool),
                           torch.ones(batch, dtype=torch.bool)]).to(text.device)
@@ -52,7 +54,9 @@ def sample_codes(model: Any, text: Tensor, *, sampler: Any, guidance: float,
     out = []
     for index in range(model.image_tokens):
         scores = guide(logits[:batch], logits[batch:], guidance) if guided else logits
-        codes = torch.cat([sampler(scores[i:i + 1].float().to(generators[i].device),
+        scores = scores.float().to(devices[0]) if same_device else scores.float()
+        codes = torch.cat([sampler(scores[i:i + 1] if same_device
+                                   else scores[i:i + 1].to(generators[i].device),
                                    generator=generators[i]) for i in range(batch)])
         codes = codes.to(text.device)
         out.append(codes)
