@@ -89,9 +89,11 @@ class GafGroup(click.Group):
             if ctx.params.get("show_traceback"):
                 raise
             command = ctx.invoked_subcommand or "gaf"
-            click.secho(f"error: gaf {command}: {type(exc).__name__}: {_one_line(exc)} "
-                        f"(unexpected: run again as gaf --traceback {command} … to see "
-                        f"where, and report it)", fg="red", err=True)
+            line = (f"error: gaf {command}: {type(exc).__name__}: {_one_line(exc)} "
+                    f"(unexpected: run again as gaf --traceback {command} … to see where, "
+                    f"and report it)")
+            click.secho(line, fg="red", err=True)
+            _record_error(1, line)
             ctx.exit(1)
 
 
@@ -102,7 +104,21 @@ def _one_line(exc: BaseException) -> str:
 
 def _fail(ctx: click.Context, exc: GafError) -> None:
     click.secho(f"error: {exc}", fg="red", err=True)
+    _record_error(exc.exit_code, f"error: {exc}")
     ctx.exit(exc.exit_code)
+
+
+#: set by ``gaf run --nproc`` for its workers: where each rank records the error it
+#: printed (``<path>.<rank>``), so that the launcher prints a line only when rank 0 did not
+ERROR_FILE_ENV = "GAF_NPROC_ERROR_FILE"
+
+
+def _record_error(code: int, line: str) -> None:
+    base = os.environ.get(ERROR_FILE_ENV)
+    if base:
+        with contextlib.suppress(OSError):
+            Path(f"{base}.{os.environ.get('RANK', '0')}").write_text(
+                f"{code}\n{line}\n", encoding="utf-8")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
@@ -434,6 +450,7 @@ def _launch_torchrun(nproc: int) -> int:
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed")]:
         logging.getLogger(name).setLevel(logging.CRITICAL)  # its banner and failure report
     warnings.simplefilter("ignore")  # the launcher's own (torch's deprecations); workers warn
+    os.environ[ERROR_FILE_ENV] = str(Path(log_dir) / "error")  # the workers inherit it
     try:
         run(get_args_parser().parse_args(torchrun))
     except ChildFailedError as exc:
@@ -450,27 +467,39 @@ def _launch_torchrun(nproc: int) -> int:
 
 def _worker_failure(exc: Any, log_dir: Path) -> int:
     """The exit status of a failed ``--nproc`` run, printing one line when rank 0 did
-    not already print the error (see :func:`_launch_torchrun`)."""
+    not already print the error (see :func:`_launch_torchrun`). Each worker records the
+    error line it printed in ``log_dir/error.<rank>``: rank 0's record means its line is
+    on the terminal; else the first failed rank's record (or exit code) is printed."""
     import shutil
 
-    failures = exc.failures
-    known = (2, 3, Interrupted.exit_code, 1)
-    first = failures.get(0) or exc.get_first_failure()[1]
-    rank = 0 if 0 in failures else exc.get_first_failure()[0]
-    code = first.exitcode
-    if rank == 0 and code in known:  # rank 0 printed its own error line
+    known = (1, 2, 3, Interrupted.exit_code)
+    said = _recorded_errors(log_dir)
+    if 0 in said:  # rank 0 printed its own line
         shutil.rmtree(log_dir, ignore_errors=True)
-        return code
-    logs = sorted(log_dir.glob(f"*/attempt_*/{first.local_rank}/stderr.log"))
-    lines = logs[-1].read_text(encoding="utf-8", errors="replace").splitlines() if logs else []
-    said = [line for line in lines if line.startswith("error:")]
+        return said[0][0]
+    rank, first = exc.get_first_failure()
     if said:
-        click.secho(f"error: rank {rank}: {said[-1][len('error:'):].strip()}", fg="red", err=True)
-    else:
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        where = f"; its log: {logs[-1]}" if logs else ""
-        click.secho(f"error: rank {rank} {how}{where}", fg="red", err=True)
+        rank = rank if rank in said else min(said)
+        code, line = said[rank]
+        click.secho(f"error: rank {rank}: {line.removeprefix('error:').strip()}", fg="red",
+                    err=True)
+        return code
+    code = first.exitcode
+    logs = sorted(log_dir.glob(f"*/attempt_*/{first.local_rank}/stderr.log"))
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    where = f"; its log: {logs[-1]}" if logs else ""
+    click.secho(f"error: rank {rank} {how}{where}", fg="red", err=True)
     return code if code in known else 1
+
+
+def _recorded_errors(log_dir: Path) -> dict[int, tuple[int, str]]:
+    """``{rank: (exit code, error line)}`` recorded by the workers."""
+    out = {}
+    for path in log_dir.glob("error.*"):
+        with contextlib.suppress(OSError, ValueError):
+            code, line = path.read_text(encoding="utf-8").split("\n", 1)
+            out[int(path.suffix[1:])] = (int(code), line.strip())
+    return out
 
 
 def _build_run_command() -> click.Command:
