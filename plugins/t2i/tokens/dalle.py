@@ -56,10 +56,18 @@ from gaf.plugins.conditioners.text import EMBEDDING_STD, tokenize_captions
 from gaf.plugins.lm.gpt2 import Block, GPT2Config, KVCache
 from gaf.plugins.lm.tokenizer import BPETokenizer, make_tokenizer
 
-__all__ = ["DalleConfig", "DalleTransformer", "Layout", "IMAGE_WEIGHT"]
+__all__ = ["DalleConfig", "DalleTransformer", "Layout", "IMAGE_WEIGHT", "grid_positions"]
 
 #: DALL-E's weight of the image tokens' loss: (L_text + 7 L_img) / 8
 IMAGE_WEIGHT = 7 / 8
+
+
+def grid_positions(row_pos: Tensor, col_pos: Tensor, start: int, count: int) -> Tensor:
+    """Row + column embeddings ``(count, d)`` of image cells ``start … start+count-1``
+    (0-based, row-major over ``len(row_pos) × len(col_pos)``): the image positions of
+    both token models."""
+    k = torch.arange(start, start + count, device=row_pos.device)
+    return row_pos[k // len(col_pos)] + col_pos[k % len(col_pos)]
 
 
 @attrs.define
@@ -193,9 +201,7 @@ class DalleTransformer(nn.Module):
     # ------------------------------------------------------------- forward
 
     def _image_positions(self, start: int, count: int) -> Tensor:
-        """Row + column embeddings of image codes ``start … start+count-1`` (0-based)."""
-        k = torch.arange(start, start + count, device=self.device)
-        return self.row_pos[k // self.config.cols] + self.col_pos[k % self.config.cols]
+        return grid_positions(self.row_pos, self.col_pos, start, count)
 
     def embed(self, text: Tensor, codes: Tensor | None) -> Tensor:
         """Input states of ``[text, BOS, codes]`` (``codes``: ``(B, n)`` code indices in

@@ -34,6 +34,8 @@ from gaf.plugins.conditioners.text import (EMBEDDING_STD, TextTransformer,
                                            TextTransformerConfig)
 from gaf.plugins.lm.gpt2 import MLP, Attention, GPT2Config
 
+from .dalle import grid_positions
+
 __all__ = ["PartiConfig", "PartiTransformer", "CrossBlock"]
 
 
@@ -123,7 +125,7 @@ class PartiTransformer(nn.Module):
         for name, p in [*self.blocks.named_parameters(), *self.head.named_parameters()]:
             if p.dim() == 2:
                 std = EMBEDDING_STD
-                if name.endswith(("c_proj.weight", "proj.weight")):
+                if name.endswith("proj.weight"):  # c_proj of the GPT-2 parts, proj
                     std /= (2 * self.config.n_layer) ** 0.5
                 nn.init.normal_(p, std=std)
             elif name.endswith("bias"):
@@ -169,8 +171,7 @@ class PartiTransformer(nn.Module):
     # ------------------------------------------------------------- decoder
 
     def _positions(self, start: int, count: int) -> Tensor:
-        k = torch.arange(start, start + count, device=self.device)
-        return self.row_pos[k // self.config.cols] + self.col_pos[k % self.config.cols]
+        return grid_positions(self.row_pos, self.col_pos, start, count)
 
     def _decode(self, h: Tensor, past: list | None, cross: list, mask: Tensor
                 ) -> tuple[Tensor, list]:

@@ -1,4 +1,4 @@
-"""``dalle`` under ``torchrun --nproc_per_node 2`` (gloo, CPU): each rank trains on its
+"""``dalle`` and ``parti`` under ``torchrun --nproc_per_node 2`` (gloo, CPU): each rank trains on its
 half of every global batch (its own captions dropped to the null caption), both ranks
 end with identical weights, and those equal a one-process run on the same global
 batches within round-off."""
@@ -30,8 +30,9 @@ SCRIPT = textwrap.dedent('''
 
     torch.set_num_threads(1)
     out, sets = Path(sys.argv[1]), json.loads(sys.argv[2])
-    spec = resolve(objective="dalle", sets=sets)
-    obj = REGISTRY.get("objective", "dalle")(spec.objective_config)
+    name = sys.argv[3]
+    spec = resolve(objective=name, sets=sets)
+    obj = REGISTRY.get("objective", name)(spec.objective_config)
     (out / "run").mkdir(parents=True, exist_ok=True)
     ctx = RunContext(spec, out / "run")
     train(obj, ctx)
@@ -43,7 +44,8 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_two_ranks_match_each_other_and_one_process(tmp_path):
+@pytest.mark.parametrize("objective", ["dalle", "parti"])
+def test_two_ranks_match_each_other_and_one_process(tmp_path, objective):
     vq, _ = gaf.run("autoencoder", autoencoder="vqgan", sets=[
         f"out_dir={json.dumps(str(tmp_path))}", "name=\"vq\"", "dataset.resolution=16",
         "dataset.size=64", "autoencoder.base_channels=8", "autoencoder.num_groups=4",
@@ -53,6 +55,7 @@ def test_two_ranks_match_each_other_and_one_process(tmp_path):
             "dataset.size=64",
             "token-model.rows=4", "token-model.cols=4", "token-model.codebook=16",
             "token-model.d_model=32", "token-model.n_layer=1", "token-model.n_head=2",
+            *(["token-model.encoder_layers=1"] if objective == "parti" else []),
             "objective.p_uncond=0.5", "train.steps=3", "train.batch_size=8",
             "train.log_every=1", "train.warmup_steps=0", "objective.eval_images=0",
             "device=\"cpu\"",
@@ -60,7 +63,7 @@ def test_two_ranks_match_each_other_and_one_process(tmp_path):
     script = tmp_path / "dalle_script.py"
     script.write_text(SCRIPT)
     for name, nproc in (("two", 2), ("one", 1)):
-        out = run_script(script, [str(tmp_path / name), json.dumps(sets)], nproc,
+        out = run_script(script, [str(tmp_path / name), json.dumps(sets), objective], nproc,
                          env={"OMP_NUM_THREADS": "1"}, log=tmp_path / f"{name}.log")
         assert out.returncode == 0, out.stderr[-3000:]
     r0, r1, one = (load_file(str(tmp_path / d / f"rank{r}.safetensors"))
