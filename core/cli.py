@@ -249,6 +249,9 @@ def show_cmd(kind: str, name: str) -> None:
     if kind == "objective":
         from .trainconfig import TrainConfig
 
+        for kind, opts in objective_member(obj, "component_defaults").items():
+            click.echo(f"\n  {kind} defaults: " + ", ".join(f"{k}={json.dumps(v)}"
+                                                       for k, v in opts.items()))
         train = _config.to_dict(_config.from_dict(TrainConfig, objective_member(obj, "train_defaults")))
         click.echo("\n  train defaults: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in train.items()))
 

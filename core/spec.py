@@ -18,8 +18,9 @@ resolved version to ``RUN_DIR/config.toml``, and feeding that back reproduces th
     steps = 400
     lr = 0.003
 
-Precedence: defaults (the objective's ``uses`` and ``train_defaults``) < the file <
-component options on the command line (``--policy NAME``) < ``--set KEY=VALUE``.
+Precedence: defaults (the objective's ``uses``, ``component_defaults`` and
+``train_defaults``) < the file < component options on the command line (``--policy
+NAME``) < ``--set KEY=VALUE``.
 ``--set`` keys are dotted (``train.lr``, ``policy.dropout``, ``objective.beta``) or,
 when unambiguous, bare (``lr``).
 """
@@ -109,6 +110,7 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
                         + ", ".join(registry.names("objective")) + ")")
     obj_cls = registry.get("objective", obj_name)
     uses: dict[str, str] = dict(objective_member(obj_cls, "uses"))
+    component_defaults = objective_member(obj_cls, "component_defaults")
 
     for kind in cli_components:
         if kind not in uses:
@@ -124,7 +126,8 @@ def resolve(data: Mapping[str, Any] | None = None, *, objective: str | None = No
         name = cli_components.get(kind) or file_name or default
         if file_name is not None and file_name != name:
             section = {}  # the file's options belong to the component the CLI replaced
-        sections[kind] = {"name": name, **section}
+        own = dict(component_defaults.get(kind, {})) if name == default else {}
+        sections[kind] = {"name": name, **own, **section}
     train_section = _section(data, "train", where)
     top_values = {k: data.pop(k) for k in TOP_LEVEL if k in data}
     top_values.update({k: v for k, v in (top or {}).items() if v is not None})

@@ -130,6 +130,14 @@ class ObjectiveBase:
     (each kind gets a ``[<kind>]`` section defaulting to that name, which ``--<kind>``
     overrides) and by ``gaf show objective NAME``. Default: none."""
 
+    component_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = MappingProxyType({})
+    """Options of the ``uses`` components that differ for this objective, kind →
+    ``{option: value}``, e.g. ``{"sampler": {"k": 8}}`` (the image-token models sample
+    with a smaller top-k than a language model). Applied only while the kind's
+    component is the ``uses`` default (another component's options are its own), below
+    the run file's ``[<kind>]`` section and ``--set <kind>.*``; listed by ``gaf show
+    objective NAME``. Default: none."""
+
     train_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     """Overrides of :class:`gaf.trainconfig.TrainConfig` defaults (``steps``, ``lr`` …),
     below a run file's ``[train]`` and ``--set train.*``. Default: none."""

@@ -268,6 +268,23 @@ def test_precedence_defaults_file_cli_set(registry, tmp_path):
     assert spec.components["policy"].options == {"width": 64, "dropout": 0.0}
 
 
+def test_component_defaults_of_an_objective_sit_below_the_file_and_set(registry):
+    class Wants(Toy):
+        uses = {"policy": "base"}
+        component_defaults = {"policy": {"width": 32}}
+
+    registry.add("objective", "wants", Wants)
+    assert resolve(objective="wants", registry=registry).components["policy"].options == {
+        "width": 32, "dropout": 0.0}
+    file = C.loads_toml('[objective]\nname = "wants"\n[policy]\nname = "base"\nwidth = 16\n')
+    assert resolve(file, registry=registry).components["policy"].options["width"] == 16
+    spec = resolve(objective="wants", registry=registry, sets=["policy.width=4"])
+    assert spec.components["policy"].options["width"] == 4
+    # another component's options are its own: the override belongs to "base"
+    spec = resolve(objective="wants", registry=registry, components={"policy": "wide"})
+    assert spec.components["policy"].options == {"width": 64, "dropout": 0.0}
+
+
 def test_bare_set_keys_resolve_when_unambiguous(registry):
     spec = resolve(objective="toy", registry=registry, sets=["lr=0.3", "n=12", "device=cpu"])
     assert spec.train.lr == 0.3 and spec.objective_config.n == 12 and spec.device == "cpu"
