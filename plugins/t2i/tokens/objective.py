@@ -69,8 +69,9 @@ class TokenT2IConfig:
     eval_images: int = option(200, "captions per evaluation set (0 = no evaluation)", ge=0)
     eval_split: Literal["eval", "validation"] = option(
         "eval", "held-out split the evaluation reads ('validation' for tuning)")
-    eval_guidance: tuple[float, ...] = option((1.0, 3.0), "guidance scales evaluated", ge=0)
-    fd_guidance: float = option(3.0, "guidance of the headline row (FD/KID, floors, "
+    eval_guidance: tuple[float, ...] = option((1.0, 2.0, 3.0), "guidance scales evaluated",
+                                              ge=0)
+    fd_guidance: float = option(2.0, "guidance of the headline row (FD/KID, floors, "
                                      "swapped pairs, diversity)", ge=0)
     eval_batch_size: int = option(100, "images per sampling batch in the evaluation", ge=1)
     fd: bool = option(True, "report the in-domain FD of the samples (and its floor)")
@@ -93,10 +94,16 @@ class TokenT2I(ObjectiveBase):
     Config = TokenT2IConfig
     uses = {"token-model": "dalle", "autoencoder": "vqgan", "dataset": "shapes",
             "sampler": "top-k"}
+    #: top-k 8 and guidance 2 (fd_guidance): the lowest FD of the validation table in
+    #: docs/results.md § DALL-E and Parti
+    component_defaults = {"sampler": {"k": 8}}
     unit = "images"
     timeline = {"year": 2021, "method": "DALL-E (autoregressive over VQGAN codes)",
                 "paper": "Ramesh et al., Zero-Shot Text-to-Image Generation (arXiv 2102.12092)"}
-    train_defaults = {"steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100,
+    # 1,600 steps: the whole default run (the vqgan stage included) in 15 minutes on
+    # 2 cores; docs/results.md § DALL-E and Parti has the timing and the validation
+    # table the sampling defaults come from
+    train_defaults = {"steps": 1600, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100,
                       "schedule": "cosine", "weight_decay": 0.01, "max_grad_norm": 1.0,
                       "log_every": 50}
     plot_keys = ("loss", "loss_image", "loss_text", "lr", "grad_norm")
@@ -227,7 +234,7 @@ class TokenT2I(ObjectiveBase):
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
         """The shared text-to-image evaluation at ``fd_guidance`` (the headline) and
         every other ``eval_guidance`` (a sweep), with the tokenizer's reconstruction."""
-        from ..evaluation import evaluate_pipeline, evaluation_splits, logged_wall_seconds
+        from ..evaluation import evaluate_pipeline, evaluation_splits
 
         cfg = self.config
         if cfg.eval_images == 0:
@@ -241,7 +248,7 @@ class TokenT2I(ObjectiveBase):
         info = {"trainable_parameters": float(sum(p.numel() for p in self.model.parameters())),
                 "frozen_parameters": float(sum(p.numel()
                                                for p in self.autoencoder.parameters())),
-                "train_wall_s": round(logged_wall_seconds(ctx.run_dir), 2)}
+                "train_wall_s": round(self._train_seconds(ctx), 2)}
         return {**extra, **evaluate_pipeline(
             self.pipeline(), {"guidance": cfg.fd_guidance}, train_ds=self.dataset,
             eval_ds=eval_ds, swapped_ds=swapped, sweep=sweep, condition_key="caption",
@@ -252,16 +259,42 @@ class TokenT2I(ObjectiveBase):
             throughput_batch=cfg.throughput_batch, grid_prompts=cfg.grid_prompts,
             out_dir=ctx.run_dir, seed=ctx.spec.seed, info=info, log=ctx.log)}
 
+    def _train_seconds(self, ctx: RunContext) -> float:
+        """The method's training wall time: this run's last logged ``elapsed_s`` (a first
+        stage trained inside it counted once) plus, when the first stage is a trained run
+        reused with ``--autoencoder RUN_DIR``, that run's ``setup_s + train_s`` (as
+        ``ldm`` counts it)."""
+        from pathlib import Path
+
+        from ..evaluation import logged_wall_seconds
+        from ..ldm import _run_seconds
+
+        seconds = logged_wall_seconds(ctx.run_dir)
+        if self.autoencoder_source and self.autoencoder_source != "first_stage/autoencoder":
+            seconds += _run_seconds(Path(self.autoencoder_source))
+        return seconds
+
     @torch.no_grad()
     def _tokenizer_quality(self, eval_ds: Any) -> dict[str, float]:
-        """PSNR of the first stage's reconstruction of up to 200 held-out images: the
-        ceiling of any image made from its codes."""
+        """The ceiling of any image made from the first stage's codes, on the first 200
+        held-out images: the PSNR of their reconstructions (``tokenizer_psnr``) and, with
+        an evaluator, its reading of the reconstructions against their own captions
+        (``tokenizer_{attr}`` with ``_se``: what a token model that drew the real
+        images' codes exactly would score)."""
+        from ..evaluation import attribute_scores
+
         n = min(200, len(eval_ds))
         images = stack_images(eval_ds, range(n)).to(self.device)
         recon = self.autoencoder.decode_indices(self.autoencoder.encode_indices(images))
-        mse = ((recon.clamp(-1, 1) - images) / 2).pow(2).flatten(1).mean(1)
+        recon = recon.float().clamp(-1, 1)
+        mse = ((recon - images) / 2).pow(2).flatten(1).mean(1)
         psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
-        return {"tokenizer_psnr": round(float(psnr), 3)}
+        out = {"tokenizer_psnr": round(float(psnr), 3)}
+        if hasattr(eval_ds, "evaluator"):
+            captions = conditions_of(eval_ds, "caption")[:n]
+            scores = attribute_scores(eval_ds.evaluator(), recon.cpu(), captions)
+            out.update({f"tokenizer_{k}": v for k, v in scores.items() if k != "n"})
+        return out
 
 
 class PartiT2I(TokenT2I):

@@ -30,7 +30,7 @@ __all__ = ["TokenOptions", "TokenPipeline", "rerank"]
 class TokenOptions:
     """Call options of the ``tokens`` pipeline (``gaf sample --option KEY=VALUE``)."""
 
-    guidance: float = option(3.0, "classifier-free guidance on each token's logits, "
+    guidance: float = option(2.0, "classifier-free guidance on each token's logits, "
                                   "1 = none (the unconditional half is skipped)", ge=0)
     candidates: int = option(1, "images sampled per caption; above 1 the run's generation "
                                 "CLIP keeps the one closest to the caption", ge=1, le=256)
@@ -42,7 +42,7 @@ class TokenPipeline:
 
     Options = TokenOptions
 
-    def __init__(self, model: Any, autoencoder: Any, sampler: Any, *, guidance: float = 3.0,
+    def __init__(self, model: Any, autoencoder: Any, sampler: Any, *, guidance: float = 2.0,
                  reranker: Any = None):
         self.model, self.autoencoder, self.sampler = model, autoencoder, sampler
         self.default_guidance = float(guidance)
@@ -69,7 +69,7 @@ class TokenPipeline:
         dirs = module_dirs(meta, False, required=("token_model",))
         first = component_ref(meta, "autoencoder")
         saved = component_ref(meta, "sampler") or {"name": "top-k", "options": {}}
-        guidance = field(meta, "guidance", (int, float), default=3.0)
+        guidance = field(meta, "guidance", (int, float), default=2.0)
         rerank = field(meta, "rerank_clip", str, default=None, allow_none=True)
         model = load_from(registry, "token-model", dirs["token_model"]).to(device).eval()
         if first is None:

@@ -41,7 +41,8 @@ def test_a_tiny_run_trains_and_is_evaluated(run):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all({"loss", "loss_text", "loss_image", "dropped"} <= set(r) for r in rows)
     for key in ("unseen_colour", "floor_colour", "clip_score", "images_per_s",
-                "tokenizer_psnr", "evaluations_per_image"):
+                "tokenizer_psnr", "tokenizer_colour", "tokenizer_exact",
+                "evaluations_per_image"):
         assert key in s, key
     assert s["evaluations_per_image"] == (16 + 1) * 2 + 1  # guided at fd_guidance 3
     assert any(k.startswith("guidance_1") for k in s)  # the sweep's other scale
@@ -127,3 +128,32 @@ def test_a_token_model_that_does_not_fit_the_first_stage_names_the_options(tmp_p
     with pytest.raises(BadConfig, match="set token-model.rows=4, token-model.cols=4"):
         gaf.run("dalle", sets=sets)
     assert not any(p.name != "latest" for p in tmp_path.iterdir())
+
+
+def test_the_tables_script_scores_every_cell_with_the_shared_evaluation(run, tiny_clip,
+                                                                       tmp_path):
+    from script_module import load_script  # tests/ is on sys.path (conftest)
+
+    tables = load_script("examples/token_tables.py")
+    run_dir, _ = run
+    out = tmp_path / "tables"
+    results = tables.main([str(run_dir), "--parti", str(run_dir), "--rerank-clip",
+                           str(tiny_clip), "--top-k", "2,16", "--guidance", "1,3",
+                           "--candidates", "1,2", "--captions", "4", "--out", str(out)])
+    cells = [(c["k"], c["guidance"]) for c in results["guidance_topk"]]
+    assert cells == [(2, 1.0), (2, 3.0), (16, 1.0), (16, 3.0)]
+    unguided, guided = results["guidance_topk"][:2]
+    assert unguided["evaluations_per_image"] == 16 + 1 + 1  # one pass per token, no branch
+    assert guided["evaluations_per_image"] == (16 + 1) * 2 + 1
+    assert [c["candidates"] for c in results["rerank"]] == [1, 2]
+    assert results["rerank"][1]["evaluations_per_image"] == 2 * ((16 + 1) * 2 + 1) + 3
+    # the same run as both models: the same images, so the same scores
+    dalle, parti = results["models"]
+    assert dalle["unseen_colour"] == parti["unseen_colour"]
+    text = (out / "tables.md").read_text()
+    assert text.count("| --- |") == 0 and "### guidance × top-k" in text
+    assert len([line for line in text.splitlines() if line.startswith("| 2 | 1 |")]) == 1
+    for grid in ("grid_guidance_topk", "grid_rerank", "grid_models"):
+        rows = (out / f"{grid}.txt").read_text().splitlines()[0]
+        assert rows.startswith("rows: ")
+        assert Image.open(out / f"{grid}.png").size[0] > 0
