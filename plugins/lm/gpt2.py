@@ -36,10 +36,37 @@ from .batching import LMBatch, batch_from_ids, build_batch, prompt_ids
 from .generation import generate_ids
 from .tokenizer import BPETokenizer, make_tokenizer
 
-__all__ = ["GPT2Config", "GPT2Policy", "KVCache"]
+__all__ = ["GPT2Config", "GPT2Policy", "KVCache", "KVBuffer"]
 
 #: One ``(key, value)`` pair per layer, each ``(B, n_head, S, head_dim)``.
 KVCache = tuple[tuple[Tensor, Tensor], ...]
+
+
+class KVBuffer:
+    """One attention layer's keys and values in storage preallocated for ``capacity``
+    positions: :meth:`extend` writes the new positions in place and returns views of
+    every position so far, where a ``(key, value)`` pair is concatenated (the whole past
+    copied) at every step. :class:`Attention` takes either as ``past``; a buffer is
+    updated in place, so an earlier state of it cannot be reused."""
+
+    def __init__(self, key: Tensor, value: Tensor, capacity: int):
+        b, h, t, d = key.shape
+        if capacity < t:
+            raise ValueError(f"KVBuffer: capacity {capacity} below the {t} positions given")
+        self.key = key.new_empty(b, h, capacity, d)
+        self.value = value.new_empty(b, h, capacity, d)
+        self.key[:, :, :t], self.value[:, :, :t] = key, value
+        self.length = t
+
+    def extend(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Append ``(B, n_head, T, head_dim)`` keys and values; all positions' views."""
+        end = self.length + key.shape[2]
+        if end > self.key.shape[2]:
+            raise ValueError(f"KVBuffer: {end} positions exceed its capacity "
+                             f"{self.key.shape[2]}")
+        self.key[:, :, self.length:end], self.value[:, :, self.length:end] = key, value
+        self.length = end
+        return self.key[:, :, :end], self.value[:, :, :end]
 
 
 @attrs.define
@@ -92,16 +119,25 @@ class Attention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None,
-                past: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                past: tuple[Tensor, Tensor] | KVBuffer | None
+                ) -> tuple[Tensor, tuple[Tensor, Tensor] | KVBuffer]:
+        """``past``: the earlier positions' keys and values, a pair (returned extended,
+        a new pair) or a :class:`KVBuffer` (extended in place and returned)."""
         q, k, v = (rearrange(t, "b t (h d) -> b h t d", h=self.n_head)
                    for t in self.c_attn(x).split(self.d_model, dim=-1))
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        cache: tuple[Tensor, Tensor] | KVBuffer
+        if isinstance(past, KVBuffer):
+            k, v = past.extend(k, v)
+            cache = past
+        else:
+            if past is not None:
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            cache = (k, v)
         p = self.attn_dropout.p if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
                                            is_causal=mask is None and past is None)
         y = self.resid_dropout(self.c_proj(rearrange(y, "b h t d -> b t (h d)")))
-        return y, (k, v)
+        return y, cache
 
 
 class MLP(nn.Module):

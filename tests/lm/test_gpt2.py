@@ -421,3 +421,35 @@ def test_generate_never_emits_bos_or_pad_and_max_new_tokens(model):
     assert BOS not in out and PAD not in out
     assert model.generate(["a", "b"], sampler=Greedy(), max_new_tokens=0) == ["", ""]
     assert model.generate([], sampler=Greedy()) == []
+
+
+@settings(max_examples=25, deadline=None)
+@given(prefix=st.integers(1, 6), steps=st.lists(st.integers(1, 3), min_size=1, max_size=4),
+       seed=st.integers(0, 2**16))
+def test_a_preallocated_kv_buffer_attends_exactly_as_concatenation(prefix, steps, seed):
+    from gaf.plugins.lm.gpt2 import Attention, KVBuffer
+
+    torch.manual_seed(seed)
+    attn = Attention(GPT2Config(d_model=16, n_head=2, n_layer=1, tokenizer="byte")).eval()
+    total = prefix + sum(steps)
+    x = torch.randn(2, total, 16, dtype=torch.float64)
+    attn = attn.double()
+    for param in attn.parameters():  # (Conv1D leaves its weights to the model's init)
+        torch.nn.init.normal_(param, std=0.3)
+    with torch.no_grad():
+        y, pair = attn(x[:, :prefix], None, None)
+        buffer = KVBuffer(*pair, capacity=total)
+        start = prefix
+        for n in steps:
+            chunk = x[:, start:start + n]
+            # one query at a time sees all earlier keys: causal within the chunk
+            for j in range(n):
+                a, pair = attn(chunk[:, j:j + 1], None, pair)
+                b, same = attn(chunk[:, j:j + 1], None, buffer)
+                assert same is buffer
+                torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+            start += n
+        assert buffer.length == total
+        torch.testing.assert_close(buffer.key[:, :, :total], pair[0], rtol=0, atol=0)
+        with pytest.raises(ValueError, match="capacity"):
+            buffer.extend(pair[0][:, :, :1], pair[1][:, :, :1])

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 
 from gaf.config import option
 from gaf.plugins.conditioners.text import EMBEDDING_STD, tokenize_captions
-from gaf.plugins.lm.gpt2 import Block, GPT2Config, KVCache
+from gaf.plugins.lm.gpt2 import Block, GPT2Config, KVBuffer, KVCache
 from gaf.plugins.lm.tokenizer import BPETokenizer, make_tokenizer
 
 __all__ = ["DalleConfig", "DalleTransformer", "Layout", "IMAGE_WEIGHT", "grid_positions"]
@@ -261,11 +261,15 @@ class DalleTransformer(nn.Module):
         """Run ``[text, BOS]`` (the null caption where ``drop``); return the code logits
         ``(B, K)`` of the first image cell and the cache."""
         hidden, cache = self._run(self.embed(self.with_null(text, drop), None), None)
-        return self.code_logits(hidden[:, -1]), cache
+        # every later position's keys and values are written into storage sized for the
+        # whole sequence (the GPT-2 attention would otherwise copy the past at each step)
+        capacity = self.config.text_length + self.image_tokens
+        return self.code_logits(hidden[:, -1]), tuple(KVBuffer(k, v, capacity)
+                                                      for k, v in cache)
 
     def step(self, codes: Tensor, index: int, cache: KVCache) -> tuple[Tensor, KVCache]:
         """Feed code ``codes`` ``(B,)`` of image cell ``index`` (0-based); return the
-        code logits of cell ``index + 1`` and the extended cache."""
+        code logits of cell ``index + 1`` and the cache (extended in place)."""
         h = self.wte(codes + self.layout.code0)[:, None] + self._image_positions(index, 1)
         hidden, cache = self._run(self.drop(h), cache)
         return self.code_logits(hidden[:, -1]), cache

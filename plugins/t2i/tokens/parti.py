@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from gaf.config import option
 from gaf.plugins.conditioners.text import (EMBEDDING_STD, TextTransformer,
                                            TextTransformerConfig)
-from gaf.plugins.lm.gpt2 import MLP, Attention, GPT2Config
+from gaf.plugins.lm.gpt2 import MLP, Attention, GPT2Config, KVBuffer
 
 from .dalle import grid_positions
 
@@ -80,9 +80,9 @@ class CrossBlock(nn.Module):
         k, v = self.kv(context).chunk(2, dim=-1)
         return tuple(rearrange(t, "b l (h d) -> b h l d", h=self.n_head) for t in (k, v))
 
-    def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | None,
+    def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | KVBuffer | None,
                 cross: tuple[Tensor, Tensor], key_mask: Tensor
-                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                ) -> tuple[Tensor, tuple[Tensor, Tensor] | KVBuffer]:
         a, kv = self.attn(self.ln_1(x), None, past)
         x = x + a
         q = rearrange(self.q(self.ln_x(x)), "b t (h d) -> b h t d", h=self.n_head)
@@ -208,10 +208,13 @@ class PartiTransformer(nn.Module):
         states, mask = self.context(text, drop)
         cross = [block.cross_kv(states) for block in self.blocks]
         logits, past = self._decode(self.bos.expand(len(text), 1, -1), None, cross, mask)
+        # the self-attention's keys and values go into storage sized for every code
+        past = [KVBuffer(k, v, self.image_tokens) for k, v in past]
         return logits[:, -1], (past, cross, mask)
 
     def step(self, codes: Tensor, index: int, cache: tuple) -> tuple[Tensor, tuple]:
-        """Feed code ``codes`` ``(B,)`` of cell ``index``; the next code's logits."""
+        """Feed code ``codes`` ``(B,)`` of cell ``index``; the next code's logits (the
+        cache is extended in place)."""
         past, cross, mask = cache
         h = self.code_embedding(codes)[:, None] + self._positions(index, 1)
         logits, past = self._decode(h, past, cross, mask)
