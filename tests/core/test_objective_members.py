@@ -73,7 +73,8 @@ class Counting(Toy, ObjectiveBase):
 def test_the_defaults_are_what_objective_base_declares():
     declared = set(ObjectiveBase.__annotations__)
     assert set(OBJECTIVE_DEFAULTS) == declared
-    assert {"Config", "uses", "train_defaults", "unit", "plot_keys", "training_state",
+    assert {"Config", "uses", "component_defaults", "train_defaults", "unit", "plot_keys",
+            "training_state",
             "load_training_state", "after_step", "param_groups"} == declared
     for name in declared - {"Config"}:
         assert objective_member(Bare, name) == OBJECTIVE_DEFAULTS[name]

@@ -100,9 +100,9 @@ class TokenT2I(ObjectiveBase):
     unit = "images"
     timeline = {"year": 2021, "method": "DALL-E (autoregressive over VQGAN codes)",
                 "paper": "Ramesh et al., Zero-Shot Text-to-Image Generation (arXiv 2102.12092)"}
-    # 1,600 steps: the whole default run (the vqgan stage included) in 15 minutes on
-    # 2 cores; docs/results.md § DALL-E and Parti has the timing and the validation
-    # table the sampling defaults come from
+    # the step count keeps the whole default run (the vqgan stage included) within the
+    # issue's time budget; docs/results.md § DALL-E and Parti has the timing and the
+    # validation table the sampling defaults come from
     train_defaults = {"steps": 1600, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100,
                       "schedule": "cosine", "weight_decay": 0.01, "max_grad_norm": 1.0,
                       "log_every": 50}
