@@ -257,6 +257,28 @@ def parameters_used(module: Any) -> int:
     return sum(p.numel() for p in params)
 
 
+def train_wall_seconds(run_dir: Path, reused: Path | None = None) -> float:
+    """A method's training wall time (``train_wall_s``): ``run_dir``'s last logged
+    ``elapsed_s`` (seconds from the start of the run, so its setup and any stage trained
+    inside it count once) plus, when ``reused`` names a trained component an earlier
+    run saved (``--autoencoder RUN_DIR``, ``conditioner.clip``), that run's ``setup_s +
+    train_s`` from the summary.json in ``reused`` or one level up (0 without one). A
+    resumed run counts the wall time of its last process only."""
+    seconds = logged_wall_seconds(run_dir)
+    if reused is not None:
+        for d in (reused, reused.parent):
+            summary = d / "summary.json"
+            if summary.is_file():
+                try:
+                    data = json.loads(summary.read_text(encoding="utf-8"))
+                    seconds += (float(data.get("setup_s") or 0.0)
+                                + float(data.get("train_s") or 0.0))
+                except (ValueError, AttributeError, TypeError):
+                    pass
+                break
+    return seconds
+
+
 def logged_wall_seconds(run_dir: Path) -> float:
     """The last ``elapsed_s`` of ``run_dir/metrics.jsonl`` (0 without one)."""
     seconds = 0.0

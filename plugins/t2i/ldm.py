@@ -394,11 +394,9 @@ class LDM:
 
             frozen += parameters_used(self.conditioner)
         info = {"trainable_parameters": float(trainable), "frozen_parameters": float(frozen)}
-        from .evaluation import logged_wall_seconds
+        from .evaluation import train_wall_seconds
 
-        seconds = logged_wall_seconds(ctx.run_dir)
-        if self.autoencoder_source and self.autoencoder_source != "first_stage/autoencoder":
-            seconds += _run_seconds(Path(self.autoencoder_source))
+        seconds = train_wall_seconds(ctx.run_dir, reused_first_stage(self.autoencoder_source))
         info["train_wall_s"] = round(seconds, 2)
         return info
 
@@ -406,18 +404,11 @@ class LDM:
 # ------------------------------------------------------------------- helpers
 
 
-def _run_seconds(component_dir: Path) -> float:
-    """``setup_s + train_s`` of the run that saved the component in ``component_dir``
-    (its summary.json there or one level up; 0 when there is none)."""
-    for d in (component_dir, component_dir.parent):
-        summary = d / "summary.json"
-        if summary.is_file():
-            try:
-                data = json.loads(summary.read_text(encoding="utf-8"))
-                return float(data.get("setup_s") or 0.0) + float(data.get("train_s") or 0.0)
-            except (ValueError, AttributeError, TypeError):
-                return 0.0
-    return 0.0
+def reused_first_stage(source: str) -> Path | None:
+    """The directory of a first stage reused from another run (``--autoencoder
+    RUN_DIR``), from :func:`frozen_first_stage`'s ``source``; None when the run trained
+    its own (``first_stage/autoencoder``) or has none."""
+    return Path(source) if source and source != "first_stage/autoencoder" else None
 
 
 def _has_parameters(module: Any) -> bool:

@@ -369,9 +369,9 @@ class GANIntCls(ObjectiveBase):
         ``elapsed_s`` (a CLIP trained inside it included) plus, when the CLIP is a run
         named with ``conditioner.clip``, that run's ``setup_s + train_s``. The
         discriminator is not counted: it does not make images."""
-        from ..ldm import _run_seconds
+        from pathlib import Path
 
-        from ..evaluation import logged_wall_seconds, parameters_used
+        from ..evaluation import parameters_used, train_wall_seconds
 
         trainable = sum(p.numel() for p in self.generator.parameters())
         frozen = 0
@@ -380,11 +380,9 @@ class GANIntCls(ObjectiveBase):
         else:
             frozen = parameters_used(self.conditioner)
 
-        seconds = logged_wall_seconds(ctx.run_dir)
-        if self.text_source and self.text_source != "clip":
-            from pathlib import Path
-
-            seconds += _run_seconds(Path(self.text_source) / "encoder")
+        reused = (Path(self.text_source) / "encoder"
+                  if self.text_source and self.text_source != "clip" else None)
+        seconds = train_wall_seconds(ctx.run_dir, reused)
         return {"trainable_parameters": float(trainable), "frozen_parameters": float(frozen),
                 "train_wall_s": round(seconds, 2)}
 

@@ -234,7 +234,8 @@ class TokenT2I(ObjectiveBase):
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
         """The shared text-to-image evaluation at ``fd_guidance`` (the headline) and
         every other ``eval_guidance`` (a sweep), with the tokenizer's reconstruction."""
-        from ..evaluation import evaluate_pipeline, evaluation_splits
+        from ..evaluation import evaluate_pipeline, evaluation_splits, train_wall_seconds
+        from ..ldm import reused_first_stage
 
         cfg = self.config
         if cfg.eval_images == 0:
@@ -248,7 +249,9 @@ class TokenT2I(ObjectiveBase):
         info = {"trainable_parameters": float(sum(p.numel() for p in self.model.parameters())),
                 "frozen_parameters": float(sum(p.numel()
                                                for p in self.autoencoder.parameters())),
-                "train_wall_s": round(self._train_seconds(ctx), 2)}
+                # a first stage reused with --autoencoder: its run's time counts too
+                "train_wall_s": round(train_wall_seconds(
+                    ctx.run_dir, reused_first_stage(self.autoencoder_source)), 2)}
         return {**extra, **evaluate_pipeline(
             self.pipeline(), {"guidance": cfg.fd_guidance}, train_ds=self.dataset,
             eval_ds=eval_ds, swapped_ds=swapped, sweep=sweep, condition_key="caption",
@@ -258,21 +261,6 @@ class TokenT2I(ObjectiveBase):
             clip_steps=cfg.eval_clip_steps, batch_size=cfg.eval_batch_size,
             throughput_batch=cfg.throughput_batch, grid_prompts=cfg.grid_prompts,
             out_dir=ctx.run_dir, seed=ctx.spec.seed, info=info, log=ctx.log)}
-
-    def _train_seconds(self, ctx: RunContext) -> float:
-        """The method's training wall time: this run's last logged ``elapsed_s`` (a first
-        stage trained inside it counted once) plus, when the first stage is a trained run
-        reused with ``--autoencoder RUN_DIR``, that run's ``setup_s + train_s`` (as
-        ``ldm`` counts it)."""
-        from pathlib import Path
-
-        from ..evaluation import logged_wall_seconds
-        from ..ldm import _run_seconds
-
-        seconds = logged_wall_seconds(ctx.run_dir)
-        if self.autoencoder_source and self.autoencoder_source != "first_stage/autoencoder":
-            seconds += _run_seconds(Path(self.autoencoder_source))
-        return seconds
 
     @torch.no_grad()
     def _tokenizer_quality(self, eval_ds: Any) -> dict[str, float]:

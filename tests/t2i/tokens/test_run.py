@@ -157,3 +157,17 @@ def test_the_tables_script_scores_every_cell_with_the_shared_evaluation(run, tin
         rows = (out / f"{grid}.txt").read_text().splitlines()[0]
         assert rows.startswith("rows: ")
         assert Image.open(out / f"{grid}.png").size[0] > 0
+
+
+def test_a_reused_first_stage_counts_its_runs_training_time(run, tmp_path):
+    run_dir, _ = run
+    stage = run_dir / "first_stage"
+    first = json.loads((stage / "summary.json").read_text())
+    sets = [s for s in TINY if not s.startswith("autoencoder.")]
+    again, s = gaf.run("dalle", autoencoder=str(stage / "autoencoder"),
+                       sets=[f"out_dir={json.dumps(str(tmp_path))}", *sets])
+    elapsed = [json.loads(line)["elapsed_s"]
+               for line in (again / "metrics.jsonl").read_text().splitlines()]
+    assert not (again / "first_stage").exists()
+    assert s["train_wall_s"] == pytest.approx(
+        elapsed[-1] + first["setup_s"] + first["train_s"], abs=0.02)
