@@ -71,8 +71,8 @@ from gaf.errors import BadConfig, BadData, GafError
 
 from .run_meta import PIPELINE_FILE
 
-__all__ = ["DiffusionOptions", "DiffusionPipeline", "guided_prediction", "per_sample_generators",
-           "PIPELINE_FILE"]
+__all__ = ["DiffusionOptions", "DiffusionPipeline", "call_inputs", "guided_prediction",
+           "per_sample_generators", "PIPELINE_FILE"]
 
 StepCallback = Callable[[int, int, Tensor], Any]
 
@@ -80,6 +80,23 @@ StepCallback = Callable[[int, int, Tensor], Any]
 def per_sample_generators(seed: int, n: int, device: Any = "cpu") -> list[torch.Generator]:
     """``n`` generators seeded ``seed, seed + 1, …`` (one per image)."""
     return [torch.Generator(device=device).manual_seed(seed + i) for i in range(n)]
+
+
+def call_inputs(conditions: Sequence[Any], seed: int,
+                generators: Sequence[torch.Generator] | None
+                ) -> tuple[list[Any], list[torch.Generator]]:
+    """A pipeline call's conditions as a list and one generator per condition (``seed +
+    i`` unless ``generators`` are given); a :class:`~gaf.errors.BadConfig` for no
+    conditions or a generator count that does not match (every pipeline kind's
+    prologue)."""
+    conditions = list(conditions)
+    if not conditions:
+        raise BadConfig("nothing to sample: no prompts given")
+    generators = (list(generators) if generators is not None
+                  else per_sample_generators(seed, len(conditions)))
+    if len(generators) != len(conditions):
+        raise BadConfig(f"{len(generators)} generators for {len(conditions)} conditions")
+    return conditions, generators
 
 
 def per_sample_noise(shape: Sequence[int], generators: Sequence[torch.Generator],
@@ -242,10 +259,8 @@ class DiffusionPipeline:
         ``callback(step, t, latents)`` may return replacement latents; ``decode=False``
         returns the final (scaled) latents instead of images.
         """
-        conditions = list(conditions)
+        conditions, generators = call_inputs(conditions, seed, generators)
         n = len(conditions)
-        if n == 0:
-            raise BadConfig("nothing to sample: no prompts given")
         opts = self.options(steps=steps, guidance=guidance)
         steps, guidance = opts.steps, opts.guidance
         if self.sample_shape is None:
@@ -257,10 +272,6 @@ class DiffusionPipeline:
             sched.set_timesteps(int(steps))
         except ValueError as exc:  # e.g. more steps than the model was trained with
             raise BadConfig(f"steps={steps}: {exc}") from None
-        generators = list(generators) if generators is not None else per_sample_generators(
-            seed, n)
-        if len(generators) != n:
-            raise BadConfig(f"{len(generators)} generators for {n} conditions")
         x = per_sample_noise(self.sample_shape, generators, device)
         x = x * float(getattr(sched, "init_noise_sigma", 1.0))
         cond, null = self.encode(conditions)

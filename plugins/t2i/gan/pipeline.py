@@ -27,7 +27,7 @@ from torch import Tensor
 from gaf.config import option
 from gaf.errors import BadConfig
 
-from ..diffusion_pipeline import per_sample_generators, per_sample_noise
+from ..diffusion_pipeline import call_inputs, per_sample_noise
 from .text import caption_embedder
 
 __all__ = ["GANOptions", "GANPipeline"]
@@ -99,13 +99,7 @@ class GANPipeline:
         """One image per caption; image ``i`` from ``generators[i]`` (default: seeded
         ``seed + i``)."""
         opts = self.options(**options)
-        conditions = list(conditions)
-        if not conditions:
-            raise BadConfig("nothing to sample: no prompts given")
-        if generators is None:
-            generators = per_sample_generators(seed, len(conditions))
-        elif len(generators) != len(conditions):
-            raise BadConfig(f"{len(generators)} generators for {len(conditions)} conditions")
+        conditions, generators = call_inputs(conditions, seed, generators)
         z = per_sample_noise((self.generator.config.z_dim,), generators,
                              self.device) * opts.z_scale
         return self.generate(z, self.embed(conditions).to(self.device))

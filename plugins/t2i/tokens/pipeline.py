@@ -20,7 +20,7 @@ from torch import Tensor
 from gaf.config import from_dict, option
 from gaf.errors import BadConfig
 
-from ..diffusion_pipeline import per_sample_generators
+from ..diffusion_pipeline import call_inputs
 from .sampling import sample_codes
 
 __all__ = ["TokenOptions", "TokenPipeline", "rerank"]
@@ -113,14 +113,7 @@ class TokenPipeline:
         """One image per caption in ``[-1, 1]``; image ``i`` draws from
         ``generators[i]`` (default: seeded ``seed + i``)."""
         opts = self.options(**options)
-        conditions = list(conditions)
-        if not conditions:
-            raise BadConfig("nothing to sample: no prompts given")
-        if generators is None:
-            generators = per_sample_generators(seed, len(conditions))
-        generators = list(generators)
-        if len(generators) != len(conditions):
-            raise BadConfig(f"{len(generators)} generators for {len(conditions)} conditions")
+        conditions, generators = call_inputs(conditions, seed, generators)
         n = opts.candidates
         if n > 1 and self.reranker is None:
             raise BadConfig(f"candidates={n} needs a generation CLIP to rank them: train the "
