@@ -53,7 +53,8 @@ class Judge:
 
     def __init__(self, run_dir: Path, split: str, clip_dir: Path | None, n: int):
         from gaf import config as gaf_config
-        from gaf.plugins.t2i.evaluation import evaluation_splits
+        from gaf.plugins.t2i.evaluation import caption_sets, evaluation_splits
+        from gaf.plugins.t2i.training_data import conditions_of
         from gaf.registry import REGISTRY
         from gaf.runs import RunContext
         from gaf.spec import resolve
@@ -62,12 +63,16 @@ class Judge:
         spec = resolve(gaf_config.read_toml(cfg), registry=REGISTRY, where=str(cfg))
         ctx = RunContext(spec, run_dir, registry=REGISTRY)
         self.train_ds = ctx.component("dataset")
-        self.eval_ds, self.swapped, _ = evaluation_splits(ctx, split, self.train_ds)
+        self.eval_ds, _, _ = evaluation_splits(ctx, split, self.train_ds)
         options = spec.objective_config
         self.clip_dir = clip_dir or Path(options.eval_clip_dir or run_dir / "evaluation_clip")
         self.clip_steps = int(options.eval_clip_steps)
         self.features_dir = run_dir / "features"
         self.n = n
+        self.captions = conditions_of(self.eval_ds, "caption")
+        #: the headline set: the first ``n`` eval items whose caption is unseen in training
+        self.head = caption_sets(conditions_of(self.train_ds, "caption"), self.captions,
+                                 n)["unseen"]
 
     def __call__(self, pipe: Any, options: dict[str, Any]) -> dict[str, float]:
         from gaf.plugins.t2i.evaluation import evaluate_pipeline
@@ -80,42 +85,31 @@ class Judge:
             grid_prompts=0, out_dir=None, seed=0, log=lambda _m: None)
 
     def tokenizer(self, pipe: Any) -> dict[str, float]:
-        """The evaluator's reading of the first stage's reconstructions of the real
-        images of the unseen set against their captions: the ceiling of any token
-        model over these codes."""
-        import torch
-
+        """The first stage's ceiling on the real images of the unseen set
+        (:func:`~gaf.plugins.t2i.tokens.objective.tokenizer_quality`)."""
         from gaf.plugins.images.batches import stack_images
-        from gaf.plugins.t2i.evaluation import attribute_scores, caption_sets
-        from gaf.plugins.t2i.training_data import conditions_of
+        from gaf.plugins.t2i.tokens.objective import tokenizer_quality
 
-        captions = conditions_of(self.eval_ds, "caption")
-        head = caption_sets(conditions_of(self.train_ds, "caption"), captions, self.n)["unseen"]
-        with torch.no_grad():
-            real = stack_images(self.eval_ds, head).to(pipe.device)
-            recon = pipe.autoencoder.decode_indices(pipe.autoencoder.encode_indices(real))
-        scores = attribute_scores(self.eval_ds.evaluator(), recon.float().clamp(-1, 1).cpu(),
-                                  [captions[i] for i in head])
-        return {f"unseen_{k}": v for k, v in scores.items()}
+        return tokenizer_quality(pipe.autoencoder,
+                                 stack_images(self.eval_ds, self.head).to(pipe.device),
+                                 [self.captions[i] for i in self.head],
+                                 self.eval_ds.evaluator())
 
     def grid(self, cells: Sequence[tuple[str, Any, dict[str, Any]]], path: Path) -> None:
         """A row per cell (its pipeline at its options), the first 8 unseen captions."""
         import torch
 
         from gaf.plugins.images.grid import save_grid
-        from gaf.plugins.t2i.evaluation import caption_sets, sample_in_batches
-        from gaf.plugins.t2i.training_data import conditions_of
+        from gaf.plugins.t2i.evaluation import sample_in_batches
 
-        captions = conditions_of(self.eval_ds, "caption")
-        head = caption_sets(conditions_of(self.train_ds, "caption"), captions, self.n)["unseen"]
-        picks = head[:8]
-        rows = torch.stack([sample_in_batches(pipe, [captions[i] for i in picks], list(picks),
-                                              batch_size=100, **options)
+        picks = self.head[:8]
+        rows = torch.stack([sample_in_batches(pipe, [self.captions[i] for i in picks],
+                                              list(picks), batch_size=100, **options)
                             for _, pipe, options in cells])
         save_grid(rows, path)
         path.with_suffix(".txt").write_text(
             "rows: " + ", ".join(name for name, _, _ in cells) + "\n"
-            + "".join(f"column {j + 1}: {captions[i]}\n" for j, i in enumerate(picks)),
+            + "".join(f"column {j + 1}: {self.captions[i]}\n" for j, i in enumerate(picks)),
             encoding="utf-8")
 
 
@@ -146,7 +140,7 @@ def table(first: Sequence[str], rows: Sequence[tuple[Sequence[str], dict[str, An
 def ceiling_row(width: int, s: dict[str, Any]) -> str:
     """The table row of the tokenizer's ceiling (attributes only)."""
     cells = ["the real images' codes, decoded", *[""] * (width - 1),
-             *(cell(s, f"unseen_{a}") for a in ATTRIBUTES), "", "", "", "", ""]
+             *(cell(s, f"tokenizer_{a}") for a in ATTRIBUTES), "", "", "", "", ""]
     return "| " + " | ".join(cells) + " |"
 
 

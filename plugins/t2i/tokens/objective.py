@@ -30,6 +30,7 @@ codebook size, ``rows`` × ``cols`` its latent grid; a mismatch is a
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import attrs
@@ -49,7 +50,7 @@ from ..ldm import frozen_first_stage
 from ..run_meta import PIPELINE_FILE
 from ..training_data import conditions_of
 
-__all__ = ["TokenT2I", "TokenT2IConfig", "PartiT2I"]
+__all__ = ["TokenT2I", "TokenT2IConfig", "PartiT2I", "tokenizer_quality"]
 
 
 @attrs.define
@@ -262,27 +263,32 @@ class TokenT2I(ObjectiveBase):
             throughput_batch=cfg.throughput_batch, grid_prompts=cfg.grid_prompts,
             out_dir=ctx.run_dir, seed=ctx.spec.seed, info=info, log=ctx.log)}
 
-    @torch.no_grad()
     def _tokenizer_quality(self, eval_ds: Any) -> dict[str, float]:
-        """The ceiling of any image made from the first stage's codes, on the first 200
-        held-out images: the PSNR of their reconstructions (``tokenizer_psnr``) and, with
-        an evaluator, its reading of the reconstructions against their own captions
-        (``tokenizer_{attr}`` with ``_se``: what a token model that drew the real
-        images' codes exactly would score)."""
-        from ..evaluation import attribute_scores
-
+        """:func:`tokenizer_quality` on the first 200 held-out images."""
         n = min(200, len(eval_ds))
-        images = stack_images(eval_ds, range(n)).to(self.device)
-        recon = self.autoencoder.decode_indices(self.autoencoder.encode_indices(images))
-        recon = recon.float().clamp(-1, 1)
-        mse = ((recon - images) / 2).pow(2).flatten(1).mean(1)
-        psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
-        out = {"tokenizer_psnr": round(float(psnr), 3)}
-        if hasattr(eval_ds, "evaluator"):
-            captions = conditions_of(eval_ds, "caption")[:n]
-            scores = attribute_scores(eval_ds.evaluator(), recon.cpu(), captions)
-            out.update({f"tokenizer_{k}": v for k, v in scores.items() if k != "n"})
-        return out
+        evaluator = eval_ds.evaluator() if hasattr(eval_ds, "evaluator") else None
+        return tokenizer_quality(self.autoencoder, stack_images(eval_ds, range(n)).to(
+            self.device), conditions_of(eval_ds, "caption")[:n], evaluator)
+
+
+@torch.no_grad()
+def tokenizer_quality(autoencoder: Any, images: Tensor, captions: Sequence[str],
+                      evaluator: Any = None) -> dict[str, float]:
+    """The ceiling of any image made from the first stage's codes: the PSNR of the
+    reconstructions of ``images`` (``tokenizer_psnr``) and, with an evaluator, its
+    reading of them against their own ``captions`` (``tokenizer_{attr}`` with ``_se``:
+    what a token model that drew the real images' codes exactly would score)."""
+    from ..evaluation import attribute_scores
+
+    recon = autoencoder.decode_indices(autoencoder.encode_indices(images))
+    recon = recon.float().clamp(-1, 1)
+    mse = ((recon - images) / 2).pow(2).flatten(1).mean(1)
+    psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
+    out = {"tokenizer_psnr": round(float(psnr), 3)}
+    if evaluator is not None:
+        scores = attribute_scores(evaluator, recon.cpu(), list(captions))
+        out.update({f"tokenizer_{k}": v for k, v in scores.items() if k != "n"})
+    return out
 
 
 class PartiT2I(TokenT2I):

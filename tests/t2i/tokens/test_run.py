@@ -153,6 +153,10 @@ def test_the_tables_script_scores_every_cell_with_the_shared_evaluation(run, tin
     text = (out / "tables.md").read_text()
     assert text.count("| --- |") == 0 and "### guidance × top-k" in text
     assert len([line for line in text.splitlines() if line.startswith("| 2 | 1 |")]) == 1
+    # under each table, the tokenizer's ceiling read by the evaluator (numbers, not "–")
+    ceilings = [line for line in text.splitlines() if "real images' codes" in line]
+    assert len(ceilings) == 3 and all(" ± " in line for line in ceilings)
+    assert 0 <= results["tokenizer"]["tokenizer_colour"] <= 1
     for grid in ("grid_guidance_topk", "grid_rerank", "grid_models"):
         rows = (out / f"{grid}.txt").read_text().splitlines()[0]
         assert rows.startswith("rows: ")
