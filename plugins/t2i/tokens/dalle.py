@@ -56,7 +56,8 @@ from gaf.plugins.conditioners.text import EMBEDDING_STD, tokenize_captions
 from gaf.plugins.lm.gpt2 import Block, GPT2Config, KVBuffer, KVCache
 from gaf.plugins.lm.tokenizer import BPETokenizer, make_tokenizer
 
-__all__ = ["DalleConfig", "DalleTransformer", "Layout", "IMAGE_WEIGHT", "grid_positions"]
+__all__ = ["DalleConfig", "DalleTransformer", "Layout", "IMAGE_WEIGHT", "grid_positions",
+           "TokenModelConfig"]
 
 #: DALL-E's weight of the image tokens' loss: (L_text + 7 L_img) / 8
 IMAGE_WEIGHT = 7 / 8
@@ -71,8 +72,10 @@ def grid_positions(row_pos: Tensor, col_pos: Tensor, start: int, count: int) -> 
 
 
 @attrs.define
-class DalleConfig:
-    """Options of the ``dalle`` token model."""
+class TokenModelConfig:
+    """The options every token model shares (``dalle``, ``parti``): the captions it
+    reads, the code grid it writes (which the objective checks against the first
+    stage) and its width."""
 
     tokenizer: str = option("shapes-bpe", "text tokenizer: byte, sentiment-bpe, shapes-bpe "
                                           "or a directory with vocab.json and merges.txt")
@@ -81,9 +84,15 @@ class DalleConfig:
     rows: int = option(8, "image token rows (image size / VQGAN factor)", ge=1)
     cols: int = option(8, "image token columns", ge=1)
     d_model: int = option(128, "width of the residual stream", ge=1)
-    n_layer: int = option(4, "transformer blocks", ge=1)
     n_head: int = option(4, "attention heads (must divide d_model)", ge=1)
     mlp_ratio: int = option(4, "MLP width as a multiple of d_model", ge=1)
+
+
+@attrs.define
+class DalleConfig(TokenModelConfig):
+    """Options of the ``dalle`` token model."""
+
+    n_layer: int = option(4, "transformer blocks", ge=1)
     dropout: float = option(0.0, "dropout on embeddings, attention and residual branches",
                             ge=0, lt=1)
 

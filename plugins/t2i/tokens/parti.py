@@ -34,26 +34,17 @@ from gaf.plugins.conditioners.text import (EMBEDDING_STD, TextTransformer,
                                            TextTransformerConfig)
 from gaf.plugins.lm.gpt2 import MLP, Attention, GPT2Config, KVBuffer
 
-from .dalle import grid_positions
+from .dalle import TokenModelConfig, grid_positions
 
 __all__ = ["PartiConfig", "PartiTransformer", "CrossBlock"]
 
 
 @attrs.define
-class PartiConfig:
-    """Options of the ``parti`` token model."""
+class PartiConfig(TokenModelConfig):
+    """Options of the ``parti`` token model (``d_model`` is the encoder's width too)."""
 
-    tokenizer: str = option("shapes-bpe", "text tokenizer: byte, sentiment-bpe, shapes-bpe "
-                                          "or a directory with vocab.json and merges.txt")
-    text_length: int = option(24, "text tokens L (captions padded to it)", ge=1)
-    codebook: int = option(256, "image codes K: the VQGAN's codebook size", ge=2)
-    rows: int = option(8, "image token rows (image size / VQGAN factor)", ge=1)
-    cols: int = option(8, "image token columns", ge=1)
-    d_model: int = option(128, "width of the encoder and the decoder", ge=1)
     encoder_layers: int = option(2, "encoder blocks", ge=1)
     n_layer: int = option(3, "decoder blocks", ge=1)
-    n_head: int = option(4, "attention heads (must divide d_model)", ge=1)
-    mlp_ratio: int = option(4, "MLP width as a multiple of d_model", ge=1)
     dropout: float = option(0.0, "dropout in the decoder's attention and residual branches",
                             ge=0, lt=1)
 
