@@ -54,6 +54,7 @@ KINDS: dict[str, str] = {
     "autoencoder": "image first stages: KL-VAE, VQGAN (Autoencoder)",
     "token-model": "autoregressive text-to-image transformers over image codes (dalle, parti)",
     "noise-model": "diffusion noise models (NoiseModel)",
+    "prior": "diffusion priors from a caption to a CLIP image embedding (unCLIP)",
     "scheduler": "diffusion schedulers and samplers (Scheduler)",
     "conditioner": "text and label encoders for conditioning (Conditioner)",
     "encoder": "joint image-text encoders trained on their own: CLIP",

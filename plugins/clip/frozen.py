@@ -116,6 +116,15 @@ class ClipText(_FrozenClip):
         vec = self.clip.encode_text(list(captions))
         return F.normalize(vec, dim=-1) if normalize else vec
 
+    @torch.no_grad()
+    def text_condition(self, captions: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
+        """``(states (B, max_length, text_width), mask (B, max_length), pooled (B,
+        embed_dim))``: the per-token states with the real-token mask (pads False) and the
+        unit CLIP text embedding, what the unCLIP prior reads."""
+        ids, mask = self.clip.tokenize(list(captions))
+        states, pooled = self.clip.text_ids(ids, mask)
+        return states, mask.bool(), F.normalize(pooled, dim=-1)
+
     def used_parameters(self) -> list[nn.Parameter]:
         """The parameters this conditioner runs: the text tower and its projection (the
         image tower is loaded with the CLIP but never called)."""

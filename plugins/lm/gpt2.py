@@ -180,6 +180,18 @@ class Transformer(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
 
 
+def init_block_weights_(blocks: nn.Module, n_layer: int, std: float = 0.02) -> None:
+    """GPT-2's initialisation of transformer ``blocks`` (in parameter order): every
+    matrix N(0, ``std``), the residual output projections (``c_proj``) N(0, ``std`` /
+    √(2 ``n_layer``)), biases zero; LayerNorms keep their ones and zeros."""
+    for name, p in blocks.named_parameters():
+        if name.endswith("weight") and p.dim() == 2:
+            scale = std / (2 * n_layer) ** 0.5 if name.endswith("c_proj.weight") else std
+            nn.init.normal_(p, std=scale)
+        elif name.endswith("bias") and "ln_" not in name:
+            nn.init.zeros_(p)
+
+
 def attention_mask_4d(attention_mask: Tensor | None, batch: int, n_query: int, past_len: int,
                       device: torch.device) -> Tensor:
     """``(B, 1, T, past_len + T)`` bool mask: query ``i`` (absolute ``past_len + i``)

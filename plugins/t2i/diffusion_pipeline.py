@@ -71,7 +71,7 @@ from gaf.errors import BadConfig, BadData, GafError
 
 from .run_meta import PIPELINE_FILE
 
-__all__ = ["DiffusionOptions", "DiffusionPipeline", "call_inputs", "guided_prediction",
+__all__ = ["DiffusionOptions", "DiffusionPipeline", "call_inputs", "denoise", "guided_prediction",
            "per_sample_generators", "PIPELINE_FILE"]
 
 StepCallback = Callable[[int, int, Tensor], Any]
@@ -108,7 +108,7 @@ def per_sample_noise(shape: Sequence[int], generators: Sequence[torch.Generator]
 
 
 def guided_prediction(model: Any, x: Tensor, t: Any, cond: Any, null: Any,
-                      guidance: float, *, batched: bool = True) -> Tensor:
+                      guidance: float, *, batched: bool = True, **model_kwargs: Any) -> Tensor:
     """Classifier-free guidance ``out_u + guidance·(out_c − out_u)``.
 
     ``cond``/``null`` are the model's context for the conditional and unconditional
@@ -116,15 +116,55 @@ def guided_prediction(model: Any, x: Tensor, t: Any, cond: Any, null: Any,
     batch ``[null; cond]`` (a tensor ``(2B, L, D)`` or a ``cache_context`` object)
     passed as ``cond`` with ``null=None``. Unbatched, ``guidance == 1`` returns the
     conditional prediction from a single call (the sampler skips the unconditional
-    half at ``s = 1`` the same way).
+    half at ``s = 1`` the same way). ``model_kwargs`` go to every call as they are
+    (batched: already stacked ``[null; cond]``, e.g. unCLIP's ``cond_vector``).
     """
     if batched:
-        out_u, out_c = model(torch.cat([x, x]), t, cond).chunk(2)
+        out_u, out_c = model(torch.cat([x, x]), t, cond, **model_kwargs).chunk(2)
     elif guidance == 1.0:
-        return model(x, t, cond)
+        return model(x, t, cond, **model_kwargs)
     else:
-        out_u, out_c = model(x, t, null), model(x, t, cond)
+        out_u, out_c = model(x, t, null, **model_kwargs), model(x, t, cond, **model_kwargs)
     return out_u + guidance * (out_c - out_u)
+
+
+def denoise(model: Any, sched: Any, x: Tensor, context: Any, *, guidance: float,
+            guided: bool, generators: Sequence[torch.Generator],
+            model_kwargs: dict[str, Any] | None = None, hook: Callable[..., Any] | None = None,
+            callback: StepCallback | None = None, progress: bool = False) -> Tensor:
+    """The denoising loop (steps 3 and 4 of the module doc) from the initial sample
+    ``x`` over the timesteps ``sched.set_timesteps`` chose: per step the model's output
+    (``guided``: one batched call over ``[x; x]`` with ``context`` and ``model_kwargs``
+    for ``[null; cond]``, combined at ``guidance``), ``scheduler.step``, then ``hook``
+    and ``callback`` may replace the sample. Used for images and for unCLIP's prior
+    (vectors: nothing here depends on the sample's shape)."""
+    kwargs = model_kwargs or {}
+    state = sched.new_state() if hasattr(sched, "new_state") else None
+    step_kwargs: dict[str, Any] = {"generator": list(generators)}
+    if state is not None:
+        step_kwargs["state"] = state
+    scale_input = getattr(sched, "scale_model_input", None)
+    timesteps = [int(t) for t in sched.timesteps]
+    bar = _progress_bar(len(timesteps)) if progress else None
+    try:
+        for i, t in enumerate(timesteps):
+            x_in = scale_input(x, t) if scale_input is not None else x
+            if guided:
+                out = guided_prediction(model, x_in, t, context, None, guidance, **kwargs)
+            else:
+                out = model(x_in, t, context, **kwargs)
+            x = sched.step(out, t, x, **step_kwargs)
+            if hook is not None:
+                new = hook(step=i, timestep=t, latents=x)
+                x = _replacement(new, x, "the gaf_sample_step hook")
+            if callback is not None:
+                x = _replacement(callback(i, t, x), x, "the step callback")
+            if bar is not None:
+                bar.advance()
+    finally:
+        if bar is not None:
+            bar.close()
+    return x
 
 
 @attrs.define
@@ -181,62 +221,11 @@ class DiffusionPipeline:
         config plus ``scheduler_options``; ``ema=False`` takes the raw trained weights
         instead of their moving average.
         """
-        from gaf.components import create_or_load, load_from
-        from gaf.registry import REGISTRY
+        from .run_meta import read_meta
 
-        from .run_meta import component_ref, field, module_dirs, read_meta
-
-        registry = registry or REGISTRY
         meta = read_meta(run_dir, "diffusion", "ldm")
-        root = meta.root
-        dirs = module_dirs(meta, ema, required=("noise_model",))
-        sample_shape = field(meta, "sample_shape", list)
-        if not sample_shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
-                                       for n in sample_shape):
-            raise meta.fail("sample_shape", f"expected positive integers, got {sample_shape!r}")
-        sched_meta = field(meta, "scheduler", dict)
-        if not isinstance(sched_meta.get("name"), str):
-            raise meta.fail("scheduler.name", f"expected a registered scheduler, got "
-                                              f"{sched_meta.get('name')!r}")
-        if not isinstance(sched_meta.get("config", {}), dict):
-            raise meta.fail("scheduler.config", "expected a table of options")
-        first = component_ref(meta, "autoencoder")
-        if first is None:
-            raise meta.fail("autoencoder", "missing")
-        fixed = component_ref(meta, "conditioner")
-
-        def load(kind: str, key: str) -> Any:
-            path = dirs.get(key)
-            return None if path is None else load_from(registry, kind, path).to(device).eval()
-
-        noise_model = load("noise-model", "noise_model")
-        conditioner = load("conditioner", "conditioner")
-        if conditioner is None and fixed:  # not trained with the model (a frozen encoder)
-            conditioner = create_or_load(registry, "conditioner", fixed["name"],
-                                         **fixed.get("options", {}))
-            conditioner = conditioner.to(device).eval()
-        if first.get("path"):
-            ae_path = Path(first["path"])
-            ae_path = ae_path if ae_path.is_absolute() else root / ae_path
-            autoencoder = load_from(registry, "autoencoder", ae_path)
-        else:
-            autoencoder = registry.create("autoencoder", first["name"],
-                                          **first.get("options", {}))
-        autoencoder = autoencoder.to(device).eval()
-        options = {**sched_meta.get("config", {}), **(scheduler_options or {}),
-                   "prediction_type": noise_model.prediction_type}
-        name = scheduler or sched_meta["name"]
-        sched_cls = registry.get("scheduler", name)
-        _check_options(name, sched_cls, scheduler_options or {})
-        try:
-            sched = sched_cls.from_config(options)
-        except (GafError, TypeError, ValueError) as exc:
-            if scheduler_options:  # the user's --set, most likely
-                raise BadConfig(f"scheduler {name} with {scheduler_options}: {exc}") from None
-            raise BadData(f"the scheduler config does not build {name!r}: {exc}",
-                          path=str(meta.path), field="scheduler.config") from None
-        return cls(noise_model, sched, autoencoder=autoencoder, conditioner=conditioner,
-                   sample_shape=sample_shape)
+        return cls(**load_parts(meta, scheduler=scheduler, scheduler_options=scheduler_options,
+                                ema=ema, device=device, registry=registry))
 
     # ------------------------------------------------------------ sampling
 
@@ -279,32 +268,9 @@ class DiffusionPipeline:
         context: Any = torch.cat([null, cond]) if guided else cond
         if context is not None and hasattr(model, "cache_context"):
             context = model.cache_context(context)
-        state = sched.new_state() if hasattr(sched, "new_state") else None
-        step_kwargs: dict[str, Any] = {"generator": generators}
-        if state is not None:
-            step_kwargs["state"] = state
-        hook = _sample_hook() if hooks else None
-        scale_input = getattr(sched, "scale_model_input", None)
-        timesteps = [int(t) for t in sched.timesteps]
-        bar = _progress_bar(len(timesteps)) if progress else None
-        try:
-            for i, t in enumerate(timesteps):
-                x_in = scale_input(x, t) if scale_input is not None else x
-                if guided:
-                    out = guided_prediction(model, x_in, t, context, None, guidance)
-                else:
-                    out = model(x_in, t, context)
-                x = sched.step(out, t, x, **step_kwargs)
-                if hook is not None:
-                    new = hook(step=i, timestep=t, latents=x)
-                    x = _replacement(new, x, "the gaf_sample_step hook")
-                if callback is not None:
-                    x = _replacement(callback(i, t, x), x, "the step callback")
-                if bar is not None:
-                    bar.advance()
-        finally:
-            if bar is not None:
-                bar.close()
+        x = denoise(model, sched, x, context, guidance=guidance, guided=guided,
+                    generators=generators, hook=_sample_hook() if hooks else None,
+                    callback=callback, progress=progress)
         if not decode:
             return x
         return self.decode(x)
@@ -338,6 +304,71 @@ class DiffusionPipeline:
         out = [self.autoencoder.decode(chunk / scale).float().clamp(-1, 1)
                for chunk in latents.split(batch_size)]
         return torch.cat(out)
+
+
+def load_parts(meta: Any, *, scheduler: str | None = None,
+               scheduler_options: dict[str, Any] | None = None, ema: bool = True,
+               device: Any = "cpu", registry: Any = None) -> dict[str, Any]:
+    """The keyword arguments of :class:`DiffusionPipeline` (``noise_model``,
+    ``scheduler``, ``autoencoder``, ``conditioner``, ``sample_shape``) loaded from a
+    checked ``pipeline.json`` (:class:`~.run_meta.RunMeta`) with the load options of
+    :meth:`DiffusionPipeline.from_run`; shared by the pipelines whose runs hold a
+    diffusion model (``diffusion``, ``unclip``)."""
+    from gaf.components import create_or_load, load_from
+    from gaf.registry import REGISTRY
+
+    from .run_meta import component_ref, field, module_dirs
+
+    registry = registry or REGISTRY
+    root = meta.root
+    dirs = module_dirs(meta, ema, required=("noise_model",))
+    sample_shape = field(meta, "sample_shape", list)
+    if not sample_shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                   for n in sample_shape):
+        raise meta.fail("sample_shape", f"expected positive integers, got {sample_shape!r}")
+    sched_meta = field(meta, "scheduler", dict)
+    if not isinstance(sched_meta.get("name"), str):
+        raise meta.fail("scheduler.name", f"expected a registered scheduler, got "
+                                          f"{sched_meta.get('name')!r}")
+    if not isinstance(sched_meta.get("config", {}), dict):
+        raise meta.fail("scheduler.config", "expected a table of options")
+    first = component_ref(meta, "autoencoder")
+    if first is None:
+        raise meta.fail("autoencoder", "missing")
+    fixed = component_ref(meta, "conditioner")
+
+    def load(kind: str, key: str) -> Any:
+        path = dirs.get(key)
+        return None if path is None else load_from(registry, kind, path).to(device).eval()
+
+    noise_model = load("noise-model", "noise_model")
+    conditioner = load("conditioner", "conditioner")
+    if conditioner is None and fixed:  # not trained with the model (a frozen encoder)
+        conditioner = create_or_load(registry, "conditioner", fixed["name"],
+                                     **fixed.get("options", {}))
+        conditioner = conditioner.to(device).eval()
+    if first.get("path"):
+        ae_path = Path(first["path"])
+        ae_path = ae_path if ae_path.is_absolute() else root / ae_path
+        autoencoder = load_from(registry, "autoencoder", ae_path)
+    else:
+        autoencoder = registry.create("autoencoder", first["name"],
+                                      **first.get("options", {}))
+    autoencoder = autoencoder.to(device).eval()
+    options = {**sched_meta.get("config", {}), **(scheduler_options or {}),
+               "prediction_type": noise_model.prediction_type}
+    name = scheduler or sched_meta["name"]
+    sched_cls = registry.get("scheduler", name)
+    _check_options(name, sched_cls, scheduler_options or {})
+    try:
+        sched = sched_cls.from_config(options)
+    except (GafError, TypeError, ValueError) as exc:
+        if scheduler_options:  # the user's --set, most likely
+            raise BadConfig(f"scheduler {name} with {scheduler_options}: {exc}") from None
+        raise BadData(f"the scheduler config does not build {name!r}: {exc}",
+                      path=str(meta.path), field="scheduler.config") from None
+    return {"noise_model": noise_model, "scheduler": sched, "autoencoder": autoencoder,
+            "conditioner": conditioner, "sample_shape": sample_shape}
 
 
 def _has_parameters(module: Any) -> bool:

@@ -264,19 +264,23 @@ def train_wall_seconds(run_dir: Path, reused: Path | None = None) -> float:
     run saved (``--autoencoder RUN_DIR``, ``conditioner.clip``), that run's ``setup_s +
     train_s`` from the summary.json in ``reused`` or one level up (0 without one). A
     resumed run counts the wall time of its last process only."""
-    seconds = logged_wall_seconds(run_dir)
-    if reused is not None:
-        for d in (reused, reused.parent):
-            summary = d / "summary.json"
-            if summary.is_file():
-                try:
-                    data = json.loads(summary.read_text(encoding="utf-8"))
-                    seconds += (float(data.get("setup_s") or 0.0)
-                                + float(data.get("train_s") or 0.0))
-                except (ValueError, AttributeError, TypeError):
-                    pass
-                break
-    return seconds
+    return logged_wall_seconds(run_dir) + reused_run_seconds(reused)
+
+
+def reused_run_seconds(reused: Path | None) -> float:
+    """``setup_s + train_s`` of the run that saved the component in ``reused``, from the
+    summary.json there or one level up (0 for None or without one)."""
+    if reused is None:
+        return 0.0
+    for d in (reused, reused.parent):
+        summary = d / "summary.json"
+        if summary.is_file():
+            try:
+                data = json.loads(summary.read_text(encoding="utf-8"))
+                return float(data.get("setup_s") or 0.0) + float(data.get("train_s") or 0.0)
+            except (ValueError, AttributeError, TypeError):
+                return 0.0
+    return 0.0
 
 
 def logged_wall_seconds(run_dir: Path) -> float:

@@ -194,7 +194,7 @@ class LDM:
             raise BadData("the dataset has no images")
         self.autoencoder, self.autoencoder_source = self._first_stage(ctx)
         self.noise_model = ctx.component("noise-model")
-        self.conditioner = ctx.component("conditioner")
+        self.conditioner = self._conditioner(ctx)
         self.scheduler = self._training_scheduler(ctx)
         self._check_shapes()
         self.latents = self._encode_dataset(ctx)
@@ -202,15 +202,23 @@ class LDM:
         key = self.conditioner.condition_key
         self.conditions = conditions_of(self.dataset, key)
         self.order = EpochOrder(len(self.dataset), self.seed, "ldm-order")
+        self._setup_more(ctx)
         self.ema: dict[str, Any] = {}
-        if cfg.ema_decay > 0:
-            self.ema = {"noise_model_ema": make_shadow(self.noise_model)}
-            if _has_parameters(self.conditioner) and self.conditioner.trainable:
-                self.ema["conditioner_ema"] = make_shadow(self.conditioner)
+        if cfg.ema_decay > 0:  # a shadow "<attr>_ema" of each trained module self.<attr>
+            self.ema = {f"{name}_ema": make_shadow(module)
+                        for name, module in self.modules().items()}
         if ctx.world.is_main:
             self._write_pipeline_file(ctx)
         ctx.log(f"ldm: {len(self.latents)} training latents of shape {self.sample_shape}, "
                 f"first stage {self.autoencoder_source}")
+
+    def _conditioner(self, ctx: RunContext) -> Any:
+        """The conditioner (``unclip`` trains the CLIP it needs first)."""
+        return ctx.component("conditioner")
+
+    def _setup_more(self, ctx: RunContext) -> None:
+        """Set up a subclass's further modules, before the EMA copies of
+        :meth:`modules` are made (nothing for ``ldm``)."""
 
     def _first_stage(self, ctx: RunContext) -> tuple[Any, str]:
         """The frozen autoencoder and where it came from (trained here if needed)."""
@@ -337,9 +345,8 @@ class LDM:
         if not self.ema:
             return
         decay = ema_decay(self.config.ema_decay, step)
-        update_shadow(self.ema["noise_model_ema"], self.noise_model, decay)
-        if "conditioner_ema" in self.ema:
-            update_shadow(self.ema["conditioner_ema"], self.conditioner, decay)
+        for name, shadow in self.ema.items():
+            update_shadow(shadow, getattr(self, name.removesuffix("_ema")), decay)
 
     # ------------------------------------------------------------- evaluation
 

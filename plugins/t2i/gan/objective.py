@@ -183,24 +183,12 @@ class GANIntCls(ObjectiveBase):
 
     def _text_encoder(self, ctx: RunContext) -> tuple[Any, str]:
         """The conditioner, after training the CLIP it needs when none is named."""
-        comp = ctx.spec.components["conditioner"]
-        if comp.name != "clip-text" or comp.options.get("clip"):
-            return ctx.component("conditioner"), comp.options.get("clip", "")
-        from gaf.launch import train_stage
+        from ...clip.stage import clip_text_stage
 
-        stage = ctx.run_dir / "clip"
-        if not (stage / "encoder" / "gaf.json").is_file():
-            shape = tuple(stack_images(self.dataset, [0]).shape[1:])
-            ctx.log(f"stage 1: training the CLIP of the text embedding "
-                    f"({self.config.clip_steps} steps) in {stage}")
-            train_stage(ctx, stage, "clip", ("dataset",),
-                        {"steps": self.config.clip_steps},
-                        components={"encoder": {"name": "clip", "in_channels": shape[0],
-                                                "resolution": shape[-1]}},
-                        label="clip stage")
+        cond, source = clip_text_stage(ctx, self.dataset, self.config.clip_steps)
+        if source == "clip":
             ctx.log("stage 2: the GAN")
-        cond = ctx.registry.create("conditioner", "clip-text", clip=str(stage))
-        return cond.to(ctx.device), "clip"
+        return cond, source
 
     def _check_shapes(self) -> None:
         g, d = self.generator.config, self.discriminator.config
@@ -369,8 +357,6 @@ class GANIntCls(ObjectiveBase):
         ``elapsed_s`` (a CLIP trained inside it included) plus, when the CLIP is a run
         named with ``conditioner.clip``, that run's ``setup_s + train_s``. The
         discriminator is not counted: it does not make images."""
-        from pathlib import Path
-
         from ..evaluation import parameters_used, train_wall_seconds
 
         trainable = sum(p.numel() for p in self.generator.parameters())
@@ -380,9 +366,9 @@ class GANIntCls(ObjectiveBase):
         else:
             frozen = parameters_used(self.conditioner)
 
-        reused = (Path(self.text_source) / "encoder"
-                  if self.text_source and self.text_source != "clip" else None)
-        seconds = train_wall_seconds(ctx.run_dir, reused)
+        from ...clip.stage import reused_clip
+
+        seconds = train_wall_seconds(ctx.run_dir, reused_clip(self.text_source))
         return {"trainable_parameters": float(trainable), "frozen_parameters": float(frozen),
                 "train_wall_s": round(seconds, 2)}
 

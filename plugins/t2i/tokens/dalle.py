@@ -53,7 +53,7 @@ from torch import Tensor, nn
 
 from gaf.config import option
 from gaf.plugins.conditioners.text import EMBEDDING_STD, tokenize_captions
-from gaf.plugins.lm.gpt2 import Block, GPT2Config, KVBuffer, KVCache
+from gaf.plugins.lm.gpt2 import Block, GPT2Config, KVBuffer, KVCache, init_block_weights_
 from gaf.plugins.lm.tokenizer import BPETokenizer, make_tokenizer
 
 __all__ = ["DalleConfig", "DalleTransformer", "Layout", "IMAGE_WEIGHT", "grid_positions",
@@ -163,15 +163,7 @@ class DalleTransformer(nn.Module):
         projections scaled by 1/√(2 n_layer)."""
         for p in (self.wte.weight, self.text_pos, self.bos_pos, self.row_pos, self.col_pos):
             nn.init.normal_(p, std=EMBEDDING_STD)
-        for block in self.blocks:
-            for name, p in block.named_parameters():
-                if name.endswith("weight") and p.dim() == 2:
-                    std = EMBEDDING_STD
-                    if name.endswith("c_proj.weight"):
-                        std /= (2 * self.config.n_layer) ** 0.5
-                    nn.init.normal_(p, std=std)
-                elif name.endswith("bias"):
-                    nn.init.zeros_(p)
+        init_block_weights_(self.blocks, self.config.n_layer, EMBEDDING_STD)
 
     @property
     def image_tokens(self) -> int:
