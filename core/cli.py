@@ -526,9 +526,13 @@ def _fmt(value: float) -> str:
 @click.option("--pipeline", metavar="RUN_DIR", type=click.Path(file_okay=False),
               help="images: a text-to-image run directory (e.g. gaf run --objective ldm); "
                    "its pipeline.json names the registered pipeline that samples it")
-@click.option("--prompt", "prompts", multiple=True, required=True,
+@click.option("--prompt", "prompts", multiple=True,
               help="prompt text, or a class label for a class-conditional pipeline "
                    "(repeatable)")
+@click.option("--image", "images", multiple=True, metavar="PATH",
+              type=click.Path(exists=True, dir_okay=False),
+              help="images: variations of this picture instead of a prompt (a pipeline "
+                   "that makes variations, e.g. unclip's; repeatable)")
 @click.option("--sampler", default=None, shell_complete=_complete("sampler"),
               help="text: decoding strategy (gaf list sampler) [default: top-p]; images, "
                    "token models: the sampler of the image codes [default: the run's]")
@@ -558,7 +562,7 @@ def _fmt(value: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="text: one JSON object per completion")
 @click.option("-q", "--quiet", is_flag=True, help="images: no progress bar")
 def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...],
-               sampler: str | None, scheduler: str | None, sets: tuple[str, ...],
+               images: tuple[str, ...], sampler: str | None, scheduler: str | None, sets: tuple[str, ...],
                pipe_options: tuple[str, ...], num: int, max_new_tokens: int | None,
                steps: int | None, guidance: float | None, out_path: str | None,
                ema: bool | None, seed: int, device: str, as_json: bool, quiet: bool) -> None:
@@ -568,14 +572,21 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
     gaf sample --policy RUN_DIR --prompt "The film"
     gaf sample --pipeline RUN_DIR --prompt "a red circle above a blue square" \\
                --scheduler ddim --steps 50 --guidance 3 --seed 0 --out grid.png
+    gaf sample --pipeline UNCLIP_RUN_DIR --image picture.png -n 8
     """
     if (policy is None) == (pipeline is None):
         raise BadConfig("gaf sample needs exactly one of --policy (text) and --pipeline "
                         "(images)")
+    if pipeline is not None and bool(prompts) == bool(images):
+        raise BadConfig("gaf sample --pipeline needs --prompt (images from text) or --image "
+                        "(variations of a picture), not both")
+    if policy is not None and not prompts:
+        raise BadConfig("gaf sample --policy needs --prompt")
     other = ({"--max-new-tokens": max_new_tokens, "--json": as_json or None}
              if pipeline is not None else
              {"--steps": steps, "--guidance": guidance, "--scheduler": scheduler,
-              "--ema/--no-ema": ema, "--out": out_path, "-q": quiet or None})
+              "--ema/--no-ema": ema, "--out": out_path, "-q": quiet or None,
+              "--image": images or None})
     misplaced = [flag for flag, value in other.items() if value is not None]
     if misplaced:
         mode, its = (("--pipeline (images)", "--policy (text)") if pipeline is not None
@@ -596,7 +607,7 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
         call = [("steps", steps, "--steps"), ("guidance", guidance, "--guidance")]
         call += [(*_config.parse_assignment(item), "--option") for item in pipe_options]
         _sample_images(pipeline, prompts, given, flags, call, num, out_path or "samples.png",
-                       seed, device, quiet)
+                       seed, device, quiet, images)
         return
     if pipe_options:
         raise BadConfig("--option sets a call option of an image pipeline; for text use "
@@ -624,8 +635,14 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
 
 def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
                    flags: dict[str, str], call: list[tuple[str, Any, str]], num: int,
-                   out_path: str, seed: int, device: str, quiet: bool) -> None:
+                   out_path: str, seed: int, device: str, quiet: bool,
+                   pictures: tuple[str, ...] = ()) -> None:
     """``gaf sample --pipeline``: one row of ``num`` images per prompt, written as a PNG.
+
+    With ``pictures`` (``--image``) instead of prompts, the rows are ``num`` variations of
+    each picture, from the pipeline's ``variations(images, seed=…, **call options)``
+    (``image_shape`` says the ``(C, H, W)`` it takes; a picture of another size is
+    resized, bicubic); a pipeline without ``variations`` is a :class:`BadConfig`.
 
     The run's ``pipeline.json`` names its pipeline (``diffusion`` when it names none),
     resolved through the registry, so a third-party pipeline samples its runs the same
@@ -681,14 +698,54 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
         given = {key: getattr(checked, key) for key in given}
     kwargs = {**{k: v for k, v in entry.defaults.items() if _accepts(accepted, k)}, **load}
     pipe = cls.from_run(run_dir, device=resolve_device(device), **kwargs)
-    if "progress" in _parameters(cls.__call__):  # a named parameter, not any **options
-        given["progress"] = not quiet
-    batch = [p for p in prompts for _ in range(num)]
-    images = pipe(batch, seed=seed, **given)
-    path = write_grid(images, len(prompts), num, out)
-    for i, p in enumerate(prompts):
+    if pictures:
+        if not callable(getattr(pipe, "variations", None)):
+            raise BadConfig(f"--image: {where} makes no variations of an image (an unclip "
+                            f"run does)")
+        import numpy as np
+        import torch
+
+        shape = tuple(pipe.image_shape)
+        rows = [read_image(Path(p), shape) for p in pictures]
+        batch = torch.from_numpy(np.stack([r for r in rows for _ in range(num)]))
+        if "progress" in _parameters(pipe.variations):
+            given["progress"] = not quiet
+        images = pipe.variations(batch, seed=seed, **given)
+        labels = list(pictures)
+    else:
+        if "progress" in _parameters(cls.__call__):  # a named parameter, not any **options
+            given["progress"] = not quiet
+        batch = [p for p in prompts for _ in range(num)]
+        images = pipe(batch, seed=seed, **given)
+        labels = list(prompts)
+    path = write_grid(images, len(labels), num, out)
+    for i, p in enumerate(labels):
         click.echo(f"row {i + 1}: {p}")
     click.echo(f"{len(batch)} image(s) written to {path}")
+
+
+def read_image(path: Path, shape: tuple[int, int, int]) -> Any:
+    """The picture at ``path`` as a float32 array ``shape`` = ``(C, H, W)`` in ``[-1, 1]``
+    (RGB for 3 channels, greyscale for 1; resized, bicubic, when its size differs); a
+    file Pillow cannot read is a :class:`BadData` naming it."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = shape
+    if c not in (1, 3):
+        raise BadConfig(f"--image: the pipeline takes {c}-channel images; only RGB (3) and "
+                        f"greyscale (1) pictures can be read")
+    try:
+        with Image.open(path) as picture:
+            picture = picture.convert("RGB" if c == 3 else "L")
+            if picture.size != (w, h):
+                click.echo(f"{path}: resized from {picture.size[0]}x{picture.size[1]} to "
+                           f"{w}x{h}", err=True)
+                picture = picture.resize((w, h), Image.Resampling.BICUBIC)
+            array = np.asarray(picture, dtype=np.float32) / 127.5 - 1.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise BadData(f"cannot read the image: {exc}", path=str(path)) from None
+    return array[None] if c == 1 else array.transpose(2, 0, 1)
 
 
 def check_output_file(path: Path, suffix: str) -> Path:

@@ -33,8 +33,7 @@ def clip_text_stage(ctx: Any, dataset: Any, steps: int) -> tuple[Any, str]:
     stage = ctx.run_dir / TRAINED_HERE
     if not (stage / "encoder" / "gaf.json").is_file():
         shape = tuple(stack_images(dataset, [0]).shape[1:])
-        ctx.log(f"stage 1: training the CLIP of the text embedding ({steps} steps) in "
-                f"{stage}")
+        ctx.log(f"training the generation CLIP ({steps} steps) in {stage}")
         train_stage(ctx, stage, "clip", ("dataset",), {"steps": steps},
                     components={"encoder": {"name": "clip", "in_channels": shape[0],
                                             "resolution": shape[-1]}},

@@ -269,13 +269,18 @@ class UnCLIPPipeline(DiffusionPipeline):
                     progress=progress)
         return self.decode(x) if decode else x
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the images :meth:`variations` takes (the CLIP's input)."""
+        cfg = self.conditioner.clip.config
+        return (cfg.in_channels, cfg.resolution, cfg.resolution)
+
     @torch.inference_mode()
     def image_embeddings(self, images: Tensor) -> Tensor:
         """``(B, E)`` unit CLIP image embeddings of images in ``[-1, 1]`` (the run's
         generation CLIP: the embedding the decoder was trained on)."""
         clip = self.conditioner.clip
-        cfg = clip.config
-        want = (cfg.in_channels, cfg.resolution, cfg.resolution)
+        want = self.image_shape
         if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != want:
             got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
             raise BadData(f"unclip: images must be (B, {want[0]}, {want[1]}, {want[2]}) in "
