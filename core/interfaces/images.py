@@ -204,6 +204,10 @@ class Pipeline(Protocol):
       ``generators[i]`` (default: generators seeded ``seed + i``), so it does not
       depend on the batch. ``options`` are the fields of ``Options`` (an unknown one
       raises :class:`~gaf.errors.BadConfig`).
+    * optional, for ``gaf sample --image``: ``variations(images, *, seed=0,
+      generators=None, **options)``, new images from ``(B, C, H, W)`` pictures in
+      ``[-1, 1]`` (unCLIP decodes their CLIP image embedding), with ``image_shape``,
+      the ``(C, H, W)`` it takes.
     * ``evaluations_per_image(**options) -> float``: network evaluations to make one
       image at these options. For diffusion: denoiser calls, a classifier-free
       guidance pair counting 2, plus the first-stage decode and the condition

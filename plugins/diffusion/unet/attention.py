@@ -299,7 +299,8 @@ class ContextCache:
     Made by ``UNet.cache_context(context)`` and passed as ``context=`` in its place. It is
     tied to the weights it was computed with: using it after those weights changed (an
     optimiser step, ``load_state_dict``) raises ``RuntimeError`` instead of silently
-    giving stale keys.
+    giving stale keys. (Weights made inside ``torch.inference_mode`` have no version
+    counter and cannot change in place outside it: they are not checked.)
     """
 
     #: The ``cond_vector`` whose extra context tokens the cache holds (set by
@@ -313,7 +314,7 @@ class ContextCache:
         self._versions = {}
         for layer in layers:
             self._kv[layer] = layer.project_context(context)
-            self._versions[layer] = layer.to_kv.weight._version
+            self._versions[layer] = _version(layer.to_kv.weight)
 
     @property
     def batch_size(self) -> int:
@@ -323,7 +324,13 @@ class ContextCache:
         entry = self._kv.get(layer)
         if entry is None:
             raise ValueError("this context cache was made by another model's cache_context")
-        if layer.to_kv.weight._version != self._versions[layer]:
+        if _version(layer.to_kv.weight) != self._versions[layer]:
             raise RuntimeError("the weights changed since cache_context was called: the cached "
                                "keys and values are stale; call cache_context again")
         return entry
+
+
+def _version(weight: Tensor) -> int | None:
+    """The weight's in-place version counter (None for an inference tensor, which has
+    none)."""
+    return None if weight.is_inference() else weight._version
