@@ -371,10 +371,10 @@ class LDM:
         if cfg.eval_images == 0:
             return {}
         eval_ds, swapped, extra = evaluation_splits(ctx, cfg.eval_split, self.dataset, ctx.log)
-        options = {"steps": cfg.eval_steps, "guidance": cfg.fd_guidance}
-        sweep = {f"g{g:g}": {"steps": cfg.eval_steps, "guidance": g} for g in cfg.eval_guidance}
-        return {**extra, **evaluate_pipeline(
-            self.pipeline(), options, train_ds=self.dataset, eval_ds=eval_ds,
+        options, sweep = self.evaluation_settings()
+        pipe = self.pipeline()
+        out = {**extra, **evaluate_pipeline(
+            pipe, options, train_ds=self.dataset, eval_ds=eval_ds,
             swapped_ds=swapped, sweep=sweep, condition_key=self.conditioner.condition_key,
             n_captions=cfg.eval_images, fd_images=cfg.eval_images if cfg.fd else 0,
             features_dir=ctx.run_dir / "features",
@@ -383,6 +383,21 @@ class LDM:
             throughput_batch=cfg.throughput_batch, grid_prompts=cfg.grid_prompts,
             out_dir=ctx.run_dir, seed=ctx.spec.seed,
             info=self._evaluation_info(ctx), log=ctx.log)}
+        return {**out, **self._more_figures(ctx, pipe, options, eval_ds)}
+
+    def evaluation_settings(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """``(options, sweep)`` of the evaluation: the pipeline's call options of the
+        headline row (``fd_guidance``) and the named other settings scored beside it
+        (``g{s}`` for each of ``eval_guidance``)."""
+        cfg = self.config
+        options = {"steps": cfg.eval_steps, "guidance": cfg.fd_guidance}
+        sweep = {f"g{g:g}": {"steps": cfg.eval_steps, "guidance": g} for g in cfg.eval_guidance}
+        return options, sweep
+
+    def _more_figures(self, ctx: RunContext, pipe: Any, options: dict[str, Any],
+                      eval_ds: Any) -> dict[str, float]:
+        """A subclass's own figures beside the shared evaluation's (none for ``ldm``)."""
+        return {}
 
     def _evaluation_info(self, ctx: RunContext) -> dict[str, float]:
         """Parameters (trainable: the noise model and a trained conditioner; frozen: the

@@ -320,40 +320,30 @@ class UnCLIP(LDM):
                                    else prior_guidance),
                 "candidates": cfg.candidates}
 
-    def evaluate(self, ctx: RunContext) -> dict[str, float]:
-        """The shared evaluation (:func:`~gaf.plugins.t2i.evaluation.evaluate_pipeline`)
-        of the EMA pipeline on ``eval_split``, with the sweep ``g{s}`` (decoder guidance),
-        ``prior_g{s}`` (prior guidance) and, with ``ablation``, ``text_embedding`` (the
-        decoder fed the text embedding, no prior); then :func:`.evaluation.
-        unclip_figures`: the prior's cosine with the true embedding and its floor, and
-        the decoder fed the true image embedding (the ceiling of the ablation)."""
-        from ..evaluation import evaluate_pipeline, evaluation_splits
-        from .evaluation import unclip_figures, variation_figures
-
+    def evaluation_settings(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """The evaluation (``ldm``'s, of the EMA ``unclip`` pipeline) at ``fd_guidance``
+        and ``eval_prior_guidance``, with the sweep ``g{s}`` (decoder guidance ``s``),
+        ``prior_g{s}`` (prior guidance ``s``) and, with ``ablation``, ``text_embedding``
+        (the decoder fed the text embedding: no prior)."""
         cfg = self.config
-        if cfg.eval_images == 0:
-            return {}
-        eval_ds, swapped, extra = evaluation_splits(ctx, cfg.eval_split, self.dataset, ctx.log)
         options = self.sampling_options()
         sweep = {f"g{g:g}": self.sampling_options(guidance=g) for g in cfg.eval_guidance}
         sweep.update({f"prior_g{g:g}": self.sampling_options(prior_guidance=g)
                       for g in cfg.eval_prior_sweep})
         if cfg.ablation:
             sweep["text_embedding"] = {**options, "embedding": "text"}
-        pipe = self.pipeline()
-        out = {**extra, **evaluate_pipeline(
-            pipe, options, train_ds=self.dataset, eval_ds=eval_ds,
-            swapped_ds=swapped, sweep=sweep, condition_key="caption",
-            n_captions=cfg.eval_images, fd_images=cfg.eval_images if cfg.fd else 0,
-            features_dir=ctx.run_dir / "features",
-            clip_dir=cfg.eval_clip_dir or ctx.run_dir / "evaluation_clip",
-            clip_steps=cfg.eval_clip_steps, batch_size=cfg.eval_batch_size,
-            throughput_batch=cfg.throughput_batch, grid_prompts=cfg.grid_prompts,
-            out_dir=ctx.run_dir, seed=ctx.spec.seed,
-            info=self._evaluation_info(ctx), log=ctx.log)}
-        out.update(unclip_figures(pipe, options, train_ds=self.dataset, eval_ds=eval_ds,
-                                  n_captions=cfg.eval_images, seed=ctx.spec.seed,
-                                  batch_size=cfg.eval_batch_size, ablation=cfg.ablation))
+        return options, sweep
+
+    def _more_figures(self, ctx: RunContext, pipe: Any, options: dict[str, Any],
+                      eval_ds: Any) -> dict[str, float]:
+        """:func:`.evaluation.unclip_figures` (the prior's cosine and its floor, the true
+        embedding route) and :func:`.evaluation.variation_figures`."""
+        from .evaluation import unclip_figures, variation_figures
+
+        cfg = self.config
+        out = unclip_figures(pipe, options, train_ds=self.dataset, eval_ds=eval_ds,
+                             n_captions=cfg.eval_images, seed=ctx.spec.seed,
+                             batch_size=cfg.eval_batch_size, ablation=cfg.ablation)
         if cfg.variation_images:
             out.update(variation_figures(pipe, eval_ds=eval_ds, n_images=cfg.variation_images,
                                          per_image=cfg.variations_per_image,
