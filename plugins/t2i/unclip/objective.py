@@ -97,6 +97,11 @@ class UnCLIPConfig(LDMConfig):
     clip_steps: int = option(1000, "steps of the generation CLIP trained first when "
                                    "conditioner.clip names none", ge=1)
     eval_steps: int = option(25, "decoder sampling steps of the evaluation", ge=1)
+    eval_guidance: tuple[float, ...] = option((1.0, 2.0, 3.0), "decoder guidance scales "
+                                                                "evaluated", ge=0)
+    fd_guidance: float = option(2.0, "the decoder's guidance scale of the headline row "
+                                     "(FD/KID, floors, swapped pairs, diversity, "
+                                     "variations; chosen on validation)", ge=0)
     eval_prior_steps: int = option(25, "prior sampling steps of the evaluation", ge=1)
     eval_prior_guidance: float = option(4.0, "the prior's guidance scale in the "
                                              "evaluation", ge=0)

@@ -77,7 +77,7 @@ class UnCLIPOptions:
     """The call options of :class:`UnCLIPPipeline`."""
 
     steps: int = option(25, "denoising steps of the decoder", ge=1)
-    guidance: float = option(3.0, "the decoder's classifier-free guidance scale (against "
+    guidance: float = option(2.0, "the decoder's classifier-free guidance scale (against "
                                   "the empty caption and a zero embedding)", ge=0)
     prior_steps: int = option(25, "denoising steps of the prior", ge=1)
     prior_guidance: float = option(4.0, "the prior's classifier-free guidance scale "
@@ -230,7 +230,7 @@ class UnCLIPPipeline(DiffusionPipeline):
     @torch.inference_mode()
     def decode_embeddings(self, embeddings: Tensor, captions: Sequence[str] | None = None, *,
                           generators: Sequence[torch.Generator] | None = None, seed: int = 0,
-                          steps: int = 25, guidance: float = 3.0,
+                          steps: int = 25, guidance: float = 2.0,
                           states: Tensor | None = None, progress: bool = False,
                           decode: bool = True) -> Tensor:
         """Images from ``(B, E)`` CLIP embeddings by the decoder, conditioned on
