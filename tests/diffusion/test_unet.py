@@ -738,3 +738,64 @@ def test_conditioning_options_round_trip():
     assert from_dict(UNetConfig, loads_toml(dumps_toml(to_dict(cfg)))) == cfg
     assert from_dict(UNetConfig, {k: v for k, v in to_dict(UNetConfig()).items()
                                   if k not in COND}) == UNetConfig()  # older configs load
+
+
+# ------------------------------------------------------- Imagen's efficient UNet options
+
+
+def _up_inputs_and_skips(model, x, t, ctx):
+    """The tensors the up path's ResBlocks receive, and the skips the down path pushed
+    (conv_in, each down stage, each downsampler), recorded by forward hooks."""
+    pushed, received = [], []
+    hooks = [model.conv_in.register_forward_hook(lambda m, i, o: pushed.append(o))]
+    for level in model.down:
+        for stage in level.stages:
+            hooks.append(stage.register_forward_hook(lambda m, i, o: pushed.append(o)))
+        if level.resample is not None:
+            hooks.append(level.resample.register_forward_hook(
+                lambda m, i, o: pushed.append(o)))
+    for level in model.up:
+        for stage in level.stages:
+            hooks.append(stage.res.register_forward_pre_hook(
+                lambda m, args: received.append(args[0])))
+    try:
+        out = model(x, t, ctx)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, received, pushed
+
+
+@pytest.mark.parametrize("scale", [1.0, 2 ** -0.5, 0.25])
+def test_skip_connections_are_scaled_by_skip_scale(scale):
+    model = randomize(tiny(skip_scale=scale)).double().eval()
+    x, ctx = torch.randn(2, 4, 8, 8, dtype=torch.float64), torch.randn(2, 6, 8,
+                                                                      dtype=torch.float64)
+    with torch.no_grad():
+        _, received, pushed = _up_inputs_and_skips(model, x, 5, ctx)
+    assert len(received) == len(pushed)
+    for got, skip in zip(received, reversed(pushed)):  # the up path pops the last first
+        c = skip.shape[1]
+        torch.testing.assert_close(got[:, -c:], scale * skip, rtol=0, atol=1e-12)
+    # and it changes the output (a scale the forward ignored would not)
+    plain = randomize(tiny()).double().eval()
+    with torch.no_grad():
+        out_scaled = model(x, 5, ctx)
+        out_plain = plain(x, 5, ctx)
+    assert (scale == 1.0) == torch.allclose(out_scaled, out_plain, atol=1e-12)
+
+
+def test_level_layers_put_more_blocks_at_low_resolution():
+    torch.manual_seed(3)
+    same = tiny(level_layers=(1, 1))
+    torch.manual_seed(3)
+    base = tiny()
+    for a, b in zip(same.state_dict().values(), base.state_dict().values()):
+        assert torch.equal(a, b)  # equal entries: the layers_per_level model, weight for weight
+    deep = tiny(level_layers=(1, 3))
+    assert [len(level.stages) for level in deep.down] == [1, 3]
+    assert [len(level.stages) for level in deep.up] == [4, 2]  # up levels: one more each
+    out = deep(torch.randn(2, 4, 8, 8), 5, torch.randn(2, 6, 8))
+    assert out.shape == (2, 4, 8, 8)
+    with pytest.raises(BadConfig, match="level_layers"):
+        tiny(level_layers=(1, 2, 3))

@@ -9,17 +9,20 @@ Layout (Rombach et al. 2022's ``UNetModel``; the same modules and order as diffu
     h    = conv_in 3x3 ([x_t | concat]: in_channels + concat_channels -> c_0)
                                                              pushed as a skip
     down, level i = 0 .. L-1:
-        layers_per_level x [ResBlock -> c_i (+ SpatialTransformer if i in attention_levels)]
+        n_i x [ResBlock -> c_i (+ SpatialTransformer if i in attention_levels)]
                                                              each output pushed
         Downsample (stride-2 conv) unless i = L-1            output pushed
     mid: ResBlock, SpatialTransformer (if mid_attention), ResBlock      at c_{L-1}
     up, level i = L-1 .. 0:
-        (layers_per_level + 1) x [ResBlock(concat(h, skips.pop())) -> c_i
+        (n_i + 1) x [ResBlock(concat(h, skip_scale * skips.pop())) -> c_i
                                   (+ SpatialTransformer if i in attention_levels)]
         Upsample (nearest x2 + conv 3x3) unless i = 0
     out  = conv_out 3x3 (SiLU(GroupNorm(h)))  -> out_channels, zero-initialised
 
-Level 0 is the full resolution; inputs need sides divisible by ``2 ** (L - 1)``. The
+with ``n_i = level_layers[i]`` (default: ``layers_per_level`` at every level) and
+``skip_scale`` 1 (Imagen's efficient UNet: more blocks at low resolution, e.g.
+``level_layers = (1, 2, 4)``, and skips scaled by ``1/√2``: the Efficient U-Net of
+Saharia et al. 2022). Level 0 is the full resolution; inputs need sides divisible by ``2 ** (L - 1)``. The
 zero-initialised ``conv_out`` (and each ResBlock's ``conv2`` and transformer's
 ``proj_out``, LDM's ``zero_module``) makes a freshly built UNet output exactly zero.
 
@@ -116,6 +119,12 @@ class UNetConfig:
                                                   "full resolution first", ge=1)
     layers_per_level: int = option(1, "ResBlocks per down level (up levels get one more)",
                                    ge=1)
+    level_layers: tuple[int, ...] = option((), "ResBlocks per down level, one entry per "
+                                               "level (Imagen's efficient UNet puts more at "
+                                               "low resolution); empty = layers_per_level "
+                                               "at every level", ge=1)
+    skip_scale: float = option(1.0, "factor on the skip connections the up path "
+                                    "concatenates (Imagen's efficient UNet: 1/sqrt(2))", gt=0)
     attention_levels: tuple[int, ...] = option((0,), "levels with a spatial transformer "
                                                      "(0 = full resolution)", ge=0)
     mid_attention: bool = option(True, "a spatial transformer in the middle block")
@@ -152,7 +161,7 @@ class UNetConfig:
         # each option's own range (and the Literal choices) is declared above; these are
         # the rules the declarations cannot say: a non-empty list, no repeats, and the
         # rules that relate two options
-        for name in ("channels", "attention_levels"):
+        for name in ("channels", "attention_levels", "level_layers"):
             value = getattr(self, name)
             if isinstance(value, list):
                 setattr(self, name, tuple(value))
@@ -164,6 +173,9 @@ class UNetConfig:
                 raise option_error("norm_groups", f"must divide every level width "
                                                   f"(channels has {width})", self.norm_groups)
         levels = len(self.channels)
+        if self.level_layers and len(self.level_layers) != levels:
+            raise option_error("level_layers", f"needs one entry per channel level ({levels}) "
+                                               f"or none", self.level_layers)
         if any(level >= levels for level in self.attention_levels):
             raise option_error("attention_levels", f"entries must be level indices in "
                                                    f"[0, {levels}) for {levels} channel "
@@ -192,6 +204,10 @@ class UNetConfig:
     @property
     def levels(self) -> int:
         return len(self.channels)
+
+    def layers_at(self, level: int) -> int:
+        """ResBlocks of down level ``level`` (its up level has one more)."""
+        return self.level_layers[level] if self.level_layers else self.layers_per_level
 
     @property
     def factor(self) -> int:
@@ -268,7 +284,7 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         for i, c in enumerate(ch):
             stages = []
-            for _ in range(cfg.layers_per_level):
+            for _ in range(cfg.layers_at(i)):
                 stages.append(Stage(width, c, cfg, i in cfg.attention_levels))
                 width = c
                 skips.append(width)
@@ -283,7 +299,7 @@ class UNet(nn.Module):
         self.up = nn.ModuleList()
         for i in reversed(range(len(ch))):
             stages = []
-            for _ in range(cfg.layers_per_level + 1):
+            for _ in range(cfg.layers_at(i) + 1):
                 stages.append(Stage(width + skips.pop(), ch[i], cfg, i in cfg.attention_levels))
                 width = ch[i]
             self.up.append(Level(stages, Upsample(width) if i else None))
@@ -474,9 +490,12 @@ class UNet(nn.Module):
                 skips.append(h)
         for stage in self.mid:
             h = stage(h, emb, context)
+        scale = self.config.skip_scale
         for level in self.up:
             for stage in level.stages:
-                h = stage(torch.cat([h, skips.pop()], dim=1), emb, context)
+                skip = skips.pop()
+                h = stage(torch.cat([h, skip if scale == 1.0 else skip * scale], dim=1), emb,
+                          context)
             if level.resample is not None:
                 h = level.resample(h)
         out = self.conv_out(silu(self.norm_out(h)))
