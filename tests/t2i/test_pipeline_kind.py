@@ -190,3 +190,42 @@ def test_write_grid_refuses_what_is_not_a_batch_of_images(tmp_path):
         cli.write_grid(torch.zeros(3, 3, 4, 4), 2, 2, tmp_path / "g.png")
     with pytest.raises(BadData, match="C in 1, 3, 4"):
         cli.write_grid(np.zeros((1, 2, 4, 4)), 1, 1, tmp_path / "g.png")
+
+
+class FakeVariations(FakePipeline):
+    """A fake that makes variations: image i is its input picture plus ``shade``."""
+
+    image_shape = (3, 4, 4)
+    seen: list = []
+
+    def variations(self, images, *, seed=0, generators=None, **options):
+        FakeVariations.seen.append((images.clone(), seed, options))
+        return (images + FakeOptions(**options).shade).clamp(-1, 1)
+
+
+def test_image_gives_the_pictures_to_variations_resized(registry, tmp_path):
+    registry.add("pipeline", "fake-variations", FakeVariations, summary="variations")
+    FakeVariations.seen.clear()
+    d = run_dir(tmp_path, {"pipeline": "fake-variations"})
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(picture)  # red, twice the pipeline's side
+    out = tmp_path / "grid.png"
+    res = sample("--pipeline", str(d), "--image", str(picture), "-n", "3", "--seed", "4",
+                 "--option", "shade=0.0", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "resized from 8x8 to 4x4" in res.output and "row 1: " in res.output
+    images, seed, options = FakeVariations.seen[0]
+    assert images.shape == (3, 3, 4, 4) and seed == 4 and options == {"shade": 0.0}
+    torch.testing.assert_close(images[:, 0], torch.ones(3, 4, 4))      # red: +1
+    torch.testing.assert_close(images[:, 1:], -torch.ones(3, 2, 4, 4))  # no green, no blue
+    assert np.asarray(Image.open(out)).shape == (1 * 6 + 2, 3 * 6 + 2, 3)  # 1 row, 3 columns
+
+
+def test_image_on_a_pipeline_without_variations_exits_2(registry, tmp_path):
+    d = run_dir(tmp_path, {"pipeline": "fake"})
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (4, 4)).save(picture)
+    res = sample("--pipeline", str(d), "--image", str(picture))
+    assert res.exit_code == 2 and "makes no variations" in res.output
+    res = sample("--pipeline", str(d))
+    assert res.exit_code == 2 and "--prompt" in res.output and "--image" in res.output
