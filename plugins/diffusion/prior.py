@@ -40,7 +40,6 @@ weights as buffers; :meth:`~PriorTransformer.standardize` and
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Literal
 
 import attrs
@@ -50,7 +49,8 @@ from torch import Tensor, nn
 from gaf.config import option, option_error
 from gaf.errors import BadConfig
 
-from .unet.embeddings import TimeEmbedding
+from ..lm.gpt2 import Block, GPT2Config, attention_mask_4d, init_block_weights_
+from .unet.embeddings import TimeEmbedding, as_timesteps
 
 __all__ = ["PriorCondition", "PriorConfig", "PriorTransformer", "PriorCache", "STEP_TOKENS"]
 
@@ -141,8 +141,6 @@ class PriorTransformer(nn.Module):
 
     def __init__(self, config: PriorConfig | None = None):
         super().__init__()
-        from gaf.plugins.lm.gpt2 import Block, GPT2Config, init_block_weights_
-
         self.config = cfg = config or PriorConfig()
         self.prediction_type = cfg.prediction_type
         self.embed_dim = cfg.embed_dim
@@ -220,16 +218,7 @@ class PriorTransformer(nn.Module):
     def _step_tokens(self, x_t: Tensor, t: Any) -> Tensor:
         batch = x_t.shape[0]
         w = self.x_proj.weight
-        if isinstance(t, Tensor):
-            if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, batch)):
-                raise ValueError(f"t must be a number, a 0-d tensor or a (B,) tensor with "
-                                 f"B = {batch}, got shape {tuple(t.shape)}")
-            t = t.reshape(-1).to(w.device)
-        elif isinstance(t, numbers.Real) and not isinstance(t, bool):
-            t = torch.tensor([float(t)], dtype=torch.float32, device=w.device)
-        else:
-            raise ValueError(f"t must be a number or a tensor, got {type(t).__name__}")
-        time = self.time_embed(t).to(w.dtype).expand(batch, -1)
+        time = self.time_embed(as_timesteps(t, batch, w.device)).to(w.dtype).expand(batch, -1)
         x = self.x_proj(x_t.to(w.dtype))
         query = self.query.to(w.dtype).expand(batch, -1)
         return torch.stack([time, x, query], dim=1) + self.positions[-STEP_TOKENS:]
@@ -243,8 +232,6 @@ class PriorTransformer(nn.Module):
     def cache_context(self, context: PriorCondition) -> PriorCache:
         """The caption prefix run once (keys and values of every layer); pass the result
         as ``context`` to every denoising step of the same batch."""
-        from gaf.plugins.lm.gpt2 import attention_mask_4d
-
         self._check_condition(context)
         h = self._prefix_tokens(context)
         keys = self._key_mask(context).to(h.device)
@@ -257,8 +244,6 @@ class PriorTransformer(nn.Module):
         return PriorCache(past, keys, id(self))
 
     def forward(self, x_t: Tensor, t: Any, context: PriorCondition | PriorCache) -> Tensor:
-        from gaf.plugins.lm.gpt2 import attention_mask_4d
-
         if not isinstance(x_t, Tensor) or x_t.dim() != 2 or x_t.shape[1] != self.embed_dim:
             shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
             raise ValueError(f"x_t must be (B, embed_dim={self.embed_dim}), got {shape}")

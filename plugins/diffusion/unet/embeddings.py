@@ -18,12 +18,28 @@ zero column appended when ``dim`` is odd. ``t`` may be fractional.
 from __future__ import annotations
 
 import math
+import numbers
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["timestep_embedding", "TimeEmbedding", "position_embedding_2d"]
+__all__ = ["timestep_embedding", "TimeEmbedding", "position_embedding_2d", "as_timesteps"]
+
+
+def as_timesteps(t: Any, batch: int, device: Any) -> Tensor:
+    """A denoiser's ``t`` as a ``(1,)`` tensor (one timestep shared by the batch: a
+    number, a 0-d or ``(1,)`` tensor) or a ``(B,)`` tensor on ``device``; anything else
+    is a ``ValueError`` saying what is accepted."""
+    if isinstance(t, Tensor):
+        if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, batch)):
+            raise ValueError(f"t must be a number, a 0-d tensor or a (B,) tensor with "
+                             f"B = {batch}, got shape {tuple(t.shape)}")
+        return t.reshape(-1).to(device)
+    if isinstance(t, numbers.Real) and not isinstance(t, bool):
+        return torch.tensor([float(t)], dtype=torch.float32, device=device)
+    raise ValueError(f"t must be a number or a tensor, got {type(t).__name__}")
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:

@@ -103,7 +103,7 @@ from gaf.errors import BadConfig
 
 from ..schedule_math import PREDICTION_TYPES
 from .attention import ContextCache, SpatialTransformer
-from .embeddings import TimeEmbedding
+from .embeddings import TimeEmbedding, as_timesteps
 from .resnet import Downsample, GroupNorm32, ResBlock, Upsample, silu
 
 __all__ = ["UNetConfig", "UNet", "PREDICTION_TYPES"]  # PREDICTION_TYPES: schedule_math's
@@ -425,16 +425,7 @@ class UNet(nn.Module):
         cond_embed(cond_vector))``: ``(1, D)`` for one shared timestep without labels (or
         all-null ones) and without ``cond_vector``, else ``(B, D)``."""
         device = self.conv_in.weight.device
-        if isinstance(t, Tensor):
-            if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, batch)):
-                raise ValueError(f"t must be a number, a 0-d tensor or a (B,) tensor with "
-                                 f"B = {batch}, got shape {tuple(t.shape)}")
-            t = t.reshape(-1).to(device)
-        elif isinstance(t, (int, float)) and not isinstance(t, bool):
-            t = torch.tensor([t], dtype=torch.float32, device=device)
-        else:
-            raise ValueError(f"t must be a number or a tensor, got {type(t).__name__}")
-        emb = self.time_embed(t)
+        emb = self.time_embed(as_timesteps(t, batch, device))
         if self.label_embed is not None:
             n = self.config.num_classes
             if labels is None:  # all null: one row, broadcast like a shared timestep
