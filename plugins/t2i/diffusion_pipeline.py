@@ -72,7 +72,9 @@ from gaf.errors import BadConfig, BadData, GafError
 from .run_meta import PIPELINE_FILE
 
 __all__ = ["DiffusionOptions", "DiffusionPipeline", "call_inputs", "denoise", "guided_prediction",
-           "per_sample_generators", "PIPELINE_FILE"]
+           "initial_sample", "load_parts", "per_sample_generators", "scheduler_from_meta",
+           "scheduler_record",
+           "PIPELINE_FILE"]
 
 StepCallback = Callable[[int, int, Tensor], Any]
 
@@ -105,6 +107,21 @@ def per_sample_noise(shape: Sequence[int], generators: Sequence[torch.Generator]
     rows = [torch.randn(tuple(shape), generator=g, device=g.device, dtype=dtype)
             for g in generators]
     return torch.stack(rows).to(device)
+
+
+def initial_sample(sched: Any, steps: int, shape: Sequence[int],
+                   generators: Sequence[torch.Generator], device: Any,
+                   option: str = "steps") -> Tensor:
+    """Set ``sched``'s timesteps for ``steps`` (its ``ValueError``, e.g. more steps than
+    it was trained with, becomes a :class:`~gaf.errors.BadConfig` naming ``option``) and
+    return the first sample: noise ``(len(generators), *shape)``, row ``i`` from
+    generator ``i``, times the scheduler's ``init_noise_sigma``."""
+    try:
+        sched.set_timesteps(int(steps))
+    except ValueError as exc:
+        raise BadConfig(f"{option}={steps}: {exc}") from None
+    x = per_sample_noise(shape, generators, device)
+    return x * float(getattr(sched, "init_noise_sigma", 1.0))
 
 
 def guided_prediction(model: Any, x: Tensor, t: Any, cond: Any, null: Any,
@@ -254,15 +271,9 @@ class DiffusionPipeline:
         steps, guidance = opts.steps, opts.guidance
         if self.sample_shape is None:
             raise BadConfig("the pipeline does not know the sample shape (sample_shape=)")
-        device = self.device
         model = self.noise_model
         sched = self.scheduler
-        try:
-            sched.set_timesteps(int(steps))
-        except ValueError as exc:  # e.g. more steps than the model was trained with
-            raise BadConfig(f"steps={steps}: {exc}") from None
-        x = per_sample_noise(self.sample_shape, generators, device)
-        x = x * float(getattr(sched, "init_noise_sigma", 1.0))
+        x = initial_sample(sched, steps, self.sample_shape, generators, self.device)
         cond, null = self.encode(conditions)
         guided = cond is not None and guidance != 1.0
         context: Any = torch.cat([null, cond]) if guided else cond
@@ -326,12 +337,7 @@ def load_parts(meta: Any, *, scheduler: str | None = None,
     if not sample_shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
                                    for n in sample_shape):
         raise meta.fail("sample_shape", f"expected positive integers, got {sample_shape!r}")
-    sched_meta = field(meta, "scheduler", dict)
-    if not isinstance(sched_meta.get("name"), str):
-        raise meta.fail("scheduler.name", f"expected a registered scheduler, got "
-                                          f"{sched_meta.get('name')!r}")
-    if not isinstance(sched_meta.get("config", {}), dict):
-        raise meta.fail("scheduler.config", "expected a table of options")
+    scheduler_record(meta, "scheduler")  # checked before any module is loaded
     first = component_ref(meta, "autoencoder")
     if first is None:
         raise meta.fail("autoencoder", "missing")
@@ -355,20 +361,47 @@ def load_parts(meta: Any, *, scheduler: str | None = None,
         autoencoder = registry.create("autoencoder", first["name"],
                                       **first.get("options", {}))
     autoencoder = autoencoder.to(device).eval()
-    options = {**sched_meta.get("config", {}), **(scheduler_options or {}),
-               "prediction_type": noise_model.prediction_type}
-    name = scheduler or sched_meta["name"]
-    sched_cls = registry.get("scheduler", name)
-    _check_options(name, sched_cls, scheduler_options or {})
-    try:
-        sched = sched_cls.from_config(options)
-    except (GafError, TypeError, ValueError) as exc:
-        if scheduler_options:  # the user's --set, most likely
-            raise BadConfig(f"scheduler {name} with {scheduler_options}: {exc}") from None
-        raise BadData(f"the scheduler config does not build {name!r}: {exc}",
-                      path=str(meta.path), field="scheduler.config") from None
+    sched = scheduler_from_meta(meta, "scheduler", noise_model.prediction_type,
+                                name=scheduler, overrides=scheduler_options, registry=registry)
     return {"noise_model": noise_model, "scheduler": sched, "autoencoder": autoencoder,
             "conditioner": conditioner, "sample_shape": sample_shape}
+
+
+def scheduler_record(meta: Any, key: str) -> dict[str, Any]:
+    """The scheduler recorded as ``{name, config}`` under ``key`` of a ``pipeline.json``
+    (:class:`~.run_meta.RunMeta`), checked: a damaged one is a :class:`BadData` naming
+    the file and field."""
+    from .run_meta import field
+
+    record = field(meta, key, dict)
+    if not isinstance(record.get("name"), str):
+        raise meta.fail(f"{key}.name", f"expected a registered scheduler, got "
+                                       f"{record.get('name')!r}")
+    if not isinstance(record.get("config", {}), dict):
+        raise meta.fail(f"{key}.config", "expected a table of options")
+    return record
+
+
+def scheduler_from_meta(meta: Any, key: str, prediction_type: str, *, name: str | None = None,
+                        overrides: dict[str, Any] | None = None, registry: Any) -> Any:
+    """The scheduler of :func:`scheduler_record` ``(meta, key)``, built ``from_config`` of
+    its config with ``overrides`` and ``prediction_type`` (what its model predicts);
+    ``name`` samples with another registered scheduler instead. A config that does not
+    build is a :class:`BadData` naming the file and field; an override the scheduler
+    does not have, or one it refuses, a :class:`BadConfig`."""
+    record = scheduler_record(meta, key)
+    name = name or record["name"]
+    cls = registry.get("scheduler", name)
+    _check_options(name, cls, overrides or {})
+    options = {**record.get("config", {}), **(overrides or {}),
+               "prediction_type": prediction_type}
+    try:
+        return cls.from_config(options)
+    except (GafError, TypeError, ValueError) as exc:
+        if overrides:  # the user's --set, most likely
+            raise BadConfig(f"scheduler {name} with {overrides}: {exc}") from None
+        raise BadData(f"the scheduler config does not build {name!r}: {exc}",
+                      path=str(meta.path), field=f"{key}.config") from None
 
 
 def _has_parameters(module: Any) -> bool:

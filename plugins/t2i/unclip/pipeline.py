@@ -66,8 +66,9 @@ from torch import Tensor
 from gaf.config import from_dict, option
 from gaf.errors import BadConfig, BadData
 
-from ..diffusion_pipeline import (DiffusionPipeline, call_inputs, denoise, load_parts,
-                                  per_sample_noise)
+from ..diffusion_pipeline import (DiffusionPipeline, call_inputs, denoise,
+                                  initial_sample, load_parts, per_sample_generators,
+                                  scheduler_from_meta)
 
 __all__ = ["UnCLIPOptions", "UnCLIPPipeline"]
 
@@ -129,7 +130,7 @@ class UnCLIPPipeline(DiffusionPipeline):
         from gaf.components import load_from
         from gaf.registry import REGISTRY
 
-        from ..run_meta import field, module_dirs, read_meta
+        from ..run_meta import module_dirs, read_meta
 
         registry = registry or REGISTRY
         meta = read_meta(run_dir, "unclip", "unclip")
@@ -137,17 +138,8 @@ class UnCLIPPipeline(DiffusionPipeline):
                            ema=ema, device=device, registry=registry)
         dirs = module_dirs(meta, ema, required=("noise_model", "prior"))
         prior = load_from(registry, "prior", dirs["prior"]).to(device).eval()
-        sched_meta = field(meta, "prior_scheduler", dict)
-        if not isinstance(sched_meta.get("name"), str) or not isinstance(
-                sched_meta.get("config", {}), dict):
-            raise meta.fail("prior_scheduler", "expected {name, config}")
-        name = prior_scheduler or sched_meta["name"]
-        options = {**sched_meta.get("config", {}), "prediction_type": prior.prediction_type}
-        try:
-            psched = registry.get("scheduler", name).from_config(options)
-        except (TypeError, ValueError) as exc:
-            raise BadData(f"the prior scheduler config does not build {name!r}: {exc}",
-                          path=str(meta.path), field="prior_scheduler.config") from None
+        psched = scheduler_from_meta(meta, "prior_scheduler", prior.prediction_type,
+                                     name=prior_scheduler, registry=registry)
         return cls(prior=prior, prior_scheduler=psched, **parts)
 
     # ------------------------------------------------------------ sampling
@@ -156,16 +148,15 @@ class UnCLIPPipeline(DiffusionPipeline):
         return from_dict(self.Options, options, where="pipeline unclip")
 
     def evaluations_per_image(self, **options: Any) -> float:
-        """The condition encoder once; per prior candidate ``prior_steps`` prior calls
-        (×2 guided); the decoder's ``steps`` calls (×2 guided) and the first-stage decode
-        (``embedding="text"``: no prior calls)."""
+        """The decoder's count (:meth:`DiffusionPipeline.evaluations_per_image`: its
+        ``steps`` calls, ×2 guided, the first-stage decode and the text encoder) plus,
+        with ``embedding="prior"``, ``prior_steps`` prior calls (×2 guided) per
+        candidate."""
         opts = self.options(**options)
-        prior = 0
+        count = super().evaluations_per_image(steps=opts.steps, guidance=opts.guidance)
         if opts.embedding == "prior":
-            prior = opts.candidates * opts.prior_steps * (2 if opts.prior_guidance != 1 else 1)
-        decoder = opts.steps * (2 if opts.guidance != 1 else 1)
-        decode = 1 if any(True for _ in self.autoencoder.parameters()) else 0
-        return float(1 + prior + decoder + decode)
+            count += opts.candidates * opts.prior_steps * (2 if opts.prior_guidance != 1 else 1)
+        return float(count)
 
     @torch.inference_mode()
     def __call__(self, conditions: Sequence[str], *, seed: int = 0,
@@ -212,12 +203,8 @@ class UnCLIPPipeline(DiffusionPipeline):
             context = PriorCondition.cat([null, cond])
         context = self.prior.cache_context(context.to(self.device))
         sched = self.prior_scheduler
-        try:
-            sched.set_timesteps(int(steps))
-        except ValueError as exc:
-            raise BadConfig(f"prior_steps={steps}: {exc}") from None
-        x = per_sample_noise((self.prior.embed_dim,), rows, self.device)
-        x = x * float(getattr(sched, "init_noise_sigma", 1.0))
+        x = initial_sample(sched, steps, (self.prior.embed_dim,), rows, self.device,
+                           option="prior_steps")
         x = denoise(self.prior, sched, x, context, guidance=guidance, guided=guided,
                     generators=rows)
         emb = F.normalize(self.prior.unstandardize(x).float(), dim=-1)
@@ -239,8 +226,8 @@ class UnCLIPPipeline(DiffusionPipeline):
         states when already computed."""
         e = self._check_embeddings(embeddings)
         n = len(e)
-        generators = list(generators) if generators is not None else \
-            [torch.Generator().manual_seed(seed + i) for i in range(n)]
+        generators = (list(generators) if generators is not None
+                      else per_sample_generators(seed, n))
         if len(generators) != n:
             raise BadConfig(f"{len(generators)} generators for {n} embeddings")
         null = self.conditioner.null(n)
@@ -249,12 +236,7 @@ class UnCLIPPipeline(DiffusionPipeline):
         if len(states) != n:
             raise BadConfig(f"{len(states)} captions for {n} embeddings")
         model, sched = self.noise_model, self.scheduler
-        try:
-            sched.set_timesteps(int(steps))
-        except ValueError as exc:
-            raise BadConfig(f"steps={steps}: {exc}") from None
-        x = per_sample_noise(self.sample_shape, generators, self.device)
-        x = x * float(getattr(sched, "init_noise_sigma", 1.0))
+        x = initial_sample(sched, steps, self.sample_shape, generators, self.device)
         guided = guidance != 1.0
         e = e.to(self.device)
         if guided:
@@ -289,14 +271,12 @@ class UnCLIPPipeline(DiffusionPipeline):
 
     @torch.inference_mode()
     def variations(self, images: Tensor, *, seed: int = 0,
-                   generators: Sequence[torch.Generator] | None = None, steps: int | None = None,
-                   guidance: float | None = None, progress: bool = False,
-                   **options: Any) -> Tensor:
+                   generators: Sequence[torch.Generator] | None = None,
+                   progress: bool = False, **options: Any) -> Tensor:
         """One new image per input image, decoded from the input's CLIP image embedding
-        with the empty caption (see the module doc); ``steps`` and ``guidance`` default
-        to :attr:`Options`' (the prior's options do not apply and are ignored)."""
-        given = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
-        opts = self.options(**{**options, **given})
+        with the empty caption (see the module doc); ``options`` are :attr:`Options`'
+        (``steps``, ``guidance``; the prior's are checked but do not apply)."""
+        opts = self.options(**options)
         emb = self.image_embeddings(images)
         return self.decode_embeddings(emb, None, generators=generators, seed=seed,
                                       steps=opts.steps, guidance=opts.guidance,
