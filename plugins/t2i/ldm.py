@@ -167,6 +167,8 @@ class LDM:
     uses = {"noise-model": "unet", "conditioner": "text-transformer",
             "autoencoder": "kl-vae", "scheduler": "ddpm", "dataset": "shapes"}
     unit = "images"
+    #: the registered pipeline that samples the run (``pipeline.json``'s ``"pipeline"``)
+    pipeline_name = "diffusion"
     #: a text-to-image baseline of the timeline table (examples/timeline.py)
     timeline = {"year": 2021, "method": "latent diffusion",
                 "paper": "Rombach et al., High-Resolution Image Synthesis with Latent Diffusion Models (arXiv 2112.10752)"}
@@ -271,33 +273,40 @@ class LDM:
         return latents
 
     def _write_pipeline_file(self, ctx: RunContext) -> None:
+        meta = self._pipeline_meta(ctx)
+        atomic_write_text(ctx.run_dir / PIPELINE_FILE, json.dumps(meta, indent=2) + "\n")
+
+    def _pipeline_meta(self, ctx: RunContext) -> dict[str, Any]:
+        """``RUN_DIR/pipeline.json``: every trained module (:meth:`modules`) and its EMA
+        shadow, a conditioner that is not trained by its resolved options, the first
+        stage, the training scheduler, the sample shape (a subclass adds its own)."""
         comp = ctx.spec.components["autoencoder"]
         if self.autoencoder_source:
             first = {"path": self.autoencoder_source}
         else:
             first = {"name": comp.name, "options": comp.options}
-        trained = {"noise_model": "noise_model"}
-        ema = {"noise_model": "noise_model_ema"} if self.ema else None
+        trained = {name: name for name in self.modules() if name not in self.ema}
+        ema = {name: f"{name}_ema" for name in trained} if self.ema else None
         fixed = None  # a conditioner that is not trained is rebuilt from its spec
-        if "conditioner" in self.modules():
-            trained["conditioner"] = "conditioner"
-            if ema is not None:
-                ema["conditioner"] = ("conditioner_ema" if "conditioner_ema" in self.ema
-                                      else "conditioner")
-        else:
+        if "conditioner" not in trained:
             comp = ctx.spec.components["conditioner"]
             # its resolved config (a frozen tower's path made absolute), else the spec's
             cfg = getattr(self.conditioner, "config", None)
             fixed = {"name": comp.name,
                      "options": config_dict(cfg) if attrs.has(type(cfg)) else comp.options}
-        meta = {"format_version": 1, "objective": "ldm", "pipeline": "diffusion",  # samples it
-                "modules": trained,
+        return {"format_version": 1, "objective": ctx.spec.objective,
+                "pipeline": self.pipeline_name, "modules": trained,
                 "ema_modules": ema, "conditioner": fixed, "autoencoder": first,
                 "scheduler": {"name": ctx.spec.components["scheduler"].name,
                               "config": _plain(self.scheduler.config)},
                 "sample_shape": list(self.sample_shape),
                 "condition_key": self.conditioner.condition_key}
-        atomic_write_text(ctx.run_dir / PIPELINE_FILE, json.dumps(meta, indent=2) + "\n")
+
+    def sampling_module(self, name: str, ema: bool = True) -> Any:
+        """The trained module ``self.<name>``, or its EMA shadow when ``ema`` and the run
+        keeps one."""
+        module = getattr(self, name)
+        return self.ema.get(f"{name}_ema", module) if ema else module
 
     def modules(self) -> dict[str, Any]:
         mods = {"noise_model": self.noise_model}
@@ -358,8 +367,8 @@ class LDM:
 
         name = scheduler or self.config.eval_scheduler
         sched = gaf.REGISTRY.get("scheduler", name).from_config(_plain(self.scheduler.config))
-        nm = self.ema.get("noise_model_ema", self.noise_model) if ema else self.noise_model
-        cond = self.ema.get("conditioner_ema", self.conditioner) if ema else self.conditioner
+        nm = self.sampling_module("noise_model", ema)
+        cond = self.sampling_module("conditioner", ema)
         return DiffusionPipeline(nm, sched, autoencoder=self.autoencoder, conditioner=cond,
                                  sample_shape=self.sample_shape)
 

@@ -185,10 +185,7 @@ class GANIntCls(ObjectiveBase):
         """The conditioner, after training the CLIP it needs when none is named."""
         from ...clip.stage import clip_text_stage
 
-        cond, source = clip_text_stage(ctx, self.dataset, self.config.clip_steps)
-        if source == "clip":
-            ctx.log("stage 2: the GAN")
-        return cond, source
+        return clip_text_stage(ctx, self.dataset, self.config.clip_steps)
 
     def _check_shapes(self) -> None:
         g, d = self.generator.config, self.discriminator.config

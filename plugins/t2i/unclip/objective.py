@@ -59,7 +59,6 @@ draws what the uninterrupted one would.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 import attrs
@@ -67,15 +66,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gaf.atomic import atomic_write_text
 from gaf.config import option
-from gaf.config import to_dict as config_dict
 from gaf.errors import BadConfig
 from gaf.runs import RunContext
 from gaf.seeding import torch_generator
 
+from ...diffusion.prior import PriorCondition
+from ...diffusion.schedule_math import to_x0
 from ...images.batches import stack_images
-from ..diffusion_pipeline import PIPELINE_FILE
 from ..ldm import LDM, LDMConfig, _plain
 
 __all__ = ["UnCLIP", "UnCLIPConfig"]
@@ -129,6 +127,7 @@ class UnCLIP(LDM):
     timeline = {"year": 2022, "method": "unCLIP (DALL-E 2)",
                 "paper": "Ramesh et al., Hierarchical Text-Conditional Image Generation "
                          "with CLIP Latents (arXiv 2204.06125)"}
+    pipeline_name = "unclip"
     train_defaults = {**LDM.train_defaults, "steps": 1500}
     plot_keys = ("loss", "loss_decoder", "loss_prior", "prior_cosine", "lr", "grad_norm")
 
@@ -201,30 +200,13 @@ class UnCLIP(LDM):
         return torch.cat(out)
 
     def modules(self) -> dict[str, Any]:
-        mods = {"noise_model": self.noise_model}
-        if hasattr(self, "prior"):
-            mods["prior"] = self.prior
-        return {**mods, **getattr(self, "ema", {})}
+        return {"noise_model": self.noise_model, "prior": self.prior, **self.ema}
 
-    def _write_pipeline_file(self, ctx: RunContext) -> None:
-        comp = ctx.spec.components["autoencoder"]
-        first = ({"path": self.autoencoder_source} if self.autoencoder_source
-                 else {"name": comp.name, "options": comp.options})
-        cond = ctx.spec.components["conditioner"]
-        trained = {"noise_model": "noise_model", "prior": "prior"}
-        ema = ({"noise_model": "noise_model_ema", "prior": "prior_ema"} if self.ema
-               else None)
-        meta = {"format_version": 1, "objective": "unclip", "pipeline": "unclip",
-                "modules": trained, "ema_modules": ema,
-                "conditioner": {"name": cond.name,
-                                "options": config_dict(self.conditioner.config)},
-                "autoencoder": first,
-                "scheduler": {"name": ctx.spec.components["scheduler"].name,
-                              "config": _plain(self.scheduler.config)},
+    def _pipeline_meta(self, ctx: RunContext) -> dict[str, Any]:
+        """``ldm``'s, naming the ``unclip`` pipeline, with the prior's scheduler."""
+        return {**super()._pipeline_meta(ctx),
                 "prior_scheduler": {"name": ctx.spec.components["scheduler"].name,
-                                    "config": _plain(self.prior_scheduler.config)},
-                "sample_shape": list(self.sample_shape), "condition_key": "caption"}
-        atomic_write_text(ctx.run_dir / PIPELINE_FILE, json.dumps(meta, indent=2) + "\n")
+                                    "config": _plain(self.prior_scheduler.config)}}
 
     # ------------------------------------------------------------------- data
 
@@ -275,9 +257,6 @@ class UnCLIP(LDM):
     def prior_loss(self, batch: dict[str, Any]) -> tuple[Tensor, float]:
         """The prior's MSE and the batch's mean cosine of its clean-embedding estimate
         with the true embedding (see the module doc)."""
-        from gaf.plugins.diffusion.prior import PriorCondition
-        from gaf.plugins.diffusion.schedule_math import to_x0
-
         sched, prior = self.prior_scheduler, self.prior
         z = batch["embedding"]
         x0 = prior.standardize(z)
@@ -307,9 +286,8 @@ class UnCLIP(LDM):
         sched = gaf.REGISTRY.get("scheduler", name).from_config(_plain(self.scheduler.config))
         psched = gaf.REGISTRY.get("scheduler", name).from_config(
             _plain(self.prior_scheduler.config))
-        nm = self.ema.get("noise_model_ema", self.noise_model) if ema else self.noise_model
-        prior = self.ema.get("prior_ema", self.prior) if ema else self.prior
-        return UnCLIPPipeline(nm, sched, prior=prior, prior_scheduler=psched,
+        return UnCLIPPipeline(self.sampling_module("noise_model", ema), sched,
+                              prior=self.sampling_module("prior", ema), prior_scheduler=psched,
                               conditioner=self.conditioner, autoencoder=self.autoencoder,
                               sample_shape=self.sample_shape)
 
