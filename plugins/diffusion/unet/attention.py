@@ -306,6 +306,9 @@ class ContextCache:
     #: The ``cond_vector`` whose extra context tokens the cache holds (set by
     #: ``UNet.cache_context`` when the model has ``extra_context_tokens``), else None.
     cond_vector: Tensor | None = None
+    #: The context's mean over its tokens, ``(B, context_dim)`` (set by
+    #: ``UNet.cache_context`` when the model has ``pooled_context``), else None.
+    pooled: Tensor | None = None
 
     def __init__(self, context: Tensor, layers: Iterable[Attention], owner: object):
         self.shape = tuple(context.shape)

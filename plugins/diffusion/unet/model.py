@@ -57,6 +57,18 @@ Conditioning:
   concatenated to ``x_t`` on channels before ``conv_in`` (super-resolution's upsampled
   low-resolution image, inpainting's mask and masked image); the output keeps
   ``out_channels``.
+* pooled context: with ``pooled_context``, ``pool_embed(mean_l context[:, l])`` is added
+  to the time embedding, ``pool_embed = Linear(context_dim, D) -> SiLU -> Linear(D, D)``
+  (last Linear zero-initialised): Imagen's pooled text embedding. The mean runs over all
+  ``L`` context tokens (pads included, as imagen-pytorch's ``mean_pooled_text_tokens``;
+  a frozen encoder that zeroes its pad states makes it the real tokens' sum over ``L``),
+  before any extra context tokens are appended; :meth:`UNet.cache_context` keeps it.
+* ``noise_level``: with the option ``noise_level``, ``(B,)`` or one shared level ``a`` in
+  ``[0, 1]``, the noise-conditioning augmentation level of the ``concat`` image
+  (:mod:`gaf.plugins.diffusion.augmentation`). ``level_embed = TimeEmbedding`` of
+  ``1000·a`` (the sinusoidal embedding of :mod:`.embeddings`, as DeepFloyd IF's
+  ``noise_level`` class embedding of type "timestep"), its last Linear zero-initialised,
+  is added to the time embedding.
 
 Every one of these options defaults to 0, which builds no new parameter and draws no
 random number: a default model is today's, weight for weight. ``cond_embed`` and
@@ -106,7 +118,10 @@ from .attention import ContextCache, SpatialTransformer
 from .embeddings import TimeEmbedding, as_timesteps
 from .resnet import Downsample, GroupNorm32, ResBlock, Upsample, silu
 
-__all__ = ["UNetConfig", "UNet", "PREDICTION_TYPES"]  # PREDICTION_TYPES: schedule_math's
+__all__ = ["UNetConfig", "UNet", "PREDICTION_TYPES", "LEVEL_SCALE"]  # PREDICTION_TYPES: schedule_math's
+
+#: the noise-augmentation level ``a`` in ``[0, 1]`` is embedded as the timestep ``1000·a``
+LEVEL_SCALE = 1000.0
 
 
 @attrs.define
@@ -144,6 +159,13 @@ class UNetConfig:
     concat_channels: int = option(0, "extra input channels concatenated to x_t (forward's "
                                      "concat: a super-resolution low-res image, an "
                                      "inpainting mask); 0 = none", ge=0)
+    pooled_context: bool = option(False, "add an MLP of the context's mean over its tokens "
+                                         "to the time embedding (Imagen's pooled text "
+                                         "embedding); needs context_dim")
+    noise_level: bool = option(False, "add an embedding of the conditioning image's "
+                                      "noise-augmentation level a in [0, 1] (forward's "
+                                      "noise_level) to the time embedding (Imagen's and "
+                                      "DeepFloyd IF's super-resolution stages)")
     time_embed_mult: int = option(4, "time embedding width = time_embed_mult * channels[0]",
                                   ge=1)
     norm_groups: int = option(32, "GroupNorm groups (must divide every level width)", ge=1)
@@ -194,6 +216,9 @@ class UNetConfig:
                                                        "are projected from) and context_dim > 0 "
                                                        "(the cross-attention they join)",
                                self.extra_context_tokens)
+        if self.pooled_context and not self.context_dim:
+            raise option_error("pooled_context", "needs context_dim > 0 (the context it "
+                                                 "pools)", self.pooled_context)
         if self.position_embedding == "sincos":
             for width in self.attention_widths():
                 inner = self.heads * self.head_width(width)
@@ -258,7 +283,7 @@ class Level(nn.Module):
 
 class UNet(nn.Module):
     """The LDM UNet noise model: ``forward(x_t, t, context=None, *, labels=None,
-    cond_vector=None, concat=None)``.
+    cond_vector=None, concat=None, noise_level=None)``.
 
     ``x_t`` is ``(B, in_channels, H, W)``; the result ``(B, out_channels, H, W)`` is the
     ``prediction_type`` target. See the module doc for the layout and conditioning.
@@ -310,7 +335,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
         # built last, so that the modules above draw the same initial weights with or
         # without them
-        self.cond_embed = self.context_proj = None
+        self.cond_embed = self.context_proj = self.pool_embed = self.level_embed = None
         if cfg.cond_dim:
             self.cond_embed = nn.Sequential(nn.Linear(cfg.cond_dim, cfg.time_embed_dim), nn.SiLU(),
                                             nn.Linear(cfg.time_embed_dim, cfg.time_embed_dim))
@@ -319,6 +344,16 @@ class UNet(nn.Module):
         if cfg.extra_context_tokens:
             self.context_proj = nn.Linear(cfg.cond_dim,
                                           cfg.extra_context_tokens * cfg.context_dim)
+        if cfg.pooled_context:
+            self.pool_embed = nn.Sequential(
+                nn.Linear(cfg.context_dim, cfg.time_embed_dim), nn.SiLU(),
+                nn.Linear(cfg.time_embed_dim, cfg.time_embed_dim))
+            nn.init.zeros_(self.pool_embed[2].weight)
+            nn.init.zeros_(self.pool_embed[2].bias)
+        if cfg.noise_level:
+            self.level_embed = TimeEmbedding(ch[0], cfg.time_embed_dim)
+            nn.init.zeros_(self.level_embed.fc2.weight)
+            nn.init.zeros_(self.level_embed.fc2.bias)
         self._cross = [a for m in self.modules() if isinstance(m, SpatialTransformer)
                        for a in m.cross_attentions()]
         for m in self.modules():
@@ -341,6 +376,7 @@ class UNet(nn.Module):
         full = self._with_extra_tokens(context, cond_vector)
         cache = ContextCache(full, self._cross, self)
         cache.cond_vector = cond_vector if self.context_proj is not None else None
+        cache.pooled = context.mean(dim=1) if self.pool_embed is not None else None
         return cache
 
     def _check_cond(self, cond_vector: Any, batch: int) -> None:
@@ -420,10 +456,13 @@ class UNet(nn.Module):
                              f"2 ** (levels - 1) = {cfg.factor} ({cfg.levels} channel levels)")
 
     def embed(self, t: Any, batch: int, labels: Tensor | None = None,
-              cond_vector: Tensor | None = None) -> Tensor:
+              cond_vector: Tensor | None = None, pooled: Tensor | None = None,
+              noise_level: Any = None) -> Tensor:
         """The ResBlocks' conditioning ``SiLU(time embedding + label embedding +
-        cond_embed(cond_vector))``: ``(1, D)`` for one shared timestep without labels (or
-        all-null ones) and without ``cond_vector``, else ``(B, D)``."""
+        cond_embed(cond_vector) + pool_embed(pooled) + level_embed(1000 noise_level))``:
+        ``(1, D)`` for one shared timestep without labels (or all-null ones), without
+        ``cond_vector`` or ``pooled`` and with one shared level, else ``(B, D)``.
+        ``pooled`` is the context's mean over its tokens (``(B, context_dim)``)."""
         device = self.conv_in.weight.device
         emb = self.time_embed(as_timesteps(t, batch, device))
         if self.label_embed is not None:
@@ -447,18 +486,32 @@ class UNet(nn.Module):
         self._check_cond(cond_vector, batch)
         if self.cond_embed is not None:
             emb = emb + self.cond_embed(cond_vector.to(device=device, dtype=emb.dtype))
+        if self.pool_embed is not None:
+            emb = emb + self.pool_embed(pooled.to(device=device, dtype=emb.dtype))
+        if self.level_embed is not None:
+            if noise_level is None:
+                raise BadConfig("this UNet has noise_level = true: pass noise_level, the "
+                                "augmentation level a in [0, 1] of its concat image")
+            level = as_timesteps(noise_level, batch, device)
+            emb = emb + self.level_embed(level.to(torch.float32) * LEVEL_SCALE)
+        elif noise_level is not None:
+            raise BadConfig("this UNet takes no noise_level (noise-model noise_level = "
+                            "false)")
         return F.silu(emb)
 
     # --------------------------------------------------------------------- forward
 
     def forward(self, x: Tensor, t: Any, context: Tensor | ContextCache | None = None, *,
                 labels: Tensor | None = None, cond_vector: Tensor | None = None,
-                concat: Tensor | None = None) -> Tensor:
+                concat: Tensor | None = None, noise_level: Any = None) -> Tensor:
         self._check_input(x)
         batch = x.shape[0]
         self._check_context(context, batch)
         self._check_concat(concat, x)
-        emb = self.embed(t, batch, labels, cond_vector)
+        pooled = None
+        if self.pool_embed is not None:
+            pooled = context.pooled if isinstance(context, ContextCache) else context.mean(1)
+        emb = self.embed(t, batch, labels, cond_vector, pooled, noise_level)
         if isinstance(context, ContextCache):
             cached = context.cond_vector  # (the same tensor every step: no comparison)
             if cached is not None and cached is not cond_vector and (
