@@ -110,6 +110,11 @@ def _image_options(kind, name, tmp_path):
                           text_width=16, text_layers=1, text_heads=2, resolution=16)
         gaf.save(clip, tmp_path / "clip")
         return {"clip": str(tmp_path / "clip")}
+    if name == "lm-text":  # a trained language model, frozen
+        lm = gaf.create("policy", "gpt2-tiny", n_layer=1, n_head=2, d_model=16,
+                        n_positions=32, tokenizer="shapes-bpe")
+        gaf.save(lm, tmp_path / "lm")
+        return {"lm": str(tmp_path / "lm")}
     return {}
 
 
