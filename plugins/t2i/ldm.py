@@ -334,7 +334,7 @@ class LDM:
         z0, t, noise, drop = batch["z0"], batch["t"], batch["noise"], batch["drop"]
         sched = self.scheduler
         z_t = sched.add_noise(z0, noise, t)
-        context = self.conditioner(batch["conditions"])
+        context = self.encode_conditions(batch["conditions"])
         null = self.conditioner.null(len(drop)).to(context)
         context = torch.where(drop[:, None, None], null, context)
         out = self.noise_model(z_t, t, context)
@@ -348,6 +348,11 @@ class LDM:
         if drop.any():
             metrics["loss_uncond"] = float(seen[drop].mean())
         return loss, metrics
+
+    def encode_conditions(self, conditions: list[Any]) -> Tensor:
+        """The conditioner's context of a batch's conditions (a subclass may look up
+        states it computed once instead)."""
+        return self.conditioner(conditions)
 
     def after_step(self, step: int) -> None:
         """Move the EMA copies towards the weights just stepped."""
