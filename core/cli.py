@@ -561,11 +561,14 @@ def _fmt(value: float) -> str:
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="text: one JSON object per completion")
 @click.option("-q", "--quiet", is_flag=True, help="images: no progress bar")
+@click.option("--stages", "save_stages", is_flag=True,
+              help="images, a cascade: also write each stage's own grid, OUT_stage1.png …")
 def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...],
                images: tuple[str, ...], sampler: str | None, scheduler: str | None, sets: tuple[str, ...],
                pipe_options: tuple[str, ...], num: int, max_new_tokens: int | None,
                steps: int | None, guidance: float | None, out_path: str | None,
-               ema: bool | None, seed: int, device: str, as_json: bool, quiet: bool) -> None:
+               ema: bool | None, seed: int, device: str, as_json: bool, quiet: bool,
+               save_stages: bool = False) -> None:
     """Generate text from a policy or images from a text-to-image run.
 
     \b
@@ -573,6 +576,7 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
     gaf sample --pipeline RUN_DIR --prompt "a red circle above a blue square" \\
                --scheduler ddim --steps 50 --guidance 3 --seed 0 --out grid.png
     gaf sample --pipeline UNCLIP_RUN_DIR --image picture.png -n 8
+    gaf sample --pipeline IMAGEN_RUN_DIR --prompt "a red circle" --stages
     """
     if (policy is None) == (pipeline is None):
         raise BadConfig("gaf sample needs exactly one of --policy (text) and --pipeline "
@@ -586,7 +590,7 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
              if pipeline is not None else
              {"--steps": steps, "--guidance": guidance, "--scheduler": scheduler,
               "--ema/--no-ema": ema, "--out": out_path, "-q": quiet or None,
-              "--image": images or None})
+              "--image": images or None, "--stages": save_stages or None})
     misplaced = [flag for flag, value in other.items() if value is not None]
     if misplaced:
         mode, its = (("--pipeline (images)", "--policy (text)") if pipeline is not None
@@ -607,7 +611,7 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
         call = [("steps", steps, "--steps"), ("guidance", guidance, "--guidance")]
         call += [(*_config.parse_assignment(item), "--option") for item in pipe_options]
         _sample_images(pipeline, prompts, given, flags, call, num, out_path or "samples.png",
-                       seed, device, quiet, images)
+                       seed, device, quiet, images, save_stages)
         return
     if pipe_options:
         raise BadConfig("--option sets a call option of an image pipeline; for text use "
@@ -636,7 +640,7 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
 def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
                    flags: dict[str, str], call: list[tuple[str, Any, str]], num: int,
                    out_path: str, seed: int, device: str, quiet: bool,
-                   pictures: tuple[str, ...] = ()) -> None:
+                   pictures: tuple[str, ...] = (), save_stages: bool = False) -> None:
     """``gaf sample --pipeline``: one row of ``num`` images per prompt, written as a PNG.
 
     With ``pictures`` (``--image``) instead of prompts, the rows are ``num`` variations of
@@ -650,6 +654,11 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
     ``from_run`` on top of the entry's registry ``defaults``; ``call`` (``--steps``,
     ``--guidance``, ``--option``) to the pipeline's call, checked against its
     ``Options``. A flag the pipeline has no option for is a :class:`BadConfig`.
+
+    ``save_stages`` (``--stages``): the pipeline's ``sample_stages`` gives every stage's
+    images (a ``cascade``); each stage ``k`` but the last is written beside ``out_path``
+    as ``<stem>_stage<k>.png``, the last to ``out_path``. A pipeline without stages is a
+    :class:`BadConfig`.
     """
     from .atomic import read_json
     from .device import resolve_device
@@ -697,6 +706,9 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
         checked = _config.from_dict(options_cls, given, where=f"pipeline {entry.name}")
         given = {key: getattr(checked, key) for key in given}
     kwargs = {**{k: v for k, v in entry.defaults.items() if _accepts(accepted, k)}, **load}
+    if save_stages and (pictures or not callable(getattr(cls, "sample_stages", None))):
+        raise BadConfig(f"--stages: {where} has no stages to save (a cascade run has; "
+                        f"and not with --image)")
     pipe = cls.from_run(run_dir, device=resolve_device(device), **kwargs)
     if pictures:
         if not callable(getattr(pipe, "variations", None)):
@@ -716,8 +728,16 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
         if "progress" in _parameters(cls.__call__):  # a named parameter, not any **options
             given["progress"] = not quiet
         batch = [p for p in prompts for _ in range(num)]
-        images = pipe(batch, seed=seed, **given)
         labels = list(prompts)
+        if save_stages:
+            *earlier, images = pipe.sample_stages(batch, seed=seed, **given)
+            for k, stage_images in enumerate(earlier, 1):
+                written = write_grid(stage_images, len(labels), num,
+                                     out.with_name(f"{out.stem}_stage{k}{out.suffix}"))
+                click.echo(f"stage {k}: {tuple(stage_images.shape[1:])} images written to "
+                           f"{written}")
+        else:
+            images = pipe(batch, seed=seed, **given)
     path = write_grid(images, len(labels), num, out)
     for i, p in enumerate(labels):
         click.echo(f"row {i + 1}: {p}")
