@@ -202,12 +202,7 @@ class Imagen(LDM):
         top = {k: base.pop(k) for k in ("format_version", "objective", "pipeline")}
         stages = [base]
         if self.sr_dir is not None:
-            path = self.sr_dir / STAGE_FILE
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise BadData(f"cannot read the super-resolution stage's record: {exc}",
-                              path=str(path)) from None
+            record = self._sr_record()
             for key in ("modules", "ema_modules"):
                 if isinstance(record.get(key), dict):
                     record[key] = {k: f"{SR_DIR}/{v}" for k, v in record[key].items()}
@@ -215,6 +210,18 @@ class Imagen(LDM):
                 record.pop(key, None)
             stages.append(record)
         return {**top, "condition_key": base["condition_key"], "stages": stages}
+
+    def _sr_record(self) -> dict[str, Any]:
+        """The super-resolution stage's ``stage.json`` (a copy each call)."""
+        path = self.sr_dir / STAGE_FILE
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BadData(f"cannot read the super-resolution stage's record: {exc}",
+                          path=str(path)) from None
+        if not isinstance(record, dict):
+            raise BadData("expected a JSON object", path=str(path))
+        return record
 
     # ------------------------------------------------------------- evaluation
 
@@ -234,14 +241,8 @@ class Imagen(LDM):
         if self.sr_dir is not None:
             from .pipeline import load_stage
 
-            path = self.sr_dir / STAGE_FILE
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise BadData(f"cannot read the super-resolution stage's record: {exc}",
-                              path=str(path)) from None
-            stages.append(load_stage(record, path, "stage", scheduler=name, ema=ema,
-                                     device=self.device))
+            stages.append(load_stage(self._sr_record(), self.sr_dir / STAGE_FILE, "stage",
+                                     scheduler=name, ema=ema, device=self.device))
         return CascadePipeline(stages)
 
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
