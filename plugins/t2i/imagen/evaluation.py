@@ -121,7 +121,7 @@ def super_resolution_figures(ctx: RunContext, obj: Any, stage: Any) -> dict[str,
     if evaluator is not None:
         out["real_exact"] = attribute_scores(evaluator, real, captions)["exact"]
     for a in cfg.eval_aug_levels:
-        opts = CascadeOptions(aug_level=a)
+        opts = CascadeOptions(aug_level=a, thresholding=cfg.thresholding)
         images = []
         for s in range(0, n, cfg.eval_batch_size):
             picks = range(s, min(n, s + cfg.eval_batch_size))

@@ -85,7 +85,9 @@ class ImagenConfig(LDMConfig):
                                                 "sweep")
     fd_guidance: float = option(3.0, "the base's guidance scale of the headline rows", ge=0)
     thresholding: Literal["none", "static", "dynamic"] = option(
-        "dynamic", "x0 thresholding of the headline rows")
+        "static", "the base's x0 thresholding in the headline rows")
+    sr_thresholding: Literal["none", "static", "dynamic"] = option(
+        "static", "the super-resolution stage's x0 thresholding in the evaluation")
     eval_sr_steps: int = option(25, "super-resolution sampling steps of the evaluation",
                                 ge=1)
     eval_sr_guidance: float = option(1.0, "super-resolution guidance scale of the "
@@ -168,7 +170,8 @@ class Imagen(LDM):
         options = {"low_resolution": cfg.base_resolution, "p_uncond": cfg.p_uncond,
                    "ema_decay": cfg.ema_decay, "eval_split": cfg.eval_split,
                    "eval_steps": cfg.eval_sr_steps, "fd_guidance": cfg.eval_sr_guidance,
-                   "eval_scheduler": cfg.eval_scheduler}
+                   "eval_scheduler": cfg.eval_scheduler,
+                   "thresholding": cfg.sr_thresholding}
         train_stage(ctx, self.sr_dir, "imagen-sr", ("dataset", "scheduler"),
                     {"steps": cfg.sr_steps},
                     components={"conditioner": self._conditioner_section(ctx),
@@ -267,7 +270,8 @@ class Imagen(LDM):
         with the super-resolution ones, and ``aug{a}`` for each of ``eval_aug_sweep``."""
         cfg = self.config
         options = {**self.evaluation_settings()[0], "sr_steps": cfg.eval_sr_steps,
-                   "sr_guidance": cfg.eval_sr_guidance, "aug_level": cfg.eval_aug_level}
+                   "sr_guidance": cfg.eval_sr_guidance, "aug_level": cfg.eval_aug_level,
+                   "sr_thresholding": cfg.sr_thresholding}
         sweep = {f"aug{a:g}": {**options, "aug_level": a} for a in cfg.eval_aug_sweep}
         return options, sweep
 

@@ -27,11 +27,15 @@ Per stage ``k`` (the loop of :class:`~..diffusion_pipeline.DiffusionPipeline` fo
    augmentation the stage was trained with at ``a ~ U[0, 1]``);
 3. the denoising loop with classifier-free guidance at the stage's scale (``guidance``
    for the base, ``sr_guidance`` for every later stage), and x̂0 thresholded as
-   ``thresholding`` says: ``none``, ``static`` (clip to [-1, 1], DDPM's
-   ``clip_sample``) or ``dynamic`` (Imagen's: ``s = max(1, percentile_p |x̂0|)``,
-   ``x̂0 ← clip(x̂0, −s, s) / s`` per image, ``p = threshold_percentile``; the
-   schedulers' ``thresholding`` with ``dynamic_thresholding_ratio = p`` and
-   ``sample_max_value = threshold_max``, no upper bound by default, as Imagen).
+   ``thresholding`` (the base) or ``sr_thresholding`` (the later stages) says:
+   ``none``, ``static`` (clip to [-1, 1], DDPM's ``clip_sample``, the default) or
+   ``dynamic`` (Imagen's: ``s = max(1, percentile_p |x̂0|)``, ``x̂0 ← clip(x̂0, −s, s) /
+   s`` per image, ``p = threshold_percentile``; the schedulers' ``thresholding`` with
+   ``dynamic_thresholding_ratio = p`` and ``sample_max_value = threshold_max``, no upper
+   bound by default, as Imagen). Dynamic thresholding divides saturated pixels by
+   ``s > 1`` at every step: on images whose background sits at −1 (``shapes``) it
+   washes them out unless guidance pushes ``x̂0`` far outside [-1, 1]
+   (docs/results.md § Imagen).
 
 Image ``i`` draws all its noise, stage after stage, from one generator seeded
 ``seed + i``: its base image is the one the base stage alone makes with that seed, and
@@ -99,8 +103,10 @@ class CascadeOptions:
                                     "input of every super-resolution stage (0 = trust it, "
                                     "1 = ignore it)", ge=0, le=1)
     thresholding: Literal["none", "static", "dynamic"] = option(
-        "dynamic", "x0 thresholding at every step: none, static (clip to [-1, 1]) or "
-                   "dynamic (Imagen's percentile threshold)")
+        "static", "x0 thresholding at every step of the base stage: none, static (clip to "
+                  "[-1, 1]) or dynamic (Imagen's percentile threshold)")
+    sr_thresholding: Literal["none", "static", "dynamic"] = option(
+        "static", "x0 thresholding of every super-resolution stage")
     threshold_percentile: float = option(0.995, "the percentile p of |x0| that sets the "
                                                 "dynamic threshold", gt=0, le=1)
     threshold_max: float = option(1e6, "upper bound of the dynamic threshold (diffusers' "
@@ -108,9 +114,10 @@ class CascadeOptions:
                                        "uses 1.5)", ge=1)
 
 
-def thresholded_scheduler(sched: Any, opts: CascadeOptions) -> Any:
-    """``sched`` rebuilt ``from_config`` with the thresholding ``opts`` asks for."""
-    mode = opts.thresholding
+def thresholded_scheduler(sched: Any, opts: CascadeOptions, mode: str | None = None) -> Any:
+    """``sched`` rebuilt ``from_config`` with the thresholding ``mode`` (default
+    ``opts.thresholding``) and ``opts``' percentile and bound."""
+    mode = mode or opts.thresholding
     return type(sched).from_config(
         sched.config, clip_sample=mode == "static", thresholding=mode == "dynamic",
         dynamic_thresholding_ratio=opts.threshold_percentile,
@@ -129,11 +136,12 @@ def upsample(images: Tensor, shape: Sequence[int], mode: str) -> Tensor:
 def run_stage(stage: CascadeStage, conditions: list[Any], generators: list[torch.Generator],
               opts: CascadeOptions, *, steps: int, guidance: float, device: Any,
               previous: Tensor | None = None, option: str = "steps",
-              progress: bool = False) -> Tensor:
+              thresholding: str | None = None, progress: bool = False) -> Tensor:
     """One stage's images in ``[-1, 1]`` (steps 1 to 3 of the module doc): from the
     captions alone, or, with ``previous`` images, conditioned on them upsampled and
-    noised to ``opts.aug_level`` (the noise from each image's generator)."""
-    sched = thresholded_scheduler(stage.scheduler, opts)
+    noised to ``opts.aug_level`` (the noise from each image's generator); x̂0 thresholded
+    as ``thresholding`` says (default ``opts.thresholding``)."""
+    sched = thresholded_scheduler(stage.scheduler, opts, thresholding)
     model = stage.noise_model
     x = initial_sample(sched, steps, stage.sample_shape, generators, device, option=option)
     context, guided = None, False
@@ -252,6 +260,8 @@ class CascadePipeline:
                                      guidance=guidance, device=self.device,
                                      previous=outputs[-1] if outputs else None,
                                      option="steps" if k == 0 else "sr_steps",
+                                     thresholding=(opts.thresholding if k == 0
+                                                   else opts.sr_thresholding),
                                      progress=progress))
         return outputs
 

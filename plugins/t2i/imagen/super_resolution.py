@@ -84,6 +84,8 @@ class SuperResolutionConfig(LDMConfig):
     fd_guidance: float = option(1.0, "guidance scale of the evaluation", ge=0)
     eval_aug_levels: tuple[float, ...] = option((0.0, 0.25, 0.5), "augmentation levels a "
                                                 "evaluated", ge=0, le=1)
+    thresholding: Literal["none", "static", "dynamic"] = option(
+        "static", "x0 thresholding of the evaluation's sampling")
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
