@@ -27,8 +27,9 @@ What is timed: one call of gaf's ``cascade`` pipeline (``CascadePipeline`` of
 Both stages: ``gaf.create("scheduler", "ddim", prediction_type="v_prediction")`` (linear
 betas, 1000 training steps, ``leading`` spacing; the UNets' default prediction type is
 ``v_prediction``), rebuilt by the pipeline with Imagen's dynamic thresholding
-(``thresholding="dynamic"``: percentile 0.995, no upper bound, diffusers'
-``sample_max_value=1e6``); each stage's output is clamped to [-1, 1]. The per-stage split
+(``thresholding="dynamic"`` and ``sr_thresholding="dynamic"``, both stages, as the peer:
+percentile 0.995, no upper bound, diffusers' ``sample_max_value=1e6``; the thresholding
+mode changes one element-wise step, not the cost of the networks); each stage's output is clamped to [-1, 1]. The per-stage split
 is taken at the conditioner's second call, the start of the super-resolution stage's
 conditioning (its scheduler rebuild and initial noise, both tiny, fall in the base's
 share); the peer splits at the same point of its loop.
@@ -87,7 +88,7 @@ BASE_SHAPE, SR_SHAPE = (3, 16, 16), (3, 32, 32)
 GUIDANCE = SR_GUIDANCE = 3.0
 AUG_LEVEL = 0.25
 CALL = {"guidance": GUIDANCE, "sr_guidance": SR_GUIDANCE, "aug_level": AUG_LEVEL,
-        "thresholding": "dynamic"}
+        "thresholding": "dynamic", "sr_thresholding": "dynamic"}
 
 
 def text_states(batch: int) -> torch.Tensor:

@@ -85,9 +85,9 @@ class ImagenConfig(LDMConfig):
                                                 "sweep")
     fd_guidance: float = option(3.0, "the base's guidance scale of the headline rows", ge=0)
     thresholding: Literal["none", "static", "dynamic"] = option(
-        "static", "the base's x0 thresholding in the headline rows")
+        "none", "the base's x0 thresholding in the headline rows (chosen on validation)")
     sr_thresholding: Literal["none", "static", "dynamic"] = option(
-        "static", "the super-resolution stage's x0 thresholding in the evaluation")
+        "none", "the super-resolution stage's x0 thresholding in the evaluation")
     eval_sr_steps: int = option(25, "super-resolution sampling steps of the evaluation",
                                 ge=1)
     eval_sr_guidance: float = option(1.0, "super-resolution guidance scale of the "

@@ -28,7 +28,8 @@ Per stage ``k`` (the loop of :class:`~..diffusion_pipeline.DiffusionPipeline` fo
 3. the denoising loop with classifier-free guidance at the stage's scale (``guidance``
    for the base, ``sr_guidance`` for every later stage), and x̂0 thresholded as
    ``thresholding`` (the base) or ``sr_thresholding`` (the later stages) says:
-   ``none``, ``static`` (clip to [-1, 1], DDPM's ``clip_sample``, the default) or
+   ``none`` (the default, chosen on validation), ``static`` (clip to [-1, 1], DDPM's
+   ``clip_sample``) or
    ``dynamic`` (Imagen's: ``s = max(1, percentile_p |x̂0|)``, ``x̂0 ← clip(x̂0, −s, s) /
    s`` per image, ``p = threshold_percentile``; the schedulers' ``thresholding`` with
    ``dynamic_thresholding_ratio = p`` and ``sample_max_value = threshold_max``, no upper
@@ -103,10 +104,10 @@ class CascadeOptions:
                                     "input of every super-resolution stage (0 = trust it, "
                                     "1 = ignore it)", ge=0, le=1)
     thresholding: Literal["none", "static", "dynamic"] = option(
-        "static", "x0 thresholding at every step of the base stage: none, static (clip to "
-                  "[-1, 1]) or dynamic (Imagen's percentile threshold)")
+        "none", "x0 thresholding at every step of the base stage: none, static (clip to "
+                "[-1, 1]) or dynamic (Imagen's percentile threshold)")
     sr_thresholding: Literal["none", "static", "dynamic"] = option(
-        "static", "x0 thresholding of every super-resolution stage")
+        "none", "x0 thresholding of every super-resolution stage")
     threshold_percentile: float = option(0.995, "the percentile p of |x0| that sets the "
                                                 "dynamic threshold", gt=0, le=1)
     threshold_max: float = option(1e6, "upper bound of the dynamic threshold (diffusers' "

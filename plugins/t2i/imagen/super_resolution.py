@@ -85,7 +85,7 @@ class SuperResolutionConfig(LDMConfig):
     eval_aug_levels: tuple[float, ...] = option((0.0, 0.25, 0.5), "augmentation levels a "
                                                 "evaluated", ge=0, le=1)
     thresholding: Literal["none", "static", "dynamic"] = option(
-        "static", "x0 thresholding of the evaluation's sampling")
+        "none", "x0 thresholding of the evaluation's sampling")
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
