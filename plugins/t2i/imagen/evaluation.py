@@ -89,7 +89,10 @@ def _info(ctx: RunContext, obj: Any, cascade: Any) -> dict[str, float]:
     from pathlib import Path
 
     source = getattr(obj, "text_source", "")
-    reused = Path(source) if source and source not in ("text_encoder", "clip") else None
+    from ...clip.stage import TRAINED_HERE as CLIP_HERE
+    from .stages import TRAINED_HERE as TEXT_HERE
+
+    reused = Path(source) if source and source not in (TEXT_HERE, CLIP_HERE) else None
     return {"trainable_parameters": float(trainable), "frozen_parameters": float(frozen),
             "train_wall_s": round(train_wall_seconds(ctx.run_dir, reused), 2)}
 

@@ -45,7 +45,7 @@ from gaf.runs import RunContext
 
 from ...images.batches import dataset_at, stack_images
 from ..ldm import LDM, LDMConfig
-from .super_resolution import STAGE_FILE, FrozenStates, pixel_space
+from .super_resolution import STAGE_FILE, FrozenConditions, pixel_space
 
 __all__ = ["Imagen", "ImagenConfig", "BASE_UNET", "SR_DIR"]
 
@@ -109,7 +109,7 @@ class ImagenConfig(LDMConfig):
                                self.eval_thresholding)
 
 
-class Imagen(LDM):
+class Imagen(FrozenConditions, LDM):
     """The text encoder, the super-resolution stage and the base (see the module doc)."""
 
     Config = ImagenConfig
@@ -149,8 +149,7 @@ class Imagen(LDM):
         return images.to(self.device)
 
     def _setup_more(self, ctx: RunContext) -> None:
-        self.frozen = (None if self.conditioner.trainable
-                       else FrozenStates(self.conditioner, self.conditions))
+        self.freeze_conditions()
         self.sr_dir = ctx.run_dir / SR_DIR if self.config.sr_steps else None
         if self.sr_dir is not None:
             self._train_super_resolution(ctx)
@@ -190,12 +189,6 @@ class Imagen(LDM):
         options = ({k: v for k, v in attrs.asdict(cfg).items()} if attrs.has(type(cfg))
                    else dict(comp.options))
         return {"name": comp.name, **options}
-
-    def encode_conditions(self, conditions: list[Any]) -> Tensor:
-        """The captions' states: looked up when the conditioner is frozen."""
-        if self.frozen is not None:
-            return self.frozen.lookup(conditions).to(self.device)
-        return self.conditioner(conditions)
 
     def _pipeline_meta(self, ctx: RunContext) -> dict[str, Any]:
         """``pipeline.json``: the ``cascade`` pipeline's stages, the base (``ldm``'s

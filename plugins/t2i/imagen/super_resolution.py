@@ -54,7 +54,7 @@ from ...images.batches import dataset_at, stack_images
 from ..ldm import LDM, LDMConfig
 from .pipeline import upsample
 
-__all__ = ["SuperResolution", "SuperResolutionConfig", "FrozenStates", "SR_UNET",
+__all__ = ["SuperResolution", "SuperResolutionConfig", "FrozenConditions", "FrozenStates", "SR_UNET",
            "STAGE_FILE"]
 
 #: the stage record an ``imagen-sr`` run writes for the cascade that includes it
@@ -112,16 +112,32 @@ class FrozenStates:
             return self.conditioner(captions).float()
 
 
-class SuperResolution(LDM):
+class FrozenConditions:
+    """For an ``ldm`` subclass: a frozen conditioner's states are looked up
+    (:class:`FrozenStates`, made by :meth:`freeze_conditions` in setup) instead of
+    encoded at every step; a trained one encodes as ``ldm`` does."""
+
+    frozen: FrozenStates | None = None
+
+    def freeze_conditions(self) -> None:
+        self.frozen = (None if self.conditioner.trainable
+                       else FrozenStates(self.conditioner, self.conditions))
+
+    def encode_conditions(self, conditions: list[Any]) -> Tensor:
+        """The captions' states: looked up when the conditioner is frozen."""
+        if self.frozen is not None:
+            return self.frozen.lookup(conditions).to(self.device)
+        return self.conditioner(conditions)
+
+
+class SuperResolution(FrozenConditions, LDM):
     """Text-conditioned super-resolution with noise-conditioning augmentation."""
 
     Config = SuperResolutionConfig
     uses = {**LDM.uses, "conditioner": "lm-text", "autoencoder": "none"}
     component_defaults = {"noise-model": SR_UNET}
-    unit = "images"
-    timeline = None
+    timeline = None  # a stage, not a text-to-image method of the timeline
     train_defaults = {**LDM.train_defaults, "steps": 1000}
-    plot_keys = ("loss", "loss_cond", "loss_uncond", "lr", "grad_norm")
 
     def __init__(self, config: SuperResolutionConfig | None = None):
         self.config = config or SuperResolutionConfig()
@@ -148,8 +164,7 @@ class SuperResolution(LDM):
         if self.lowres.shape[-1] >= self.latents.shape[-1]:
             raise BadConfig(f"imagen-sr: low_resolution {cfg.low_resolution} must be below "
                             f"the dataset's {self.latents.shape[-1]}")
-        self.frozen = (None if self.conditioner.trainable
-                       else FrozenStates(self.conditioner, self.conditions))
+        self.freeze_conditions()
         ctx.log(f"imagen-sr: {self.lowres.shape[-1]} -> {self.latents.shape[-1]} px")
 
     def _write_pipeline_file(self, ctx: RunContext) -> None:
@@ -181,12 +196,6 @@ class SuperResolution(LDM):
                 "conditions": [self.conditions[int(i)] for i in picks], "t": t.to(d),
                 "noise": noise.to(d), "drop": drop.to(d), "level": level.to(d),
                 "aug_noise": aug_noise.to(d)}
-
-    def encode_conditions(self, conditions: list[Any]) -> Tensor:
-        """The captions' states: looked up when the conditioner is frozen."""
-        if self.frozen is not None:
-            return self.frozen.lookup(conditions).to(self.device)
-        return self.conditioner(conditions)
 
     def context(self, batch: dict[str, Any]) -> Tensor:
         """The batch's caption states, the null context where ``drop``."""
