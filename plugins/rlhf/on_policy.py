@@ -79,12 +79,14 @@ class OnPolicy(AlignmentObjective):
             raise BadConfig(f"{ctx.spec.objective} samples inside each training step, which "
                             "train.parallel='fsdp' does not support yet; use 'ddp'")
         self.temperature = scoring_temperature(ctx.component("sampler"), ctx.spec.objective)
+        self.ctx = ctx
+        # the reward first: a wrong --reward is refused before an SFT stage trains
+        self.reward_fn = self.frozen_component("reward")
         self.setup_policy(ctx)
         if not isinstance(self.policy, RolloutPolicy):
             raise BadConfig(f"{ctx.spec.objective} needs a policy that can sample rollouts "
                             f"(gaf.interfaces.RolloutPolicy); "
                             f"{type(self.policy).__name__} has no rollout()")
-        self.reward_fn = self.frozen_component("reward")
         self.batch_size = ctx.spec.train.batch_size
         self.train_prompts = list(self.task.prompts("train"))
         self.order = EpochOrder(len(self.train_prompts), ctx.spec.seed, "prompt-order")

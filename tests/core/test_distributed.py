@@ -106,8 +106,16 @@ def metrics(tmp_path, name):
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-@pytest.mark.parametrize("objective, make_sets", [("sft", sft_sets), ("dpo", dpo_sets)])
+# Every objective x parallel pair is a check; two of them run as benchmarks to keep the
+# suite's time: dpo under ddp is also test_dpo_pipeline_with_sft_stage_on_two_processes's,
+# sft under fsdp test_fsdp_checkpoint_resumes_in_one_process's.
+LONG = pytest.mark.benchmark
+
+
+@pytest.mark.parametrize("objective, make_sets, parallel", [
+    ("sft", sft_sets, "ddp"), ("dpo", dpo_sets, "fsdp"),
+    pytest.param("sft", sft_sets, "fsdp", marks=LONG),
+    pytest.param("dpo", dpo_sets, "ddp", marks=LONG)])
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, objective, make_sets,
                                                             parallel):
     sets = make_sets(tmp_path)
@@ -153,7 +161,7 @@ def test_sigkilled_single_process_run_resumes_bit_identically(tmp_path):
                       and k != "elapsed_s"} for r in metrics(tmp_path, "cut")]
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+@pytest.mark.parametrize("parallel", ["ddp", pytest.param("fsdp", marks=LONG)])
 def test_sigkilled_rank_stops_the_run_and_two_processes_resume(tmp_path, parallel):
     sets = [*dpo_sets(tmp_path), "train.steps=10", "train.save_every=4",
             f"train.parallel={parallel}"]

@@ -299,7 +299,10 @@ if ctx.world.enabled:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+# (ddp as a benchmark, to keep the suite's time: fsdp, which shards the groups, is the
+# harder case)
+@pytest.mark.parametrize("parallel", [pytest.param("ddp", marks=pytest.mark.benchmark),
+                                      "fsdp"])
 def test_groups_under_two_ranks_equal_one_process(tmp_path, parallel):
     from pathlib import Path
 
