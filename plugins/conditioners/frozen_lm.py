@@ -16,9 +16,19 @@ tokenised with the LM's own tokenizer and laid out as in training::
 
     ids   = BOS  c0  c1 … cn  PAD … PAD                  (max_length tokens)
     states = ln_f(GPT-2(ids, attention_mask))             (B, max_length, d_model)
+           + LayerNorm(wte(ids))                          (with ``embeddings``, the default)
 
 The LM is causal, so the state at ``ck`` has read ``BOS c0 … ck``; the last real
-token's state has read the whole caption. The states at the pads are set to **zero**
+token's state has read the whole caption. But a causal LM's last layer keeps what
+predicts the *next* token, and drops what does not: at a caption's last word ("… in
+the top **left**") the next token is the end whatever the word was, so the word itself
+fades from the state. T5's encoder, trained to fill in masked spans, has no such loss.
+``embeddings`` (default true) therefore adds each token's input embedding
+(``wte``, layer-normed without affine weights, so it has the final states' scale) to
+its final state, as ELMo's mix keeps the embedding layer for the words' identity: a
+4-head attention probe on the captions of ``shapes`` reads the stated position from
+the final states alone far less well than from the sum (``docs/results.md`` § Imagen
+gives the figures), while colour and shape read fully from either. The states at the pads are set to **zero**
 (as imagen-pytorch masks T5's pad states): the pads were never inputs the LM learned
 from, and a zero state is one fixed key for the cross-attention, the same for every
 caption. The BOS state is the same for every caption too (it has read nothing).
@@ -45,6 +55,7 @@ from typing import Any
 import attrs
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from gaf.config import option
 from gaf.errors import BadConfig
@@ -87,6 +98,9 @@ class FrozenLMTextConfig:
                          "trained on captions")
     max_length: int = option(24, "tokens per caption, BOS included (longer captions are "
                                  "rejected)", ge=2)
+    embeddings: bool = option(True, "add the layer-normed input token embeddings to the "
+                                    "final states (a causal LM's last layer loses words it "
+                                    "need not predict from)")
 
 
 class FrozenLMText(nn.Module):
@@ -107,6 +121,12 @@ class FrozenLMText(nn.Module):
         self.tokenizer = self.lm.tokenizer
         self.tokens = self.config.max_length
         self.width = int(self.lm.config.d_model)
+        self.wte = getattr(getattr(self.lm, "transformer", None), "wte", None)
+        if self.config.embeddings and not isinstance(self.wte, nn.Embedding):
+            raise BadConfig(f"conditioner lm-text: embeddings = true needs the language "
+                            f"model's input embeddings (transformer.wte); "
+                            f"{type(self.lm).__name__} has none: set "
+                            f"conditioner.embeddings=false")
         self._empty: Tensor | None = None
 
     def train(self, mode: bool = True) -> FrozenLMText:
@@ -131,6 +151,9 @@ class FrozenLMText(nn.Module):
         if ids.shape[0] == 0:
             return torch.zeros(0, self.tokens, self.width, device=ids.device)
         states = self.lm(ids, attention_mask=mask)
+        if self.config.embeddings:
+            words = self.wte(ids)
+            states = states + F.layer_norm(words, words.shape[-1:]).to(states.dtype)
         return states * mask.unsqueeze(-1).to(states.dtype)
 
     def null(self, batch_size: int) -> Tensor:

@@ -20,9 +20,19 @@ def saved_lm(tmp_path_factory):
     return path, policy.eval()
 
 
-def test_states_are_the_lms_hidden_states_with_pads_zeroed(saved_lm):
+def _layer_norm64(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    x = x.double()
+    return (x - x.mean(-1, keepdim=True)) / (x.var(-1, unbiased=False, keepdim=True)
+                                              + eps).sqrt()
+
+
+@pytest.mark.parametrize("embeddings", [True, False])
+def test_states_are_the_lms_hidden_states_with_pads_zeroed(saved_lm, embeddings):
+    """The final states (plus the layer-normed input embeddings by default), against a
+    float64 reference."""
     path, policy = saved_lm
-    cond = FrozenLMText(FrozenLMTextConfig(lm=str(path), max_length=16))
+    cond = FrozenLMText(FrozenLMTextConfig(lm=str(path), max_length=16,
+                                           embeddings=embeddings))
     captions = ["a red circle", "a large blue square to the left of a green star"]
     states = cond(captions)
     assert states.shape == (2, 16, 16) and cond.width == 16 and cond.tokens == 16
@@ -30,8 +40,10 @@ def test_states_are_the_lms_hidden_states_with_pads_zeroed(saved_lm):
     for i, caption in enumerate(captions):
         ids = [tok.bos_id, *tok.encode(" " + caption)]
         with torch.no_grad():
-            want = policy(torch.tensor([ids]))[0]
-        torch.testing.assert_close(states[i, :len(ids)], want, rtol=0, atol=1e-5)
+            want = policy(torch.tensor([ids]))[0].double()
+            if embeddings:
+                want = want + _layer_norm64(policy.transformer.wte.weight[ids])
+        torch.testing.assert_close(states[i, :len(ids)].double(), want, rtol=0, atol=1e-5)
         assert torch.equal(states[i, len(ids):], torch.zeros(16 - len(ids), 16))
     # the empty caption: BOS then zeros, the null context
     null = cond.null(3)
@@ -61,3 +73,12 @@ def test_bad_inputs_name_the_option(saved_lm, tmp_path):
         cond(["a large blue square to the left of a green star"])
     with pytest.raises(BadConfig, match="n_positions"):
         FrozenLMText(FrozenLMTextConfig(lm=str(path), max_length=64))
+
+
+def test_embeddings_need_a_model_that_has_them(saved_lm, monkeypatch):
+    path, _ = saved_lm
+    cond = FrozenLMText(FrozenLMTextConfig(lm=str(path), embeddings=False))
+    assert cond(["a red circle"]).shape[0] == 1
+    monkeypatch.setattr(type(cond.lm), "transformer", None, raising=False)
+    with pytest.raises(BadConfig, match="conditioner.embeddings=false"):
+        FrozenLMText(FrozenLMTextConfig(lm=str(path)))

@@ -45,7 +45,7 @@ from gaf.runs import RunContext
 
 from ...images.batches import dataset_at, stack_images
 from ..ldm import LDM, LDMConfig
-from .super_resolution import STAGE_FILE, FrozenConditions, pixel_space
+from .super_resolution import PIXEL_SCHEDULE, STAGE_FILE, FrozenConditions, pixel_space
 
 __all__ = ["Imagen", "ImagenConfig", "BASE_UNET", "SR_DIR"]
 
@@ -114,7 +114,7 @@ class Imagen(FrozenConditions, LDM):
 
     Config = ImagenConfig
     uses = {**LDM.uses, "conditioner": "lm-text", "autoencoder": "none"}
-    component_defaults = {"noise-model": BASE_UNET}
+    component_defaults = {"noise-model": BASE_UNET, "scheduler": PIXEL_SCHEDULE}
     pipeline_name = "cascade"
     timeline = {"year": 2022, "method": "Imagen (frozen LM, pixel cascade)",
                 "paper": "Saharia et al., Photorealistic Text-to-Image Diffusion Models with "

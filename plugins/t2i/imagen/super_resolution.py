@@ -55,6 +55,7 @@ from ..ldm import LDM, LDMConfig
 from .pipeline import upsample
 
 __all__ = ["SuperResolution", "SuperResolutionConfig", "FrozenConditions", "FrozenStates", "SR_UNET",
+           "PIXEL_SCHEDULE",
            "STAGE_FILE"]
 
 #: the stage record an ``imagen-sr`` run writes for the cascade that includes it
@@ -68,6 +69,15 @@ STAGE_FILE = "stage.json"
 SR_UNET = {"channels": (32, 48, 64), "level_layers": (1, 1, 2), "skip_scale": 2 ** -0.5,
            "attention_levels": (2,), "heads": 4, "norm_groups": 16, "concat_channels": 3,
            "noise_level": True, "pooled_context": True}
+
+#: both stages' default noise schedule: Stable Diffusion's ``scaled_linear`` betas
+#: (0.00085 to 0.012), whose signal-to-noise ratio is several times DDPM's ``linear`` at
+#: every step. ``shapes`` images are mostly background at exactly -1 (pixel std about a
+#: quarter of the unit-variance latents ``ldm`` diffuses), so under ``linear`` their
+#: content drowns early in the chain; on the validation split the base learned colour
+#: and count markedly better with these (docs/results.md § Imagen).
+PIXEL_SCHEDULE = {"beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                  "beta_end": 0.012}
 
 
 @attrs.define
@@ -135,7 +145,7 @@ class SuperResolution(FrozenConditions, LDM):
 
     Config = SuperResolutionConfig
     uses = {**LDM.uses, "conditioner": "lm-text", "autoencoder": "none"}
-    component_defaults = {"noise-model": SR_UNET}
+    component_defaults = {"noise-model": SR_UNET, "scheduler": PIXEL_SCHEDULE}
     timeline = None  # a stage, not a text-to-image method of the timeline
     train_defaults = {**LDM.train_defaults, "steps": 1000}
 
