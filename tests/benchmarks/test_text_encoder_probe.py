@@ -6,20 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-import gaf
 from script_module import load_script  # tests/ is on sys.path (conftest)
+from tiny_lm import save_tiny_lm
 
 probe = load_script("benchmarks/text_encoder_probe.py")
 
 
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    policy = gaf.create("policy", "gpt2-tiny", n_layer=2, n_head=2, d_model=16,
-                        n_positions=32, tokenizer="shapes-bpe")
-    path = tmp_path_factory.mktemp("lm") / "policy"
-    gaf.save(policy, path)
-    return str(path)
+    return str(save_tiny_lm(tmp_path_factory.mktemp("lm"))[0])
 
 
 def test_readouts_are_the_conditioners_states(lm_dir):

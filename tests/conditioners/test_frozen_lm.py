@@ -8,16 +8,12 @@ import torch
 import gaf
 from gaf.errors import BadConfig, BadData
 from gaf.plugins.conditioners.frozen_lm import FrozenLMText, FrozenLMTextConfig
+from tiny_lm import save_tiny_lm  # tests/ is on sys.path (conftest)
 
 
 @pytest.fixture(scope="module")
 def saved_lm(tmp_path_factory):
-    torch.manual_seed(0)
-    policy = gaf.create("policy", "gpt2-tiny", n_layer=2, n_head=2, d_model=16,
-                        n_positions=32, tokenizer="shapes-bpe")
-    path = tmp_path_factory.mktemp("lm") / "policy"
-    gaf.save(policy, path)
-    return path, policy.eval()
+    return save_tiny_lm(tmp_path_factory.mktemp("lm"))
 
 
 def _layer_norm64(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
