@@ -28,10 +28,12 @@ fades from the state. T5's encoder, trained to fill in masked spans, has no such
 its final state, as ELMo's mix keeps the embedding layer for the words' identity: a
 4-head attention probe on the captions of ``shapes`` reads the stated position from
 the final states alone far less well than from the sum (``docs/results.md`` § Imagen
-gives the figures), while colour and shape read fully from either. The states at the pads are set to **zero**
-(as imagen-pytorch masks T5's pad states): the pads were never inputs the LM learned
-from, and a zero state is one fixed key for the cross-attention, the same for every
-caption. The BOS state is the same for every caption too (it has read nothing).
+gives the figures), while colour and shape read fully from either.
+
+The states at the pads are set to **zero** (as imagen-pytorch masks T5's pad states):
+the pads were never inputs the LM learned from, and a zero state is one fixed key for
+the cross-attention, the same for every caption. The BOS state is the same for every
+caption too (it has read nothing).
 
 ``null(batch_size)`` is the encoding of the empty caption ``""`` (the BOS state, then
 zeros), the unconditional context a frozen encoder offers: it has no learned null

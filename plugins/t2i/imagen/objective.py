@@ -15,9 +15,11 @@ model, a pixel-space base diffusion model and a super-resolution stage.
 3. **the base model**, this run's own training steps: the ``ldm`` loss (its module doc)
    in pixel space on the dataset's images at ``base_resolution`` (16 for ``shapes``:
    :func:`gaf.plugins.images.batches.dataset_at` renders the scenes at that size),
-   with an efficient UNet (``component_defaults``: more blocks at low resolution, skips
-   scaled by 1/√2, attention at the two low levels) that takes the caption's states by
-   cross-attention and their mean in its time embedding (``pooled_context``), caption
+   with ``scaled_linear`` betas (:data:`.super_resolution.PIXEL_SCHEDULE`, as the
+   super-resolution stage) and an efficient UNet (``component_defaults``: more blocks at
+   low resolution, skips scaled by 1/√2, attention at the two low levels) that takes the
+   caption's states by cross-attention and their mean in its time embedding
+   (``pooled_context``), caption
    dropout ``p_uncond`` for classifier-free guidance, and an EMA. A frozen
    conditioner's states are computed once per distinct caption;
 4. **the evaluation** (:func:`.evaluation.imagen_figures`): the base alone at its
