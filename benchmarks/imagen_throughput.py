@@ -2,6 +2,7 @@
 
     python benchmarks/imagen_throughput.py [--batch 50] [--steps 25] [--sr-steps 25]
                                            [--repeats 3] [--warmup 1] [--threads 2]
+                                           [--without-fast-paths]
 
 The peer, ``benchmarks/imagen_diffusers_peer.py`` (run it with /tmp/gaf-peers/bin/python),
 does the same work with diffusers' ``UNet2DConditionModel`` and ``DDIMScheduler``. Both
@@ -44,12 +45,21 @@ DDIM loop with thresholding) is inside the timing.
 What a gaf user's sampling does, and the peer (written as diffusers' pipelines do) does
 not: ``UNet.cache_context`` projects the text states to every cross-attention layer's
 keys and values once per stage and pools them once; the shared timestep and the shared
-noise level are embedded once per step for the whole batch. What gaf does and diffusers
-cannot: the efficient UNet's ``skip_scale`` (every skip connection multiplied by 1/sqrt(2)
-before it is concatenated; diffusers has no such option, so the peer skips that
-element-wise work).
+noise level are embedded once per step for the whole batch; GroupNorm on the channels-last
+maps under 32x32 is computed from channel sums, with each ResBlock's per-image time shift
+folded into it, and attention at short key lengths runs as GEMMs per head (the module docs
+of ``gaf.plugins.diffusion.unet.group_norm`` and ``.attention``). What gaf does and
+diffusers cannot: the efficient UNet's ``skip_scale`` (every skip connection multiplied
+by 1/sqrt(2) before it is concatenated; diffusers has no such option, so the peer skips
+that element-wise work).
 
-Prints one JSON line: ``name`` (``gaf_imagen``), ``samples_per_s`` (batch over the median
+``--without-fast-paths`` switches off the UNet's two inference-only paths for the run
+(``GroupNorm32``'s sums path, by setting ``group_norm.SUMS_MAX_BYTES`` to -1, and
+``attend``'s GEMMs per head, by setting ``attention.KEYS_MAX`` to 0): the ablation of
+what they are worth, measured beside the default in the same session.
+
+Prints one JSON line: ``name`` (``gaf_imagen``), ``fast_paths`` (false with
+``--without-fast-paths``), ``samples_per_s`` (batch over the median
 cascade time), ``base_s`` / ``sr_s`` / ``total_s`` (medians, seconds), ``runs`` (every
 timed call), the shapes and options, ``base_params`` / ``sr_params`` and the torch
 version and thread count.
@@ -79,6 +89,7 @@ from collections.abc import Sequence
 import torch
 
 import gaf
+from gaf.plugins.diffusion.unet import attention, group_norm
 from gaf.plugins.t2i.imagen.objective import BASE_UNET
 from gaf.plugins.t2i.imagen.pipeline import CascadePipeline, CascadeStage
 from gaf.plugins.t2i.imagen.super_resolution import SR_UNET
@@ -148,8 +159,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--without-fast-paths", action="store_true",
+                   help="switch off GroupNorm from channel sums and attention as GEMMs")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    limits = group_norm.SUMS_MAX_BYTES, attention.KEYS_MAX
+    if args.without_fast_paths:
+        group_norm.SUMS_MAX_BYTES, attention.KEYS_MAX = -1, 0
+    try:
+        return run(args)
+    finally:
+        group_norm.SUMS_MAX_BYTES, attention.KEYS_MAX = limits
+
+
+def run(args: argparse.Namespace) -> dict:
     pipe, cond = build(args.batch)
     caps = captions(args.batch)
     options = {**CALL, "steps": args.steps, "sr_steps": args.sr_steps}
@@ -165,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         runs.append({"base_s": cond.calls[1] - t0, "sr_s": t1 - cond.calls[1],
                      "total_s": t1 - t0})
     med = {k: statistics.median(r[k] for r in runs) for k in ("base_s", "sr_s", "total_s")}
-    result = {"name": "gaf_imagen", "samples_per_s": args.batch / med["total_s"], **med,
+    result = {"name": "gaf_imagen", "fast_paths": not args.without_fast_paths,
+              "samples_per_s": args.batch / med["total_s"], **med,
               "runs": runs, "batch": args.batch, "steps": args.steps,
               "sr_steps": args.sr_steps, "guidance": GUIDANCE, "sr_guidance": SR_GUIDANCE,
               "aug_level": AUG_LEVEL, "thresholding": "dynamic",

@@ -23,7 +23,7 @@ def test_the_benchmark_prints_one_json_line(capsys):
                          "--warmup", "0", "--threads", threads])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and json.loads(lines[0]) == result
-    assert result["name"] == "gaf_imagen"
+    assert result["name"] == "gaf_imagen" and result["fast_paths"] is True
     # the imagen objective's default UNets with a 64-wide context
     assert (result["base_params"], result["sr_params"]) == (6048483, 1687011)
     assert (result["batch"], result["steps"], result["sr_steps"]) == (2, 2, 2)

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from click.testing import CliRunner
-from torch import nn
 
 import gaf.plugins.diffusion.unet.attention as attention_mod
 import gaf.plugins.diffusion.unet.model as unet_model
@@ -29,6 +28,7 @@ from gaf.plugins.diffusion.unet import (GEGLU, Attention, ContextCache, Downsamp
                                         SpatialTransformer, TimeEmbedding, TransformerBlock, UNet,
                                         UNetConfig, Upsample, timestep_embedding)
 from gaf.plugins.diffusion.unet.resnet import GroupNorm32
+from redraw import randomize  # tests/ is on sys.path (conftest)
 
 TINY = dict(in_channels=4, channels=(8, 16), norm_groups=4, heads=2, context_dim=8)
 
@@ -45,15 +45,6 @@ def one_thread():
 
 def tiny(**overrides) -> UNet:
     return UNet(UNetConfig(**{**TINY, **overrides}))
-
-
-def randomize(module: nn.Module, std: float = 0.1, seed: int = 0) -> nn.Module:
-    """Zero-initialised output layers make a fresh model blind to its inputs: re-draw."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * std)
-    return module
 
 
 # ------------------------------------------------------------------------------ shapes

@@ -9,10 +9,11 @@ precomputes the cross-attention keys and values of a context for a sampling run.
 context tokens) and ``concat`` (images stacked on x_t's channels) are off by default
 (``cond_dim``, ``extra_context_tokens``, ``concat_channels``; see :mod:`.model`).
 
-Modules: :mod:`.embeddings` (sinusoidal timestep embedding, time MLP), :mod:`.resnet`
-(ResBlock, Downsample, Upsample), :mod:`.attention` (attention, GEGLU, transformer
-blocks, the spatial transformer, the context cache), :mod:`.model` (the config, the
-layout, input checks). The defaults (channels (64, 128), attention at full resolution
+Modules: :mod:`.embeddings` (sinusoidal timestep embedding, time MLP),
+:mod:`.group_norm` (GroupNorm in float32, and from channel sums on channels-last maps),
+:mod:`.resnet` (ResBlock, Downsample, Upsample), :mod:`.attention` (attention, GEGLU,
+transformer blocks, the spatial transformer, the context cache), :mod:`.model` (the
+config, the layout, input checks). The defaults (channels (64, 128), attention at full resolution
 and in the middle, 8 heads, 64-wide context) give a 3.15M-parameter UNet, the size of
 ``benchmarks/ldm_throughput.py`` (which uses ``in_channels=4`` for 4x8x8 latents).
 """

@@ -9,10 +9,12 @@ Shapes: image tokens ``x`` are ``(B, N, d)`` (``N = H*W``), the conditioner's co
     per head h: o_h = softmax(q_h k_h^T / sqrt(head_dim)) v_h
     out = concat_h(o_h) Wo + bo
 
-computed by ``torch.nn.functional.scaled_dot_product_attention`` (its CPU flash kernel
-beats a hand-written softmax(QK^T)V forward and backward; docs/benchmarks.md § Latent
-diffusion against diffusers). Self-attention
-keeps q, k, v in one ``(d, 3*inner)`` projection ``to_qkv`` (one matmul instead of three);
+computed by :func:`attend`: ``torch.nn.functional.scaled_dot_product_attention`` (its
+CPU flash kernel beats a hand-written softmax(QK^T)V forward and backward;
+docs/benchmarks.md § Latent diffusion against diffusers), except without autograd at
+short key lengths, where two GEMMs per head around a softmax are faster (§ Attention at
+short lengths). Self-attention keeps q, k, v in one ``(d, 3*inner)`` projection
+``to_qkv`` (one matmul instead of three);
 cross-attention has ``to_q`` and one ``(context_dim, 2*inner)`` projection ``to_kv``.
 The parameter count equals separate q/k/v layers. The heads are strided views of the
 projection (no copy); under autograd :class:`_SplitHeads` gathers their gradients into one
@@ -66,7 +68,8 @@ from torch import Tensor, nn
 from .embeddings import position_embedding_2d
 from .resnet import GroupNorm32
 
-__all__ = ["Attention", "GEGLU", "TransformerBlock", "SpatialTransformer", "ContextCache"]
+__all__ = ["Attention", "GEGLU", "TransformerBlock", "SpatialTransformer", "ContextCache",
+           "attend"]
 
 
 def _split_heads(x: Tensor, parts: int, heads: int) -> tuple[Tensor, ...]:
@@ -133,9 +136,47 @@ class Attention(nn.Module):
                     else self.project_context(context))
         else:
             q, k, v = _split_heads(self.to_qkv(x), 3, self.heads)
-        o = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, hd)
-        b, _, n, _ = o.shape
-        return self.to_out(o.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+        return self.to_out(attend(q, k, v))
+
+
+#: :func:`attend` computes attention head by head with two GEMMs when the keys are at
+#: most this many ...
+KEYS_MAX = 64
+#: ... and one head's ``(B, N, L)`` float32 scores fit in this many bytes; above either,
+#: the fused kernel is faster.
+SCORES_MAX_BYTES = 4 << 20
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """``softmax(q k^T / sqrt(head_dim)) v`` for ``(B, heads, N, hd)`` queries and
+    ``(B, heads, L, hd)`` keys and values (strided head views of the projections are
+    fine); returns the heads side by side, ``(B, N, heads * hd)``, the output
+    projection's input.
+
+    Under autograd, or for long keys (more than :data:`KEYS_MAX`, or one head's scores
+    above :data:`SCORES_MAX_BYTES`), this is ``scaled_dot_product_attention`` (its CPU
+    flash kernel). Otherwise, the sampling case of a small UNet (a 24-token text
+    context, an 8x8 or 4x4 map), it is two batched GEMMs per head around a softmax over
+    that head's materialised scores, each head read from its strided view and written
+    into its slot of the output: no copy of q, k, v or the output between layouts
+    (docs/benchmarks.md § Attention at short lengths).
+    """
+    b, heads, n, hd = q.shape
+    length = k.shape[2]
+    if (q.dtype != torch.float32 or length > KEYS_MAX
+            or b * n * length * 4 > SCORES_MAX_BYTES
+            or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                             or v.requires_grad))):
+        o = F.scaled_dot_product_attention(q, k, v)
+        return o.transpose(1, 2).reshape(b, n, heads * hd)
+    out = q.new_empty(b, n, heads, hd)
+    empty = q.new_empty(())
+    for i in range(heads):
+        scores = torch.baddbmm(empty, q[:, i], k[:, i].transpose(1, 2), beta=0,
+                               alpha=hd ** -0.5)
+        out[:, :, i] = torch.bmm(scores.softmax(-1), v[:, i])  # (bmm's out= into the
+        # strided slot is far slower than this copy)
+    return out.view(b, n, heads * hd)
 
 
 class GEGLU(nn.Module):

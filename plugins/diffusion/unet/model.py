@@ -87,9 +87,11 @@ against diffusers.
 Speed choices (CPU; what each is worth is measured in docs/benchmarks.md):
 
 * feature maps and conv weights are channels-last (:attr:`UNet.memory_format`): oneDNN's
-  3x3 convolutions get faster and the transformer's token views cost no copy, but
-  PyTorch's CPU GroupNorm is slower on channels-last tensors, so end to end the two
-  layouts are within noise of each other;
+  3x3 convolutions get faster and the transformer's token views cost no copy;
+  PyTorch's CPU GroupNorm is slower on that layout below 32x32 maps, so without autograd
+  :class:`~.group_norm.GroupNorm32` computes it from channel sums there;
+* without autograd, attention at short key lengths runs as GEMMs per head
+  (:func:`~.attention.attend`) instead of the fused kernel;
 * the ResBlock, GEGLU and head-split paths described in :mod:`.resnet` and
   :mod:`.attention`;
 * the rest is leaner layer code: less Python per layer and fewer copies than diffusers'

@@ -10,7 +10,7 @@ SiLU-activated time embedding ``emb`` (B or 1, D)::
 
 ``emb`` is ``SiLU(time embedding)``: the UNet applies the SiLU once and hands the result
 to every block (LDM applies the same SiLU inside each block). GroupNorm runs in float32
-(:class:`GroupNorm32`; eps 1e-5 as in both references).
+(:class:`GroupNorm32` of :mod:`.group_norm`; eps 1e-5 as in both references).
 
 Speed choices (CPU), against the plain ``conv1(...) + shift``, out-of-place version
 (what they are worth is in docs/benchmarks.md § Latent diffusion against diffusers):
@@ -19,6 +19,10 @@ Speed choices (CPU), against the plain ``conv1(...) + shift``, out-of-place vers
   shift is folded into ``conv1``'s bias, saving a full pass over the activation;
 * SiLU runs in place on the fresh GroupNorm output when no gradient is recorded
   (autograd needs SiLU's input, so not while training);
+* one time embedding per image (training; at sampling, Imagen's pooled text or
+  unCLIP's image embedding): where :class:`GroupNorm32` takes its path from channel sums
+  (:mod:`.group_norm`), it normalises ``conv1(h) + shift`` from ``conv1(h)``'s sums
+  and the shift costs no pass over the activation; elsewhere the shift is added in place;
 * the time shift and the skip are added in place into the conv outputs (convolutions do
   not keep their outputs for backward, so this is safe under autograd).
 
@@ -34,18 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...nn.resample import Upsample
+from .group_norm import GroupNorm32
 
 __all__ = ["GroupNorm32", "ResBlock", "Downsample", "Upsample", "silu"]
-
-
-class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever the input dtype (LDM's ``GroupNorm32``)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
-        return F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(),
-                            self.eps).to(x.dtype)
 
 
 def silu(x: Tensor) -> Tensor:
@@ -72,11 +67,15 @@ class ResBlock(nn.Module):
         h = silu(self.norm1(x))
         shift = self.time_proj(emb)
         if shift.shape[0] == 1:  # one timestep: fold the shift into conv1's bias
-            h = F.conv2d(h, self.conv1.weight, self.conv1.bias + shift[0], padding=1)
-        else:
+            h = silu(self.norm2(F.conv2d(h, self.conv1.weight, self.conv1.bias + shift[0],
+                                         padding=1)))
+        else:  # one shift per image
             h = self.conv1(h)
-            h += shift[:, :, None, None]
-        h = silu(self.norm2(h))
+            if self.norm2.uses_sums(h):  # normalises h + shift without adding it to h
+                h = silu(self.norm2(h, shift))
+            else:
+                h += shift[:, :, None, None]
+                h = silu(self.norm2(h))
         if self.dropout.p > 0 and self.training:
             h = self.dropout(h)
         h = self.conv2(h)
