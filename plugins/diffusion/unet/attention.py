@@ -157,8 +157,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     above :data:`SCORES_MAX_BYTES`), this is ``scaled_dot_product_attention`` (its CPU
     flash kernel). Otherwise, the sampling case of a small UNet (a 24-token text
     context, an 8x8 or 4x4 map), it is two batched GEMMs per head around a softmax over
-    that head's materialised scores, each head read from its strided view and written
-    into its slot of the output: no copy of q, k, v or the output between layouts
+    that head's materialised scores, each head read from its strided view (no copy of q,
+    k or v into a head-major layout) and its result copied into its slot of the output
     (docs/benchmarks.md § Attention at short lengths).
     """
     b, heads, n, hd = q.shape
@@ -174,8 +174,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     for i in range(heads):
         scores = torch.baddbmm(empty, q[:, i], k[:, i].transpose(1, 2), beta=0,
                                alpha=hd ** -0.5)
-        out[:, :, i] = torch.bmm(scores.softmax(-1), v[:, i])  # (bmm's out= into the
-        # strided slot is far slower than this copy)
+        # (bmm's out= straight into the strided slot is far slower than this copy)
+        out[:, :, i] = torch.bmm(scores.softmax(-1), v[:, i])
     return out.view(b, n, heads * hd)
 
 
