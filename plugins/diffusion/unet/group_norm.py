@@ -78,8 +78,8 @@ def group_norm_from_sums(x: Tensor, groups: int, weight: Tensor, bias: Tensor, e
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever the input dtype (LDM's ``GroupNorm32``);
-    ``forward(x, shift=None)`` normalises ``x + shift[:, :, None, None]``."""
+    """GroupNorm computed in float32 whatever the input dtype (LDM's ``GroupNorm32``),
+    from channel sums where :meth:`uses_sums` says so."""
 
     def uses_sums(self, x: Tensor) -> bool:
         """Whether ``x`` takes :func:`group_norm_from_sums` (see the module doc)."""
@@ -94,12 +94,15 @@ class GroupNorm32(nn.GroupNorm):
                 and x.is_contiguous(memory_format=torch.channels_last)
                 and not x.is_contiguous())
 
-    def forward(self, x: Tensor, shift: Tensor | None = None) -> Tensor:
+    def from_sums(self, x: Tensor, shift: Tensor | None = None) -> Tensor:
+        """This norm of ``x + shift[:, :, None, None]`` by :func:`group_norm_from_sums`
+        (for an ``x`` that :meth:`uses_sums`)."""
+        return group_norm_from_sums(x, self.num_groups, self.weight, self.bias, self.eps,
+                                    shift)
+
+    def forward(self, x: Tensor) -> Tensor:
         if self.uses_sums(x):
-            return group_norm_from_sums(x, self.num_groups, self.weight, self.bias, self.eps,
-                                        shift)
-        if shift is not None:
-            x = x + shift[:, :, None, None]
+            return self.from_sums(x)
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         return F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(),

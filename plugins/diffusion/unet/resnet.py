@@ -72,7 +72,7 @@ class ResBlock(nn.Module):
         else:  # one shift per image
             h = self.conv1(h)
             if self.norm2.uses_sums(h):  # normalises h + shift without adding it to h
-                h = silu(self.norm2(h, shift))
+                h = silu(self.norm2.from_sums(h, shift))
             else:
                 h += shift[:, :, None, None]
                 h = silu(self.norm2(h))
