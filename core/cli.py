@@ -531,8 +531,14 @@ def _fmt(value: float) -> str:
                    "(repeatable)")
 @click.option("--image", "images", multiple=True, metavar="PATH",
               type=click.Path(exists=True, dir_okay=False),
-              help="images: variations of this picture instead of a prompt (a pipeline "
-                   "that makes variations, e.g. unclip's; repeatable)")
+              help="images: a picture to work from (repeatable): the source of an "
+                   "image-to-image run (low-resolution, grey or with a hole), a picture to "
+                   "inpaint with --mask (a diffusion run: RePaint), or one to make "
+                   "variations of (an unclip run)")
+@click.option("--mask", "masks", multiple=True, metavar="PATH",
+              type=click.Path(exists=True, dir_okay=False),
+              help="images: with --image, where to generate: a black-and-white PNG of the "
+                   "picture's size, white = generate (one for every --image, or one for all)")
 @click.option("--sampler", default=None, shell_complete=_complete("sampler"),
               help="text: decoding strategy (gaf list sampler) [default: top-p]; images, "
                    "token models: the sampler of the image codes [default: the run's]")
@@ -564,7 +570,8 @@ def _fmt(value: float) -> str:
 @click.option("--stages", "save_stages", is_flag=True,
               help="images, a cascade: also write each stage's own grid, OUT_stage1.png …")
 def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...],
-               images: tuple[str, ...], sampler: str | None, scheduler: str | None, sets: tuple[str, ...],
+               images: tuple[str, ...], masks: tuple[str, ...], sampler: str | None,
+               scheduler: str | None, sets: tuple[str, ...],
                pipe_options: tuple[str, ...], num: int, max_new_tokens: int | None,
                steps: int | None, guidance: float | None, out_path: str | None,
                ema: bool | None, seed: int, device: str, as_json: bool, quiet: bool,
@@ -577,20 +584,25 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
                --scheduler ddim --steps 50 --guidance 3 --seed 0 --out grid.png
     gaf sample --pipeline UNCLIP_RUN_DIR --image picture.png -n 8
     gaf sample --pipeline IMAGEN_RUN_DIR --prompt "a red circle" --stages
+    gaf sample --pipeline IMAGE_TO_IMAGE_RUN_DIR --image in.png --mask mask.png \
+               --prompt "a red circle in the top left" --out out.png
     """
     if (policy is None) == (pipeline is None):
         raise BadConfig("gaf sample needs exactly one of --policy (text) and --pipeline "
                         "(images)")
-    if pipeline is not None and bool(prompts) == bool(images):
+    if pipeline is not None and not prompts and not images:
         raise BadConfig("gaf sample --pipeline needs --prompt (images from text) or --image "
-                        "(variations of a picture), not both")
+                        "(images from a picture)")
+    if masks and not images:
+        raise BadConfig("--mask needs --image: the picture whose white region is generated")
     if policy is not None and not prompts:
         raise BadConfig("gaf sample --policy needs --prompt")
     other = ({"--max-new-tokens": max_new_tokens, "--json": as_json or None}
              if pipeline is not None else
              {"--steps": steps, "--guidance": guidance, "--scheduler": scheduler,
               "--ema/--no-ema": ema, "--out": out_path, "-q": quiet or None,
-              "--image": images or None, "--stages": save_stages or None})
+              "--image": images or None, "--mask": masks or None,
+              "--stages": save_stages or None})
     misplaced = [flag for flag, value in other.items() if value is not None]
     if misplaced:
         mode, its = (("--pipeline (images)", "--policy (text)") if pipeline is not None
@@ -611,7 +623,7 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
         call = [("steps", steps, "--steps"), ("guidance", guidance, "--guidance")]
         call += [(*_config.parse_assignment(item), "--option") for item in pipe_options]
         _sample_images(pipeline, prompts, given, flags, call, num, out_path or "samples.png",
-                       seed, device, quiet, images, save_stages)
+                       seed, device, quiet, images, save_stages, masks)
         return
     if pipe_options:
         raise BadConfig("--option sets a call option of an image pipeline; for text use "
@@ -640,13 +652,21 @@ def sample_cmd(policy: str | None, pipeline: str | None, prompts: tuple[str, ...
 def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
                    flags: dict[str, str], call: list[tuple[str, Any, str]], num: int,
                    out_path: str, seed: int, device: str, quiet: bool,
-                   pictures: tuple[str, ...] = (), save_stages: bool = False) -> None:
+                   pictures: tuple[str, ...] = (), save_stages: bool = False,
+                   masks: tuple[str, ...] = ()) -> None:
     """``gaf sample --pipeline``: one row of ``num`` images per prompt, written as a PNG.
 
-    With ``pictures`` (``--image``) instead of prompts, the rows are ``num`` variations of
-    each picture, from the pipeline's ``variations(images, seed=…, **call options)``
-    (``image_shape`` says the ``(C, H, W)`` it takes; a picture of another size is
-    resized, bicubic); a pipeline without ``variations`` is a :class:`BadConfig`.
+    With ``pictures`` (``--image``), a pipeline with ``edit`` (``image-to-image``; a
+    ``diffusion`` run inpaints with RePaint) makes ``num`` images from each picture,
+    its mask (``--mask``, white = generate: one per picture or one for all) and its
+    prompt (one per picture or one for all; none = no caption), with ``edit(images,
+    masks=…, conditions=…, seed=…, **call options)``. The pictures and masks must be
+    exactly ``image_shape``'s size (no resizing: a wrong size is a :class:`BadData`), a
+    mask exactly black and white (a JPEG's greys are refused), neither empty nor full;
+    all are read and checked before any sampling, so a bad input writes nothing. A
+    pipeline without ``edit`` makes ``num`` variations of each picture with
+    ``variations(images, seed=…, **call options)`` (unCLIP; a picture of another size
+    is resized, bicubic); a pipeline with neither is a :class:`BadConfig`.
 
     The run's ``pipeline.json`` names its pipeline (``diffusion`` when it names none),
     resolved through the registry, so a third-party pipeline samples its runs the same
@@ -709,6 +729,17 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
     if save_stages and (pictures or not callable(getattr(cls, "sample_stages", None))):
         raise BadConfig(f"--stages: {where} has no stages to save (a cascade run has; "
                         f"and not with --image)")
+    if not pictures and getattr(cls, "needs_image", False):
+        raise BadConfig(f"{where} makes images from pictures: give --image (and --mask "
+                        f"for a hole to fill; --prompt is optional)")
+    if pictures and callable(getattr(cls, "edit", None)):
+        _edit_images(cls, run_dir, kwargs, given, pictures, masks, prompts, num, out, seed,
+                     device, quiet, where)
+        return
+    if pictures and (masks or prompts):
+        raise BadConfig(f"{'--mask' if masks else '--prompt'} with --image: {where} does not "
+                        f"edit pictures (an image-to-image run does; a diffusion run "
+                        f"inpaints with --mask)")
     pipe = cls.from_run(run_dir, device=resolve_device(device), **kwargs)
     if pictures:
         if not callable(getattr(pipe, "variations", None)):
@@ -744,10 +775,88 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
     click.echo(f"{len(batch)} image(s) written to {path}")
 
 
-def read_image(path: Path, shape: tuple[int, int, int]) -> Any:
+def _edit_images(cls: Any, run_dir: str, kwargs: dict[str, Any], given: dict[str, Any],
+                 pictures: tuple[str, ...], masks: tuple[str, ...], prompts: tuple[str, ...],
+                 num: int, out: Path, seed: int, device: str, quiet: bool,
+                 where: str) -> None:
+    """``gaf sample --pipeline RUN --image …`` for a pipeline that edits pictures
+    (:func:`_sample_images`' doc): every input is read and checked before the run's
+    modules are loaded and before anything is sampled."""
+    import numpy as np
+    import torch
+
+    from .device import resolve_device
+
+    for flag, values in (("--mask", masks), ("--prompt", prompts)):
+        if len(values) not in (0, 1, len(pictures)):
+            raise BadConfig(f"{len(values)} {flag} for {len(pictures)} --image: give one "
+                            f"for every picture, or one for all")
+    pipe = cls.from_run(run_dir, device=resolve_device(device), **kwargs)
+    shape = tuple(pipe.image_shape)
+    uses_masks = bool(getattr(pipe, "uses_masks", True))
+    if uses_masks and not masks:
+        raise BadConfig(f"--image: {where} generates the white region of a mask: give "
+                        f"--mask")
+    if masks and not uses_masks:
+        raise BadConfig(f"--mask: {where} makes every pixel and takes no mask")
+    rows = [read_image(Path(p), shape, resize=False) for p in pictures]
+    holes = [read_mask(Path(p), shape[1:]) for p in masks]
+    for i, picture in enumerate(pictures):
+        if holes:
+            hole = holes[i if len(holes) > 1 else 0]
+            if hole.all() or not hole.any():
+                name = masks[i if len(masks) > 1 else 0]
+                raise BadData(f"the mask is {'full: nothing is known' if hole.all() else 'empty: nothing to generate'} "
+                              f"(white = generate)", path=name)
+    batch = torch.from_numpy(np.stack([r for r in rows for _ in range(num)]))
+    mask_batch = None
+    if holes:
+        per = [holes[i if len(holes) > 1 else 0] for i in range(len(pictures))]
+        mask_batch = torch.from_numpy(np.stack([m[None] for m in per for _ in range(num)]))
+    conditions = None
+    if prompts:
+        conditions = [prompts[i if len(prompts) > 1 else 0]
+                      for i in range(len(pictures)) for _ in range(num)]
+    if "progress" in _parameters(pipe.edit):
+        given["progress"] = not quiet
+    images = pipe.edit(batch, masks=mask_batch, conditions=conditions, seed=seed, **given)
+    path = write_grid(images, len(pictures), num, out)
+    for i, p in enumerate(pictures):
+        prompt = f" ({prompts[i if len(prompts) > 1 else 0]})" if prompts else ""
+        click.echo(f"row {i + 1}: {p}{prompt}")
+    click.echo(f"{len(batch)} image(s) written to {path}")
+
+
+def read_mask(path: Path, size: tuple[int, int]) -> Any:
+    """The mask at ``path`` as a float32 array ``(H, W)`` of exact 0s and 1s (white = 1 =
+    generate): its size must be ``size`` and every pixel black (0) or white (255) in
+    greyscale; a JPEG's or a resized mask's greys are refused, not thresholded. Each
+    problem is a :class:`BadData` naming the file."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    h, w = size
+    try:
+        with Image.open(path) as picture:
+            if picture.size != (w, h):
+                raise BadData(f"the mask is {picture.size[0]}x{picture.size[1]}; the "
+                              f"pictures are {w}x{h}", path=str(path))
+            array = np.asarray(picture.convert("L"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise BadData(f"cannot read the mask: {exc}", path=str(path)) from None
+    grey = int(((array != 0) & (array != 255)).sum())
+    if grey:
+        raise BadData(f"the mask is not black and white: {grey} pixels are grey (a JPEG "
+                      f"or a resized mask is not binary); save it as a PNG of pure black "
+                      f"(keep) and white (generate)", path=str(path))
+    return (array == 255).astype(np.float32)
+
+
+def read_image(path: Path, shape: tuple[int, int, int], resize: bool = True) -> Any:
     """The picture at ``path`` as a float32 array ``shape`` = ``(C, H, W)`` in ``[-1, 1]``
-    (RGB for 3 channels, greyscale for 1; resized, bicubic, when its size differs); a
-    file Pillow cannot read is a :class:`BadData` naming it."""
+    (RGB for 3 channels, greyscale for 1; resized, bicubic, when its size differs, or with
+    ``resize=False`` a :class:`BadData` saying the sizes); a file Pillow cannot read is a
+    :class:`BadData` naming it."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -757,6 +866,9 @@ def read_image(path: Path, shape: tuple[int, int, int]) -> Any:
                         f"greyscale (1) pictures can be read")
     try:
         with Image.open(path) as picture:
+            if not resize and picture.size != (w, h):
+                raise BadData(f"the picture is {picture.size[0]}x{picture.size[1]}; the "
+                              f"run takes {w}x{h}", path=str(path))
             picture = picture.convert("RGB" if c == 3 else "L")
             if picture.size != (w, h):
                 click.echo(f"{path}: resized from {picture.size[0]}x{picture.size[1]} to "

@@ -317,7 +317,7 @@ def test_gaf_sample_makes_variations_of_a_picture(run, tmp_path):
     assert Image.open(out).size == (2 + 3 * 18, 2 + 1 * 18)
     both = CliRunner().invoke(main, ["sample", "--pipeline", str(run[0]), "--image",
                                      str(picture), "--prompt", "a red circle"])
-    assert both.exit_code == 2 and "not both" in both.output
+    assert both.exit_code == 2 and "does not edit pictures" in both.output
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     unreadable = CliRunner().invoke(main, ["sample", "--pipeline", str(run[0]), "--image",
