@@ -155,7 +155,8 @@ from .features import FeatureNet, load_images
 
 __all__ = ["InDomainFD", "InDomainKID", "feature_statistics", "sqrtm_psd",
            "trace_sqrt_product", "frechet_distance", "fd_from_features", "mmd2_unbiased",
-           "kid_from_features", "kid_with_se", "distribution_distances"]
+           "kid_from_features", "kid_with_se", "distribution_distances",
+           "distances_from_features"]
 
 HOW_TO_MAKE = ("make one with: from gaf.plugins.metrics.features import train_feature_net; "
                "train_feature_net(train_ds, eval_ds).save(DIR) -- trained on the real "
@@ -312,7 +313,21 @@ def distribution_distances(net: FeatureNet, fake: Any, real: Any, reference: Any
         warnings.warn("distribution_distances with a pooled (position-blind) feature net: "
                       "it does not see where objects are; train a layout one "
                       "(train_feature_net(..., variant='layout'))", stacklevel=2)
-    ff, fr, fb = net.features(fake), net.features(real), net.features(reference)
+    out = distances_from_features(net.features(fake), net.features(real),
+                                  net.features(reference), kid_subsets=kid_subsets,
+                                  kid_subset_size=kid_subset_size, seed=seed)
+    if net.accuracy is not None:
+        out["feature_accuracy"] = float(net.accuracy)
+    return out
+
+
+def distances_from_features(ff: Tensor, fr: Tensor, fb: Tensor, *, kid_subsets: int = 100,
+                            kid_subset_size: int | None = None,
+                            seed: int = 0) -> dict[str, float]:
+    """:func:`distribution_distances` on features already extracted: ``ff`` of the
+    samples for set A, ``fr`` of A's real images, ``fb`` of the disjoint real set B
+    (so one extraction can serve several comparisons, e.g. each class and all of them).
+    Returns the same keys but ``feature_accuracy``."""
     if ff.shape[0] != fr.shape[0]:
         raise ValueError(f"distribution_distances: fake ({ff.shape[0]} images) and real "
                          f"({fr.shape[0]}) must have the same count: the floor is only "
@@ -331,8 +346,6 @@ def distribution_distances(net: FeatureNet, fake: Any, real: Any, reference: Any
            "kid_floor": kid_floor["kid"], "kid_floor_se": kid_floor["kid_se"],
            "n_fake": float(ff.shape[0]), "n_reference": float(fb.shape[0]),
            "kid_subset_size": kid["subset_size"], "feature_dim": float(d)}
-    if net.accuracy is not None:
-        out["feature_accuracy"] = float(net.accuracy)
     return out
 
 

@@ -88,7 +88,9 @@ anything in ``info``
 
 A class-conditional pipeline (``condition_key="label"``) is scored on the first
 object's colour and shape (all a label says) on the first ``n_captions`` eval items
-(set ``eval``; no caption can be unseen). ``out_dir/samples/grid.png`` shows the
+(set ``eval``; no caption can be unseen); on a dataset without an attribute evaluator
+(``idx``) it gets no attribute scores here, and ``ldm`` adds the class-wise
+evaluation of :mod:`.class_conditional`. ``out_dir/samples/grid.png`` shows the
 first ``grid_prompts`` ``unseen`` captions (columns, listed in ``grid.txt``), one row
 per ``sweep`` setting.
 """
@@ -236,7 +238,8 @@ def evaluation_splits(ctx: Any, split: str, train_ds: Any,
                       log: Callable[[str], Any] = print) -> tuple[Any, Any, dict[str, float]]:
     """``(eval_ds, swapped_ds, extra)`` for an objective's evaluation on ``split``: the
     training data with ``eval_on_train = 1`` when the dataset has no such split, and the
-    ``swapped`` split only when reading ``eval``."""
+    ``swapped`` split only when reading ``eval`` and the dataset has one (``idx``
+    refuses it)."""
     from ..images.batches import split_dataset
 
     eval_ds, extra = split_dataset(ctx, split), {}
@@ -244,7 +247,12 @@ def evaluation_splits(ctx: Any, split: str, train_ds: Any,
         log(f"the dataset has no {split!r} split: evaluating on training data "
             f"(eval_on_train = 1)")
         eval_ds, extra = train_ds, {"eval_on_train": 1.0}
-    swapped = split_dataset(ctx, "swapped") if split == "eval" else None
+    swapped = None
+    if split == "eval":
+        try:
+            swapped = split_dataset(ctx, "swapped")
+        except BadConfig:  # the dataset knows no such split
+            swapped = None
     return eval_ds, swapped, extra
 
 
@@ -362,7 +370,7 @@ def evaluate_pipeline(pipe: Any, options: Mapping[str, Any], *, train_ds: Any, e
         return drawn[name]
 
     targets = {name: _targets(eval_ds, condition_key, [eval_conditions[i] for i in idx])
-               for name, idx in sets.items()}
+               for name, idx in sets.items()} if evaluator is not None else {}
     if evaluator is not None and targets[next(iter(sets))] is not None:
         for name, idx in sets.items():
             out.update(_prefixed(name, attribute_scores(evaluator, images(idx), targets[name])))

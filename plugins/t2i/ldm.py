@@ -15,7 +15,11 @@
    (``eval`` for reported figures, ``validation`` when tuning guidance or steps):
    attribute scores on unseen captions at the guidance scales ``eval_guidance``, and
    at ``fd_guidance`` the floors, ceilings, swapped-pair binding, FD/KID against a
-   disjoint real set and diversity, with the parameter counts and training time.
+   disjoint real set and diversity, with the parameter counts and training time;
+   for class labels on a dataset without an attribute evaluator (``idx``)
+   also the class-wise evaluation (:mod:`.class_conditional`: the in-domain
+   classifier's accuracy on the samples of each class, FD per class and overall with
+   their floors, at each guidance scale), ``eval_per_class`` samples per class.
 
 The frozen first stage
 ----------------------
@@ -122,6 +126,9 @@ class LDMConfig:
     throughput_batch: int = option(200, "images in the one timed sampling pass that gives "
                                         "images_per_s (0 = not measured)", ge=0)
     grid_prompts: int = option(8, "columns of samples/grid.png (one row per guidance)", ge=0)
+    eval_per_class: int = option(100, "class labels without an attribute evaluator (idx): "
+                                      "samples per class of the class-wise evaluation "
+                                      "(accuracy, FD per class; 0 = none)", ge=0)
 
     def __attrs_post_init__(self) -> None:
         self.eval_guidance = tuple(float(g) for g in self.eval_guidance)
@@ -410,8 +417,13 @@ class LDM:
 
     def _more_figures(self, ctx: RunContext, pipe: Any, options: dict[str, Any],
                       eval_ds: Any) -> dict[str, float]:
-        """A subclass's own figures beside the shared evaluation's (none for ``ldm``)."""
-        return {}
+        """Figures beside the shared evaluation's: for ``ldm``, the class-wise evaluation
+        (:mod:`.class_conditional`) of a run conditioned on class labels whose eval
+        split has no attribute evaluator (``idx``), else none; a subclass
+        gives its own."""
+        from .class_conditional import class_figures_of_run
+
+        return class_figures_of_run(self, ctx, pipe, options, eval_ds)
 
     def _evaluation_info(self, ctx: RunContext) -> dict[str, float]:
         """Parameters (trainable: the noise model and a trained conditioner; frozen: the
