@@ -47,6 +47,23 @@ one image costs: a denoiser call per step (two with classifier-free guidance, th
 decode (none in pixel space, where the first stage has no parameters) and one
 condition-encoder call (when there is a conditioner).
 
+Inpainting (RePaint)
+--------------------
+``pipe.inpaint(conditions, images, masks, steps=50, guidance=3, jump_length=2,
+jump_n_sample=10, seed=0)`` fills the holes of ``images`` ``(B, C, H, W)`` in
+``[-1, 1]`` (:attr:`~DiffusionPipeline.image_shape`) with any trained run, latent or
+pixel space, without retraining: RePaint (Lugmayr et al. 2022), whose maths, schedule
+and defaults :mod:`gaf.plugins.diffusion.repaint` documents. ``masks`` ``(B, 1, H, W)``
+are exact 0s and 1s, **1 where the image is generated**; a caption of ``None`` or
+``""`` fills unconditionally (the conditioner's ``null``). The known region is
+re-noised and pasted after every denoising step, the sampler jumps back
+``jump_length`` levels ``jump_n_sample − 1`` times at each jump point, and the ground
+truth is pasted into the decoded image, so the known pixels of the result are the
+input's exactly. The options are :attr:`~DiffusionPipeline.InpaintOptions`; the paste
+alone is :meth:`~DiffusionPipeline.known_region`, a step callback for a plain call
+(RePaint without resampling); :meth:`~DiffusionPipeline.inpaint_evaluations_per_image`
+counts its network evaluations.
+
 A run directory
 ---------------
 :meth:`DiffusionPipeline.from_run` reads ``RUN_DIR/pipeline.json``, written by the
@@ -68,12 +85,14 @@ from torch import Tensor
 
 from gaf.config import option
 from gaf.errors import BadConfig, BadData, GafError
+from gaf.plugins.diffusion import repaint as _repaint
+from gaf.plugins.diffusion.step_callback import replacement as _replacement
 
 from .run_meta import PIPELINE_FILE
 
-__all__ = ["DiffusionOptions", "DiffusionPipeline", "call_inputs", "denoise", "guided_prediction",
-           "initial_sample", "load_parts", "per_sample_generators", "scheduler_from_meta",
-           "scheduler_record",
+__all__ = ["DiffusionOptions", "DiffusionPipeline", "InpaintOptions", "call_inputs", "denoise",
+           "guided_prediction", "initial_sample", "load_parts", "per_sample_generators",
+           "predictor", "scheduler_from_meta", "scheduler_record",
            "PIPELINE_FILE"]
 
 StepCallback = Callable[[int, int, Tensor], Any]
@@ -145,6 +164,19 @@ def guided_prediction(model: Any, x: Tensor, t: Any, cond: Any, null: Any,
     return out_u + guidance * (out_c - out_u)
 
 
+def predictor(model: Any, context: Any, *, guidance: float, guided: bool,
+              model_kwargs: dict[str, Any] | None = None) -> Callable[[Tensor, Any], Tensor]:
+    """``predict(x, t)``: the model's output at ``(x, t)`` for one sampling step (step 3
+    of the module doc): ``guided``, one batched call over ``[x; x]`` with ``context``
+    and ``model_kwargs`` for ``[null; cond]``, combined at ``guidance``; otherwise one
+    call with ``context``. Shared by :func:`denoise` and RePaint
+    (:meth:`DiffusionPipeline.inpaint`)."""
+    kwargs = model_kwargs or {}
+    if guided:
+        return lambda x, t: guided_prediction(model, x, t, context, None, guidance, **kwargs)
+    return lambda x, t: model(x, t, context, **kwargs)
+
+
 def denoise(model: Any, sched: Any, x: Tensor, context: Any, *, guidance: float,
             guided: bool, generators: Sequence[torch.Generator],
             model_kwargs: dict[str, Any] | None = None, hook: Callable[..., Any] | None = None,
@@ -155,7 +187,8 @@ def denoise(model: Any, sched: Any, x: Tensor, context: Any, *, guidance: float,
     for ``[null; cond]``, combined at ``guidance``), ``scheduler.step``, then ``hook``
     and ``callback`` may replace the sample. Used for images and for unCLIP's prior
     (vectors: nothing here depends on the sample's shape)."""
-    kwargs = model_kwargs or {}
+    predict = predictor(model, context, guidance=guidance, guided=guided,
+                        model_kwargs=model_kwargs)
     state = sched.new_state() if hasattr(sched, "new_state") else None
     step_kwargs: dict[str, Any] = {"generator": list(generators)}
     if state is not None:
@@ -166,11 +199,7 @@ def denoise(model: Any, sched: Any, x: Tensor, context: Any, *, guidance: float,
     try:
         for i, t in enumerate(timesteps):
             x_in = scale_input(x, t) if scale_input is not None else x
-            if guided:
-                out = guided_prediction(model, x_in, t, context, None, guidance, **kwargs)
-            else:
-                out = model(x_in, t, context, **kwargs)
-            x = sched.step(out, t, x, **step_kwargs)
+            x = sched.step(predict(x_in, t), t, x, **step_kwargs)
             if hook is not None:
                 new = hook(step=i, timestep=t, latents=x)
                 x = _replacement(new, x, "the gaf_sample_step hook")
@@ -193,16 +222,33 @@ class DiffusionOptions:
                              "1 = the conditional prediction alone (half the work)", ge=0)
 
 
+@attrs.define
+class InpaintOptions(DiffusionOptions):
+    """The options of :meth:`DiffusionPipeline.inpaint` (RePaint,
+    :mod:`gaf.plugins.diffusion.repaint`): ``steps`` and ``guidance`` as for sampling,
+    plus the jump schedule's ``jump_length`` and ``jump_n_sample``."""
+
+    jump_length: int = option(_repaint.JUMP_LENGTH, "RePaint's jump length j: grid levels "
+                              "climbed back up at each jump point (the paper: 10 of 250 "
+                              "steps)", ge=1)
+    jump_n_sample: int = option(_repaint.JUMP_N_SAMPLE, "RePaint's resamplings r: times each "
+                                "jump point is passed (the paper: 10); 1 = no resampling, "
+                                "the known region pasted at every step", ge=1)
+
+
 class DiffusionPipeline:
     """Noise model + conditioner + first stage + scheduler → images (see the module doc).
 
     The registered pipeline ``diffusion`` (:class:`gaf.interfaces.Pipeline`): load a run
     with :meth:`from_run` (load options ``scheduler``, ``scheduler_options``, ``ema``),
     call it with ``steps`` and ``guidance`` (:attr:`Options`).
+    :meth:`inpaint` fills the holes of images (RePaint, options :attr:`InpaintOptions`).
     """
 
     #: the call's options, shown by ``gaf show pipeline diffusion``
     Options = DiffusionOptions
+    #: the options of :meth:`inpaint`
+    InpaintOptions = InpaintOptions
 
     def __init__(self, noise_model: Any, scheduler: Any, *, autoencoder: Any = None,
                  conditioner: Any = None, sample_shape: Sequence[int] | None = None):
@@ -316,6 +362,135 @@ class DiffusionPipeline:
                for chunk in latents.split(batch_size)]
         return torch.cat(out)
 
+    # ---------------------------------------------------------- inpainting
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """``(C, H, W)`` of the images the pipeline makes: :attr:`sample_shape` scaled by
+        the first stage's ``config.downsample`` (``None`` when it does not say)."""
+        if self.sample_shape is None:
+            return None
+        if self.autoencoder is None:
+            return tuple(self.sample_shape)  # type: ignore[return-value]
+        config = getattr(self.autoencoder, "config", None)
+        factor = getattr(config, "downsample", None)
+        channels = getattr(config, "in_channels", None)
+        if not isinstance(factor, int) or not isinstance(channels, int):
+            return None
+        _, h, w = self.sample_shape
+        return (channels, h * factor, w * factor)
+
+    def inpaint_options(self, **options: Any) -> InpaintOptions:
+        """:attr:`InpaintOptions` with ``options`` applied (checked as :meth:`options`)."""
+        from gaf.config import from_dict
+
+        return from_dict(self.InpaintOptions, options, where="pipeline diffusion inpaint")
+
+    @torch.inference_mode()
+    def known_region(self, images: Tensor, masks: Tensor, *, seed: int = 0,
+                     generators: Sequence[torch.Generator] | None = None
+                     ) -> _repaint.KnownRegion:
+        """RePaint's paste for ``images`` and ``masks`` (checked as :meth:`inpaint` checks
+        them), a step callback: ``pipe(conditions, generators=paste.generators,
+        callback=paste, decode=False)`` then ``paste.finish(pipe.decode(latents))`` is
+        RePaint without resampling. ``generators`` (one per image) default to ``seed +
+        i``."""
+        generators = list(generators) if generators is not None else None
+        images = _repaint.check_images(images, None if generators is None else len(generators),
+                                       self.image_shape)
+        if generators is None:
+            generators = per_sample_generators(seed, images.shape[0])
+        from .image_to_image.masks import check_masks
+
+        masks = check_masks(masks, images, where="masks")
+        paste = _repaint.KnownRegion.from_images(self.scheduler, images, masks, generators,
+                                                 autoencoder=self.autoencoder,
+                                                 device=self.device)
+        if self.sample_shape is not None and tuple(paste.known.shape[1:]) != self.sample_shape:
+            raise BadData(f"images: the first stage encodes them to "
+                          f"{tuple(paste.known.shape[1:])}, the noise model samples "
+                          f"{self.sample_shape}")
+        return paste
+
+    @torch.inference_mode()
+    def inpaint(self, conditions: Sequence[Any], images: Tensor, masks: Tensor, *,
+                steps: int = 50, guidance: float = 3.0,
+                jump_length: int = _repaint.JUMP_LENGTH,
+                jump_n_sample: int = _repaint.JUMP_N_SAMPLE, seed: int = 0,
+                generators: Sequence[torch.Generator] | None = None,
+                callback: StepCallback | None = None, progress: bool = False,
+                hooks: bool = True) -> Tensor:
+        """Fill the holes of ``images`` with RePaint (:mod:`gaf.plugins.diffusion.repaint`).
+
+        ``images`` ``(B, C, H, W)`` floats in [-1, 1] of :attr:`image_shape`; ``masks``
+        ``(B, 1, H, W)`` of exact 0s and 1s, **1 where the image is generated**, neither
+        empty nor full; one condition per image (``None`` or an empty caption: the
+        conditioner's ``null``, an unconditional fill). Returns ``(B, C, H, W)`` in
+        [-1, 1] in the images' dtype, whose known pixels are the input's exactly.
+        ``generators``, ``seed``, ``callback`` (after every denoising step, after the
+        paste), ``progress`` and ``hooks`` are as for ``__call__``.
+        """
+        conditions, generators = call_inputs(conditions, seed, generators)
+        opts = self.inpaint_options(steps=steps, guidance=guidance, jump_length=jump_length,
+                                    jump_n_sample=jump_n_sample)
+        if self.sample_shape is None:
+            raise BadConfig("the pipeline does not know the sample shape (sample_shape=)")
+        paste = self.known_region(images, masks, generators=generators)
+        x = initial_sample(self.scheduler, opts.steps, self.sample_shape, generators,
+                           self.device)
+        context, guided = self._inpaint_context(conditions, opts.guidance)
+        predict = predictor(self.noise_model, context, guidance=opts.guidance, guided=guided)
+        bar = (_progress_bar(_repaint.denoising_steps(opts.steps, opts.jump_length,
+                                                      opts.jump_n_sample))
+               if progress else None)
+        try:
+            x = _repaint.repaint(predict, self.scheduler, x, paste,
+                                 jump_length=opts.jump_length, jump_n_sample=opts.jump_n_sample,
+                                 generators=generators, hook=_sample_hook() if hooks else None,
+                                 callback=callback, bar=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        return paste.finish(self.decode(x))
+
+    def inpaint_evaluations_per_image(self, **options: Any) -> float:
+        """Network evaluations of one :meth:`inpaint` image at ``options`` (captioned):
+        :func:`~gaf.plugins.diffusion.repaint.denoising_steps` denoiser calls, ×2 when
+        guided, + 2 first-stage calls (encode and decode) when it has parameters, + 1
+        condition-encoder call when there is a conditioner."""
+        opts = self.inpaint_options(**options)
+        guided = self.conditioner is not None and opts.guidance != 1.0
+        calls = _repaint.denoising_steps(opts.steps, opts.jump_length, opts.jump_n_sample)
+        evaluations = calls * (2 if guided else 1)
+        if self.autoencoder is not None and _has_parameters(self.autoencoder):
+            evaluations += 2
+        if self.conditioner is not None:
+            evaluations += 1
+        return float(evaluations)
+
+    def _inpaint_context(self, conditions: Sequence[Any], guidance: float) -> tuple[Any, bool]:
+        """The denoiser's context for :meth:`inpaint` and whether it is guided: ``None``
+        and empty captions take the ``null`` states; with no caption at all the fill is
+        unconditional (one unguided call per step)."""
+        if self.conditioner is None:
+            return None, False
+        blank = [c is None or (isinstance(c, str) and not c.strip()) for c in conditions]
+        null = self.conditioner.null(len(conditions))
+        if all(blank):
+            context: Any = null.contiguous()
+            guided = False
+        else:
+            rows = [i for i, b in enumerate(blank) if not b]
+            encoded = self.conditioner([conditions[i] for i in rows])
+            null = null.to(encoded)
+            cond = null.clone()
+            cond[rows] = encoded
+            guided = guidance != 1.0
+            context = torch.cat([null, cond]) if guided else cond
+        if hasattr(self.noise_model, "cache_context"):
+            context = self.noise_model.cache_context(context)
+        return context, guided
+
 
 def load_parts(meta: Any, *, scheduler: str | None = None,
                scheduler_options: dict[str, Any] | None = None, ema: bool = True,
@@ -425,16 +600,6 @@ def _check_options(name: str, cls: Any, options: dict[str, Any]) -> None:
         if key not in known:
             raise BadConfig(f"scheduler {name}: unknown option {key!r}"
                             f"{did_you_mean(key, known)} (options: {', '.join(known)})")
-
-
-def _replacement(new: Any, x: Tensor, who: str) -> Tensor:
-    if new is None:
-        return x
-    if not isinstance(new, Tensor) or new.shape != x.shape:
-        raise BadConfig(f"{who} returned {type(new).__name__} "
-                        f"{tuple(getattr(new, 'shape', ()))}; expected None or a tensor "
-                        f"of shape {tuple(x.shape)}")
-    return new
 
 
 def _sample_hook() -> Callable[..., Any] | None:
