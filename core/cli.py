@@ -660,7 +660,8 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
     ``diffusion`` run inpaints with RePaint) makes ``num`` images from each picture,
     its mask (``--mask``, white = generate: one per picture or one for all) and its
     prompt (one per picture or one for all; none = no caption), with ``edit(images,
-    masks=…, conditions=…, seed=…, **call options)``. The pictures and masks must be
+    masks=…, conditions=…, seed=…, **call options)``, the call options checked against
+    its ``EditOptions`` when it has them (else ``Options``). The pictures and masks must be
     exactly ``image_shape``'s size (no resizing: a wrong size is a :class:`BadData`), a
     mask exactly black and white (a JPEG's greys are refused), neither empty nor full;
     all are read and checked before any sampling, so a bad input writes nothing. A
@@ -710,6 +711,9 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
         if load.get(kind) is not None:
             REGISTRY.entry(kind, load[kind])  # unknown names fail with close matches
     options_cls = _options_class(cls)
+    editing = bool(pictures) and callable(getattr(cls, "edit", None))
+    if editing and isinstance(getattr(cls, "EditOptions", None), type):
+        options_cls = cls.EditOptions  # what edit takes (RePaint's jump options …)
     known = _config.field_names(options_cls) if options_cls is not None else []
     given: dict[str, Any] = {}
     for key, value, flag in call:
@@ -732,7 +736,7 @@ def _sample_images(run_dir: str, prompts: tuple[str, ...], load: dict[str, Any],
     if not pictures and getattr(cls, "needs_image", False):
         raise BadConfig(f"{where} makes images from pictures: give --image (and --mask "
                         f"for a hole to fill; --prompt is optional)")
-    if pictures and callable(getattr(cls, "edit", None)):
+    if editing:
         _edit_images(cls, run_dir, kwargs, given, pictures, masks, prompts, num, out, seed,
                      device, quiet, where)
         return
@@ -792,6 +796,8 @@ def _edit_images(cls: Any, run_dir: str, kwargs: dict[str, Any], given: dict[str
             raise BadConfig(f"{len(values)} {flag} for {len(pictures)} --image: give one "
                             f"for every picture, or one for all")
     pipe = cls.from_run(run_dir, device=resolve_device(device), **kwargs)
+    if getattr(pipe, "image_shape", None) is None:
+        raise BadConfig(f"--image: {where} cannot say the size of the pictures it takes")
     shape = tuple(pipe.image_shape)
     uses_masks = bool(getattr(pipe, "uses_masks", True))
     if uses_masks and not masks:

@@ -249,6 +249,10 @@ class DiffusionPipeline:
     Options = DiffusionOptions
     #: the options of :meth:`inpaint`
     InpaintOptions = InpaintOptions
+    #: ``gaf sample --image … --mask …`` checks its ``--option``\ s against these
+    EditOptions = InpaintOptions
+    #: :meth:`edit` needs a mask (it fills holes; it does not translate whole pictures)
+    uses_masks = True
 
     def __init__(self, noise_model: Any, scheduler: Any, *, autoencoder: Any = None,
                  conditioner: Any = None, sample_shape: Sequence[int] | None = None):
@@ -452,6 +456,16 @@ class DiffusionPipeline:
             if bar is not None:
                 bar.close()
         return paste.finish(self.decode(x))
+
+    def edit(self, images: Tensor, *, masks: Tensor, conditions: Sequence[Any] | None = None,
+             seed: int = 0, generators: Sequence[torch.Generator] | None = None,
+             progress: bool = False, **options: Any) -> Tensor:
+        """``gaf sample --image … --mask …``'s entry: :meth:`inpaint` with the captions
+        ``conditions`` (``None``: no caption for any picture, an unconditional fill)."""
+        if conditions is None:
+            conditions = [None] * len(images)
+        return self.inpaint(conditions, images, masks, seed=seed, generators=generators,
+                            progress=progress, **options)
 
     def inpaint_evaluations_per_image(self, **options: Any) -> float:
         """Network evaluations of one :meth:`inpaint` image at ``options`` (captioned):

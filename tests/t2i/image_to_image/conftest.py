@@ -29,3 +29,16 @@ def i2i_run(tmp_path_factory):
         return done[task]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_pixel_ldm(tmp_path_factory):
+    """A tiny pixel-space ``ldm`` run at 16 px (no evaluation): a generator that never saw
+    a hole, for RePaint."""
+    from tiny_ldm import tiny_ldm_sets
+
+    out = tmp_path_factory.mktemp("pixel-ldm")
+    run_dir, _ = gaf.run("ldm", autoencoder="none", sets=[
+        f"out_dir={json.dumps(str(out))}", "name=\"ldm\"",
+        *tiny_ldm_sets(objective__eval_images="0"), "progress=false"])
+    return run_dir
