@@ -511,6 +511,7 @@ def _build_run_command() -> click.Command:
 
 
 GafGroup.lazy_commands["run"] = _build_run_command
+GafGroup.lazy_commands["stylize"] = lambda: __import__("gaf.cli_stylize", fromlist=["_"]).stylize_cmd  # noqa: E501 - named lazily, as registry targets are
 
 
 def _fmt(value: float) -> str:
