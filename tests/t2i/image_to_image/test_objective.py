@@ -136,3 +136,19 @@ def test_the_pipeline_keeps_known_pixels_and_samples_each_image_from_its_seed(ti
     else:
         with pytest.raises(BadConfig, match="takes no mask"):
             pipe(None, images=src, masks=torch.ones(3, 1, 16, 16), steps=1)
+
+
+@pytest.mark.slow
+def test_the_table_script_has_a_row_per_setting_and_fill(tiny_run):
+    from script_module import load_script  # tests/ is on sys.path (conftest)
+
+    task, run_dir = tiny_run
+    text = load_script("examples/image_to_image_table.py").table(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    names = {"inpainting": ("box", "grid", "stroke"), "uncropping": ("half", "quarter"),
+             "super-resolution": ("sr",), "colourisation": ("colour",)}[task]
+    assert f"({task}; 4 items" in text
+    for s in names:
+        for fill in ("baseline", "model, no caption", "model, caption"):
+            assert f"| {s} | {fill} |" in text, (s, fill)
+    assert f"| {summary['real_exact']:.2f} ± " in text.splitlines()[-1]
