@@ -29,7 +29,9 @@ its own units, so a cross table also reads every network's outputs with every ot
 network's style loss. Baselines on the same pairs: the content images (the ceiling),
 the texture itself and Gaussian noise (floors). ``--style-weights`` sweeps β (α = 1)
 instead of using each network's default: the table that chose the defaults (run it on
-``validation``). Writes ``style.json``, ``style.md`` and ``grid.png`` (``style-TAG.json``
+``validation``). ``--synthesis`` runs Gatys' texture synthesis instead (no content: α = 0,
+β = 1, from three noise starts per texture) and judges each network's textures with every
+network's style loss (``style-synthesis.md``, ``grid-synthesis.png``). Writes ``style.json``, ``style.md`` and ``grid.png`` (``style-TAG.json``
 … with ``--tag TAG``) into OUT_DIR and prints the table.
 """
 
@@ -139,6 +141,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="", help="suffix of the output files (style-TAG.md …)")
+    ap.add_argument("--synthesis", action="store_true",
+                    help="texture synthesis instead: each texture from noise, style loss only")
     ap.add_argument("--style-weights", default="",
                     help="comma-separated betas to sweep (alpha = 1); default: each "
                          "network's own alpha and beta")
@@ -149,6 +153,9 @@ def main() -> None:
     names = [n for n in args.features.split(",") if n]
     textures = [t for t in args.textures.split(",") if t]
     nets = networks(out, names)
+    if args.synthesis:
+        synthesis(out, nets, textures, args)
+        return
     ds = ShapesDataset(ShapesConfig(resolution=RESOLUTION, split=args.split,
                                     size=args.scenes, seed=0))
     evaluator = ds.evaluator()
@@ -205,6 +212,49 @@ def main() -> None:
     text = markdown(table, list(nets), meta)
     (out / f"style{tag}.md").write_text(text)
     write_grid(out / f"grid{tag}.png", pairs, contents, styles, results, textures)
+    print(text)
+
+
+def synthesis(out: Path, nets: dict[str, Any], textures: list[str], args: Any) -> None:
+    """Gatys' texture synthesis (α = 0, β = 1, from noise) with each network, each
+    texture's result then judged by every network: its style loss as a fraction of the
+    noise start's; three noise starts per texture (seeds ``--seed`` … ``--seed + 2``)."""
+    seeds = range(args.seed, args.seed + 3)
+    table: dict[str, dict[str, list[float]]] = {}
+    images: dict[str, list[torch.Tensor]] = {}
+    for name, net in nets.items():
+        gatys = Gatys(GatysConfig(steps=args.steps, content_weight=0.0, style_weight=1.0,
+                                  init="noise"), features=net)
+        table[name] = {j: [] for j in nets}
+        images[name] = []
+        for t in textures:
+            style = texture(t, RESOLUTION, args.seed, TEXTURES.index(t))
+            for seed in seeds:
+                r = gatys(style, style, seed=seed)
+                start = (torch.randn(style.shape, generator=torch_generator(seed, "stylize-init"))
+                         * 0.5).clamp(-1, 1)
+                for j, judge_net in nets.items():
+                    g = Gatys(GatysConfig(), features=judge_net)
+                    before = g.losses(start, style, style)["style_loss"]
+                    after = g.losses(r.image, style, style)["style_loss"]
+                    table[name][j].append(after / before)
+                if seed == seeds[0]:
+                    images[name].append(r.image)
+    head = ["synthesised with", *[f"style loss / noise's ({j})" for j in nets]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, judged in table.items():
+        cells = [name]
+        for j in nets:
+            a = np.asarray(judged[j])
+            cells.append(f"{a.mean():.4f} ± {a.std(ddof=1) / math.sqrt(len(a)):.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + (f"\n\n{len(textures)} textures × {len(seeds)} noise seeds, "
+                               f"{args.steps} L-BFGS iterations, {RESOLUTION} px.\n")
+    (out / "style-synthesis.md").write_text(text)
+    (out / "style-synthesis.json").write_text(json.dumps(table, indent=2) + "\n")
+    rows = [torch.stack([texture(t, RESOLUTION, args.seed, TEXTURES.index(t)),
+                         *[images[n][k] for n in nets]]) for k, t in enumerate(textures)]
+    save_grid(torch.stack(rows), out / "grid-synthesis.png")
     print(text)
 
 
