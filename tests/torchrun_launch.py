@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,3 +32,53 @@ def run_script(script: Path, args: Sequence[str], nproc: int = 1, *,
     if log is not None:
         log.write_text(out.stderr)
     return out
+
+
+#: the script of an objective's "two ranks = one merged process" test: it trains the
+#: objective named by ``OBJECTIVE`` with the ``--set`` items of ``argv[2]`` into
+#: ``argv[1]/run`` and saves every module's weights as ``argv[1]/rank{R}.safetensors``;
+#: with ``argv[3] == "merge"`` one process trains on what ranks 0 and 1 of 2 would draw,
+#: put together (tensors concatenated, lists joined)
+_MERGED_RUN = textwrap.dedent('''
+    import json, sys
+    from pathlib import Path
+    import torch
+    from safetensors.torch import save_file
+    from gaf.distributed import World
+    from gaf.registry import REGISTRY
+    from gaf.runs import RunContext
+    from gaf.spec import resolve
+    from gaf.train import train
+
+    torch.set_num_threads(1)
+    out, sets, merge = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "merge"
+    spec = resolve(objective=OBJECTIVE, sets=sets)
+    obj = REGISTRY.get("objective", OBJECTIVE)(spec.objective_config)
+    obj.evaluate = lambda ctx: {}
+    if merge:  # one process trains on what ranks 0 and 1 of 2 would draw, together
+        batch_of = obj.train_batch
+        def merged(index):
+            own, parts = obj.world, []
+            for rank in (0, 1):
+                obj.world = World(rank=rank, size=2)
+                parts.append(batch_of(index))
+            obj.world = own
+            return {k: torch.cat([p[k] for p in parts]) if torch.is_tensor(v)
+                    else parts[0][k] + parts[1][k] for k, v in parts[0].items()}
+        obj.train_batch = merged
+    (out / "run").mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(spec, out / "run")
+    train(obj, ctx)
+    state = {f"{name}.{k}": v.detach().contiguous()
+             for name, mod in obj.modules().items() for k, v in mod.state_dict().items()}
+    save_file(state, str(out / f"rank{ctx.world.rank}.safetensors"))
+    if ctx.world.enabled:
+        from gaf.distributed import _leave
+        _leave()
+''')
+
+
+def merged_run_script(objective: str) -> str:
+    """:data:`_MERGED_RUN` for ``objective`` (an ``ldm``-like objective whose
+    ``train_batch`` is a dict of tensors and lists)."""
+    return _MERGED_RUN.replace("OBJECTIVE", repr(objective))

@@ -8,54 +8,17 @@ torchrun (their modules exported, their logs complete)."""
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from tiny_imagen import TINY  # tests/ is on sys.path (conftest)
-from torchrun_launch import run_script
+from torchrun_launch import merged_run_script, run_script
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = textwrap.dedent('''
-    import json, sys
-    from pathlib import Path
-    import torch
-    from safetensors.torch import save_file
-    from gaf.distributed import World
-    from gaf.registry import REGISTRY
-    from gaf.runs import RunContext
-    from gaf.spec import resolve
-    from gaf.train import train
-
-    torch.set_num_threads(1)
-    out, sets, merge = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "merge"
-    spec = resolve(objective="imagen", sets=sets)
-    obj = REGISTRY.get("objective", "imagen")(spec.objective_config)
-    obj.evaluate = lambda ctx: {}
-    if merge:  # one process trains on what ranks 0 and 1 of 2 would draw, together
-        batch_of = obj.train_batch
-        def merged(index):
-            own, parts = obj.world, []
-            for rank in (0, 1):
-                obj.world = World(rank=rank, size=2)
-                parts.append(batch_of(index))
-            obj.world = own
-            return {k: torch.cat([p[k] for p in parts]) if torch.is_tensor(v)
-                    else parts[0][k] + parts[1][k] for k, v in parts[0].items()}
-        obj.train_batch = merged
-    (out / "run").mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(spec, out / "run")
-    train(obj, ctx)
-    state = {f"{name}.{k}": v.detach().contiguous()
-             for name, mod in obj.modules().items() for k, v in mod.state_dict().items()}
-    save_file(state, str(out / f"rank{ctx.world.rank}.safetensors"))
-    if ctx.world.enabled:
-        from gaf.distributed import _leave
-        _leave()
-''')
+SCRIPT = merged_run_script("imagen")
 
 
 def test_two_ranks_agree_and_equal_one_merged_process(tmp_path):
