@@ -208,6 +208,14 @@ class Pipeline(Protocol):
       generators=None, **options)``, new images from ``(B, C, H, W)`` pictures in
       ``[-1, 1]`` (unCLIP decodes their CLIP image embedding), with ``image_shape``,
       the ``(C, H, W)`` it takes.
+    * optional, for ``gaf sample --image … [--mask …] [--prompt …]``: ``edit(images, *,
+      masks=None, conditions=None, seed=0, generators=None, **options)``, images made
+      from pictures, masks ``(B, 1, H, W)`` of exact 0s and 1s (**1 = generate**) and
+      captions (``None``: none), whose known pixels are the pictures'; with
+      ``image_shape``, ``uses_masks`` (whether it needs masks), ``EditOptions`` (the
+      attrs class of ``edit``'s options, when they differ from ``Options``) and
+      ``needs_image = True`` when it cannot sample from a prompt alone (the
+      ``image-to-image`` pipeline; the ``diffusion`` pipeline edits with RePaint).
     * ``evaluations_per_image(**options) -> float``: network evaluations to make one
       image at these options. For diffusion: denoiser calls, a classifier-free
       guidance pair counting 2, plus the first-stage decode and the condition
