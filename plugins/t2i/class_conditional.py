@@ -35,8 +35,10 @@ Metrics (a flat ``dict[str, float]``)
     conditioned on, with the binomial standard error ``sqrt(p (1 − p) / (K·n))``;
 ``class_accuracy_real``, ``class_accuracy_real_se``
     the same classifier on the real images of ``A`` against their labels: the
-    ceiling (what a generator whose samples are indistinguishable from real images of
-    the class would score); chance is ``1/K``;
+    reference ("ceiling") that a generator whose samples are distributed as the real
+    images of each class scores. It is not a bound: samples more typical of their
+    class than real images are (classifier-free guidance makes them so) score above
+    it, so read it with the FD, which such samples raise; chance is ``1/K``;
 ``class_fd``, ``class_fd_floor``, ``class_kid``, ``class_kid_se``, ``class_kid_floor``, ``class_kid_floor_se``
     :func:`~gaf.plugins.metrics.frechet.distances_from_features` of all samples against
     the real images of ``B``; the floor compares the real images of ``A`` with ``B``
