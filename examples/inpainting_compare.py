@@ -2,7 +2,7 @@
 
     python examples/inpainting_compare.py INPAINTER_RUN GENERATOR_RUN
         [--split eval|validation] [--images 100] [--steps 50] [--guidance 1,3]
-        [--jump-length 2] [--jump-n-sample 10] [--out DIR]
+        [--jump-length 2] [--jump-n-sample 10] [--kinds box,grid,stroke] [--out DIR]
 
 INPAINTER_RUN is an ``image-to-image`` run trained for ``inpainting`` (the model sees
 the picture with its hole and the mask); GENERATOR_RUN any ``ldm`` run, pixel or latent
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=numbers, default=[1.0, 3.0])
     parser.add_argument("--jump-length", type=int, default=None)
     parser.add_argument("--jump-n-sample", type=int, default=None)
+    parser.add_argument("--kinds", default=None,
+                        help="comma-separated mask kinds (default: the inpainter's)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -118,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     evaluator = eval_ds.evaluator()
     masks_of = evaluation_masks("inpainting", tuple(inpainter.task.mask_kinds), eval_ds, n,
                                 tuple(real.shape[-2:]), seed=0)
+    if args.kinds:
+        wanted = [k.strip() for k in args.kinds.split(",") if k.strip()]
+        unknown = [k for k in wanted if k not in masks_of]
+        if unknown:
+            parser.error(f"--kinds {','.join(unknown)}: the inpainter's kinds are "
+                         f"{', '.join(masks_of)}")
+        masks_of = {k: masks_of[k] for k in wanted}
 
     def gens(picks: list[int]) -> list[torch.Generator]:
         return [torch.Generator().manual_seed(i) for i in picks]
