@@ -366,3 +366,21 @@ def test_a_negative_eval_per_class_is_refused(tmp_path):
     with pytest.raises((BadConfig, OptionError), match="eval_per_class"):
         gaf.run("ldm", sets=[f"out_dir={json.dumps(str(tmp_path))}",
                              "objective.eval_per_class=-1"])
+
+
+def test_the_example_run_file_resolves_to_a_class_conditional_fashion_run():
+    from pathlib import Path
+
+    from gaf.config import read_toml
+    from gaf.spec import resolve
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "fashion_classes.toml"
+    spec = resolve(read_toml(path), where=str(path))
+    comps = spec.components
+    assert spec.objective == "ldm" and comps["dataset"].name == "idx"
+    assert comps["conditioner"].name == "class"
+    assert comps["conditioner"].options["num_classes"] == 10
+    assert comps["dataset"].options["resolution"] == 32  # f = 4 needs a side divisible by 8
+    assert comps["autoencoder"].options["in_channels"] == 1  # grey
+    cfg = spec.objective_config
+    assert cfg.fd_guidance in cfg.eval_guidance and cfg.eval_per_class == 100
