@@ -90,12 +90,23 @@ from gaf.plugins.diffusion.step_callback import replacement as _replacement
 
 from .run_meta import PIPELINE_FILE
 
-__all__ = ["DiffusionOptions", "DiffusionPipeline", "InpaintOptions", "call_inputs", "denoise",
+__all__ = ["DiffusionOptions", "DiffusionPipeline", "InpaintOptions", "call_inputs",
+           "check_prediction", "denoise",
            "guided_prediction", "initial_sample", "load_parts", "per_sample_generators",
            "predictor", "scheduler_from_meta", "scheduler_record",
            "PIPELINE_FILE"]
 
 StepCallback = Callable[[int, int, Tensor], Any]
+
+
+def check_prediction(noise_model: Any, scheduler: Any) -> None:
+    """A :class:`BadConfig` unless ``scheduler`` is configured for what ``noise_model``
+    predicts (ε, v or x0): every pipeline's constructor runs it."""
+    predicts = getattr(noise_model, "prediction_type", "epsilon")
+    expects = getattr(getattr(scheduler, "config", None), "prediction_type", predicts)
+    if predicts != expects:
+        raise BadConfig(f"the noise model predicts {predicts!r} but the scheduler is "
+                        f"configured for {expects!r}")
 
 
 def per_sample_generators(seed: int, n: int, device: Any = "cpu") -> list[torch.Generator]:
@@ -262,11 +273,7 @@ class DiffusionPipeline:
         self.conditioner = conditioner
         #: ``(C, h, w)`` of one sample in the noise model's space (latents or pixels)
         self.sample_shape = tuple(sample_shape) if sample_shape else None
-        predicts = getattr(noise_model, "prediction_type", "epsilon")
-        expects = getattr(getattr(scheduler, "config", None), "prediction_type", predicts)
-        if predicts != expects:
-            raise BadConfig(f"the noise model predicts {predicts!r} but the scheduler is "
-                            f"configured for {expects!r}")
+        check_prediction(noise_model, scheduler)
 
     @property
     def device(self) -> torch.device:

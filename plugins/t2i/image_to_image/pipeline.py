@@ -38,7 +38,7 @@ from torch import Tensor
 from gaf.config import option
 from gaf.errors import BadConfig, BadData
 
-from ..diffusion_pipeline import (_sample_hook, denoise, initial_sample,
+from ..diffusion_pipeline import (_sample_hook, check_prediction, denoise, initial_sample,
                                   per_sample_generators)
 from ..run_meta import field, read_meta
 from .masks import check_masks, full_masks
@@ -84,6 +84,7 @@ class ImageToImagePipeline:
         if task.name not in TASKS:
             raise BadConfig(f"unknown image-to-image task {task.name!r} (tasks: "
                             f"{', '.join(TASKS)})")
+        check_prediction(noise_model, scheduler)
         self.noise_model = noise_model
         self.scheduler = scheduler
         self.conditioner = conditioner
