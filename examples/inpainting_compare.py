@@ -103,12 +103,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    with torch.no_grad():  # scoped: callers (tests import main) keep their grad mode
+        return compare(parser, args)
+
+
+def compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The comparison itself, run by :func:`main` with gradients off."""
+    import torch
+
     import gaf
     from gaf.plugins.diffusion import repaint
     from gaf.plugins.images.grid import save_grid
     from gaf.plugins.t2i.image_to_image.evaluation import baseline, evaluation_masks
 
-    torch.set_grad_enabled(False)
     jump_length = args.jump_length or repaint.JUMP_LENGTH
     jump_n = args.jump_n_sample or repaint.JUMP_N_SAMPLE
     inpainter = gaf.REGISTRY.get("pipeline", "image-to-image").from_run(args.inpainter,

@@ -16,3 +16,16 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent / "core"))  # toy_objective for the loop tests
 sys.path.insert(0, str(Path(__file__).parent))  # example_install for the plugin tests
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _grad_mode_is_left_as_found():
+    """A test (or a script's ``main`` it calls) that switches torch's grad mode off globally
+    breaks every later training test far from the cause; fail the culprit instead."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("this test left torch's grad mode off (use a scoped torch.no_grad())")
