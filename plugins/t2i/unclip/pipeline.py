@@ -99,6 +99,15 @@ class UnCLIPPipeline(DiffusionPipeline):
     """
 
     Options = UnCLIPOptions
+    #: ``gaf sample --image`` makes :meth:`variations`; the decoder is conditioned on an
+    #: image embedding, which the diffusion pipeline's RePaint (``edit``) does not build
+    edit = None
+
+    def inpaint(self, *args: Any, **options: Any) -> Tensor:
+        """Not defined for unCLIP: RePaint needs the text context of an ``ldm`` decoder;
+        inpaint with the run that trained one (``gaf sample --image … --mask …``)."""
+        raise BadConfig("unclip does not inpaint (RePaint runs on an ldm or pixel-space "
+                        "run); it makes variations of a picture")
 
     def __init__(self, noise_model: Any, scheduler: Any, *, prior: Any, prior_scheduler: Any,
                  conditioner: Any, autoencoder: Any = None,

@@ -318,6 +318,14 @@ def test_gaf_sample_makes_variations_of_a_picture(run, tmp_path):
     both = CliRunner().invoke(main, ["sample", "--pipeline", str(run[0]), "--image",
                                      str(picture), "--prompt", "a red circle"])
     assert both.exit_code == 2 and "does not edit pictures" in both.output
+    hole = tmp_path / "hole.png"
+    Image.new("L", (16, 16), 0).save(hole)
+    masked = CliRunner().invoke(main, ["sample", "--pipeline", str(run[0]), "--image",
+                                       str(picture), "--mask", str(hole)])
+    assert masked.exit_code == 2 and "does not edit pictures" in masked.output
+    with pytest.raises(BadConfig, match="does not inpaint"):
+        UnCLIPPipeline.from_run(run[0]).inpaint(["a red circle"], torch.zeros(1, 3, 16, 16),
+                                                torch.ones(1, 1, 16, 16))
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     unreadable = CliRunner().invoke(main, ["sample", "--pipeline", str(run[0]), "--image",
