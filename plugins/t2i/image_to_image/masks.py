@@ -19,6 +19,10 @@ Kinds (:data:`MASK_KINDS`), each drawn per image from a ``torch.Generator``:
     step of length ``U[H/8, H/3]`` in a uniform direction (clamped to the image),
     drawn with a half-width ``U[H/32, H/16]`` (at least 1 px): a pixel is in the stroke
     when its centre lies within the half-width of a segment;
+``cell``
+    one cell of a 3×3 grid, uniform, grown by one pixel on each side (clamped): the
+    geometry of :func:`object_box` at a random cell, so some holes hide a whole
+    ``shapes`` object and only the caption says what was there;
 ``half`` / ``quarter``
     uncropping: the strip of one side (left, right, top or bottom, uniform) that is
     half (``half``) or a quarter (``quarter``) of the image wide is generated, the rest
@@ -43,7 +47,7 @@ from gaf.errors import BadConfig, BadData
 __all__ = ["MASK_KINDS", "GRID", "draw_masks", "draw_mask", "object_box", "check_masks",
            "full_masks"]
 
-MASK_KINDS = ("box", "grid", "stroke", "half", "quarter")
+MASK_KINDS = ("box", "grid", "stroke", "cell", "half", "quarter")
 #: cells per side of the ``grid`` masks
 GRID = 4
 
@@ -118,6 +122,21 @@ def _stroke(h: int, w: int, gen: torch.Generator) -> Tensor:
     return m.float()
 
 
+def _cell_box(row: int, col: int, h: int, w: int, margin: int) -> Tensor:
+    """``(H, W)``: cell ``(row, col)`` of a 3×3 grid grown by ``margin`` (clamped)."""
+    top, bottom = math.floor(row * h / 3) - margin, math.ceil((row + 1) * h / 3) + margin
+    left, right = math.floor(col * w / 3) - margin, math.ceil((col + 1) * w / 3) + margin
+    m = torch.zeros(h, w)
+    m[max(0, top):min(h, bottom), max(0, left):min(w, right)] = 1
+    return m
+
+
+def _cell(h: int, w: int, gen: torch.Generator) -> Tensor:
+    row, col = _randint(0, 2, gen), _randint(0, 2, gen)
+    m = _cell_box(row, col, h, w, 1)
+    return m if not m.all() else _cell_box(row, col, h, w, 0)  # tiny images only
+
+
 def _side(h: int, w: int, gen: torch.Generator, fraction: float) -> Tensor:
     """The strip of one side (0 left, 1 right, 2 top, 3 bottom) ``fraction`` wide."""
     m = torch.zeros(h, w)
@@ -143,6 +162,8 @@ def draw_mask(kind: str, size: Sequence[int], generator: torch.Generator) -> Ten
         m = _grid(h, w, generator)
     elif kind == "stroke":
         m = _stroke(h, w, generator)
+    elif kind == "cell":
+        m = _cell(h, w, generator)
     elif kind == "half":
         m = _side(h, w, generator, 0.5)
     elif kind == "quarter":
@@ -177,12 +198,7 @@ def object_box(attributes: dict[str, Any], size: Sequence[int], margin: int = 1)
     """``(1, H, W)``: the ``shapes`` grid cell (3×3 grid) of the scene's first object,
     grown by ``margin`` pixels on each side (clamped to the image)."""
     h, w = int(size[0]), int(size[1])
-    row, col = int(attributes["row"]), int(attributes["col"])
-    top, bottom = math.floor(row * h / 3) - margin, math.ceil((row + 1) * h / 3) + margin
-    left, right = math.floor(col * w / 3) - margin, math.ceil((col + 1) * w / 3) + margin
-    m = torch.zeros(1, h, w)
-    m[:, max(0, top):min(h, bottom), max(0, left):min(w, right)] = 1
-    return m
+    return _cell_box(int(attributes["row"]), int(attributes["col"]), h, w, margin)[None]
 
 
 def check_masks(masks: Tensor, images: Tensor, where: str = "mask") -> Tensor:

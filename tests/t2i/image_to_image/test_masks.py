@@ -89,6 +89,19 @@ def test_object_box_covers_the_first_objects_cell():
     assert centre == 1 and m[20, 5] == 0
 
 
+def test_cell_masks_are_the_object_box_of_a_uniform_cell():
+    gen = torch.Generator().manual_seed(0)
+    boxes = {(r, c): object_box({"row": r, "col": c}, (32, 32)) for r in range(3)
+             for c in range(3)}
+    seen = set()
+    for _ in range(200):
+        m = draw_mask("cell", (32, 32), gen)
+        hits = [rc for rc, box in boxes.items() if torch.equal(m, box)]
+        assert len(hits) == 1
+        seen.add(hits[0])
+    assert seen == set(boxes)  # every cell occurs (each with probability 1/9 a draw)
+
+
 def test_check_masks_refuses_non_binary_empty_full_and_misshapen_masks():
     images = torch.zeros(2, 3, 8, 8)
     good = torch.zeros(2, 1, 8, 8)
