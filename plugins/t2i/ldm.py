@@ -398,13 +398,22 @@ class LDM:
             pipe, options, train_ds=self.dataset, eval_ds=eval_ds,
             swapped_ds=swapped, sweep=sweep, condition_key=self.conditioner.condition_key,
             n_captions=cfg.eval_images, fd_images=cfg.eval_images if cfg.fd else 0,
-            features_dir=ctx.run_dir / "features",
-            clip_dir=cfg.eval_clip_dir or ctx.run_dir / "evaluation_clip",
+            features_dir=self.features_dir(ctx), clip_dir=self.evaluation_clip_dir(ctx),
             clip_steps=cfg.eval_clip_steps, batch_size=cfg.eval_batch_size,
             throughput_batch=cfg.throughput_batch, grid_prompts=cfg.grid_prompts,
             out_dir=ctx.run_dir, seed=ctx.spec.seed,
             info=self._evaluation_info(ctx), log=ctx.log)}
         return {**out, **self._more_figures(ctx, pipe, options, eval_ds)}
+
+    def features_dir(self, ctx: RunContext) -> Path:
+        """Where the evaluation's in-domain feature net is cached (trained there when
+        absent): ``RUN_DIR/features`` (a fine-tuning objective may share its base run's)."""
+        return ctx.run_dir / "features"
+
+    def evaluation_clip_dir(self, ctx: RunContext) -> Path:
+        """Where the evaluation CLIP is cached (trained there when absent):
+        ``objective.eval_clip_dir``, else ``RUN_DIR/evaluation_clip``."""
+        return Path(self.config.eval_clip_dir or ctx.run_dir / "evaluation_clip")
 
     def evaluation_settings(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """``(options, sweep)`` of the evaluation: the pipeline's call options of the
