@@ -82,3 +82,22 @@ def merged_run_script(objective: str) -> str:
     """:data:`_MERGED_RUN` for ``objective`` (an ``ldm``-like objective whose
     ``train_batch`` is a dict of tensors and lists)."""
     return _MERGED_RUN.replace("OBJECTIVE", repr(objective))
+
+
+def two_ranks_and_merged(objective: str, sets: Sequence[str], folder: Path) -> tuple[dict, dict, dict]:
+    """Train ``objective`` with ``sets`` as 2 torchrun ranks (``folder/two``) and as one
+    process on the two ranks' batches put together (``folder/one``, see
+    :data:`_MERGED_RUN`); returns the weights ``(rank 0, rank 1, merged)`` by
+    ``module.parameter``. Each launch must exit 0 (its stderr is in ``folder/*.log``)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    script = folder / f"{objective}_script.py"
+    script.write_text(merged_run_script(objective))
+    for name, nproc, mode in (("two", 2, "plain"), ("one", 1, "merge")):
+        done = run_script(script, [str(folder / name), json.dumps(list(sets)), mode], nproc,
+                          env={"OMP_NUM_THREADS": "1"}, log=folder / f"{name}.log")
+        assert done.returncode == 0, done.stderr[-3000:]
+    return tuple(load_file(str(folder / d / f"rank{r}.safetensors"))  # type: ignore[return-value]
+                 for d, r in (("two", 0), ("two", 1), ("one", 0)))

@@ -11,11 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from torchrun_launch import merged_run_script, run_script  # tests/ is on sys.path
+from torchrun_launch import two_ranks_and_merged  # tests/ is on sys.path
 
 pytestmark = pytest.mark.slow
-
-SCRIPT = merged_run_script("diffusion-dpo")
 
 
 def test_two_ranks_agree_and_equal_one_merged_process(base_run, pair_file, tmp_path):
@@ -23,14 +21,7 @@ def test_two_ranks_agree_and_equal_one_merged_process(base_run, pair_file, tmp_p
             f"task.path={json.dumps(str(pair_file))}", "objective.eval_images=0",
             "objective.beta=5000", "train.steps=3", "train.batch_size=4", "train.lr=1e-3",
             "train.log_every=1", "train.warmup_steps=0", "device=\"cpu\"", "progress=false"]
-    script = tmp_path / "ddpo_script.py"
-    script.write_text(SCRIPT)
-    for name, nproc, mode in (("two", 2, "plain"), ("one", 1, "merge")):
-        done = run_script(script, [str(tmp_path / name), json.dumps(sets), mode], nproc,
-                          env={"OMP_NUM_THREADS": "1"}, log=tmp_path / f"{name}.log")
-        assert done.returncode == 0, done.stderr[-3000:]
-    r0, r1, one = (load_file(str(tmp_path / d / f"rank{r}.safetensors"))
-                   for d, r in (("two", 0), ("two", 1), ("one", 0)))
+    r0, r1, one = two_ranks_and_merged("diffusion-dpo", sets, tmp_path)
     base = load_file(str(base_run / "noise_model_ema" / "model.safetensors"))
     assert {k.split(".")[0] for k in r0} == {"noise_model"}
     moved = 0
