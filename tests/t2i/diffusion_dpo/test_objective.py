@@ -84,3 +84,31 @@ def test_a_missing_base_run_is_a_usage_error(tmp_path):
         gaf.run("diffusion-dpo", sets=[f"out_dir={json.dumps(str(tmp_path))}",
                                        "objective.init_run=\"/nonexistent/run\"",
                                        "progress=false"])
+
+
+def test_a_latent_base_run_records_its_first_stage_by_absolute_path(base_run, pair_file,
+                                                                     tmp_path):
+    """A base run whose first stage is a saved autoencoder inside it (what ``ldm`` writes
+    as ``first_stage/autoencoder``): the fine-tuned run encodes the pairs with it and its
+    pipeline.json points at it by absolute path, so it samples from anywhere."""
+    import shutil
+
+    latent = tmp_path / "latent-base"
+    shutil.copytree(base_run, latent)
+    ae = gaf.create("autoencoder", "kl-vae", downsample=1, base_channels=8, num_groups=4)
+    gaf.save(ae, latent / "first_stage" / "autoencoder")
+    meta = json.loads((latent / "pipeline.json").read_text())
+    meta["autoencoder"] = {"path": "first_stage/autoencoder"}
+    (latent / "pipeline.json").write_text(json.dumps(meta))
+    run_dir, _ = gaf.run("diffusion-dpo", sets=[
+        f"out_dir={json.dumps(str(tmp_path / 'runs'))}", "name=\"latent\"",
+        f"objective.init_run={json.dumps(str(latent))}",
+        f"task.path={json.dumps(str(pair_file))}", "objective.eval_images=0",
+        "train.steps=1", "train.batch_size=2", "progress=false"])
+    written = json.loads((run_dir / "pipeline.json").read_text())
+    assert written["autoencoder"] == {"path": str(latent / "first_stage" / "autoencoder")}
+    assert written["conditioner"]["name"] == str(latent / "conditioner_ema")
+    assert written["init_run"] == str(latent)
+    pipe = gaf.REGISTRY.get("pipeline", "diffusion").from_run(run_dir)
+    assert type(pipe.autoencoder).__name__ == type(ae).__name__
+    assert torch.isfinite(pipe(["a red circle"], steps=2, guidance=1.0)).all()
