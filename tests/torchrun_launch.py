@@ -35,10 +35,13 @@ def run_script(script: Path, args: Sequence[str], nproc: int = 1, *,
 
 
 #: the script of an objective's "two ranks = one merged process" test: it trains the
-#: objective named by ``OBJECTIVE`` with the ``--set`` items of ``argv[2]`` into
-#: ``argv[1]/run`` and saves every module's weights as ``argv[1]/rank{R}.safetensors``;
-#: with ``argv[3] == "merge"`` one process trains on what ranks 0 and 1 of 2 would draw,
-#: put together (tensors concatenated, lists joined)
+#: objective named by ``OBJECTIVE`` (with the components ``COMPONENTS``) with the ``--set``
+#: items of ``argv[2]`` into ``argv[1]/run`` and saves every module's weights as
+#: ``argv[1]/rank{R}.safetensors``; with ``argv[3] == "merge"`` one process trains on what
+#: ranks 0 and 1 of 2 would draw, put together (tensors concatenated, lists joined). The
+#: line ``# SETUP`` takes a test's own code, run before training with ``spec``, ``obj``,
+#: ``out`` and ``record`` (a dict) in scope; a non-empty ``record`` is saved after
+#: training as ``argv[1]/record{R}.json``.
 _MERGED_RUN = textwrap.dedent('''
     import json, sys
     from pathlib import Path
@@ -52,7 +55,7 @@ _MERGED_RUN = textwrap.dedent('''
 
     torch.set_num_threads(1)
     out, sets, merge = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "merge"
-    spec = resolve(objective=OBJECTIVE, sets=sets)
+    spec = resolve(objective=OBJECTIVE, components=COMPONENTS, sets=sets)
     obj = REGISTRY.get("objective", OBJECTIVE)(spec.objective_config)
     obj.evaluate = lambda ctx: {}
     if merge:  # one process trains on what ranks 0 and 1 of 2 would draw, together
@@ -66,38 +69,87 @@ _MERGED_RUN = textwrap.dedent('''
             return {k: torch.cat([p[k] for p in parts]) if torch.is_tensor(v)
                     else parts[0][k] + parts[1][k] for k, v in parts[0].items()}
         obj.train_batch = merged
+    record = {}
+    # SETUP
     (out / "run").mkdir(parents=True, exist_ok=True)
     ctx = RunContext(spec, out / "run")
     train(obj, ctx)
     state = {f"{name}.{k}": v.detach().contiguous()
              for name, mod in obj.modules().items() for k, v in mod.state_dict().items()}
     save_file(state, str(out / f"rank{ctx.world.rank}.safetensors"))
+    if record:
+        (out / f"record{ctx.world.rank}.json").write_text(json.dumps(record))
     if ctx.world.enabled:
         from gaf.distributed import _leave
         _leave()
 ''')
 
 
-def merged_run_script(objective: str) -> str:
+def merged_run_script(objective: str, components: Mapping[str, str] | None = None,
+                      setup: str = "") -> str:
     """:data:`_MERGED_RUN` for ``objective`` (an ``ldm``-like objective whose
-    ``train_batch`` is a dict of tensors and lists)."""
-    return _MERGED_RUN.replace("OBJECTIVE", repr(objective))
+    ``train_batch`` is a dict of tensors and lists), resolved with ``components`` and
+    running the (dedented) code ``setup`` before training."""
+    return (_MERGED_RUN.replace("OBJECTIVE", repr(objective))
+            .replace("COMPONENTS", repr(dict(components or {})))
+            .replace("# SETUP\n", textwrap.dedent(setup).strip("\n") + "\n" if setup else ""))
 
 
-def two_ranks_and_merged(objective: str, sets: Sequence[str], folder: Path) -> tuple[dict, dict, dict]:
-    """Train ``objective`` with ``sets`` as 2 torchrun ranks (``folder/two``) and as one
-    process on the two ranks' batches put together (``folder/one``, see
-    :data:`_MERGED_RUN`); returns the weights ``(rank 0, rank 1, merged)`` by
-    ``module.parameter``. Each launch must exit 0 (its stderr is in ``folder/*.log``)."""
+def train_ranks(objective: str, sets: Sequence[str], folder: Path, name: str, nproc: int, *,
+                merge: bool = False, components: Mapping[str, str] | None = None,
+                setup: str = "") -> list[dict]:
+    """Train ``objective`` with ``sets`` as ``nproc`` processes (torchrun ranks when 2 or
+    more) into ``folder/name`` with :func:`merged_run_script`, one process on the two
+    ranks' batches put together when ``merge``; returns each rank's weights by
+    ``module.parameter``. The launch must exit 0 (its stderr is in ``folder/name.log``)."""
     import json
 
     from safetensors.torch import load_file
 
-    script = folder / f"{objective}_script.py"
-    script.write_text(merged_run_script(objective))
-    for name, nproc, mode in (("two", 2, "plain"), ("one", 1, "merge")):
-        done = run_script(script, [str(folder / name), json.dumps(list(sets)), mode], nproc,
-                          env={"OMP_NUM_THREADS": "1"}, log=folder / f"{name}.log")
-        assert done.returncode == 0, done.stderr[-3000:]
-    return tuple(load_file(str(folder / d / f"rank{r}.safetensors"))  # type: ignore[return-value]
-                 for d, r in (("two", 0), ("two", 1), ("one", 0)))
+    script = folder / f"{objective}_{name}_script.py"
+    script.write_text(merged_run_script(objective, components, setup))
+    done = run_script(script, [str(folder / name), json.dumps(list(sets)),
+                               "merge" if merge else "plain"], nproc,
+                      env={"OMP_NUM_THREADS": "1"}, log=folder / f"{name}.log")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [load_file(str(folder / name / f"rank{r}.safetensors")) for r in range(nproc)]
+
+
+def two_ranks_and_merged(objective: str, sets: Sequence[str], folder: Path, *,
+                         merge: bool = True, components: Mapping[str, str] | None = None,
+                         setup: str = "") -> tuple[dict, dict, dict]:
+    """Train ``objective`` with ``sets`` as 2 torchrun ranks (``folder/two``) and as one
+    process (``folder/one``) on the two ranks' batches put together (``merge``, see
+    :data:`_MERGED_RUN`) or, without ``merge``, on the same global batches as a plain
+    1-process run; returns the weights ``(rank 0, rank 1, one)`` by
+    ``module.parameter``. ``components`` and ``setup`` go to :func:`merged_run_script`.
+    Each launch must exit 0 (its stderr is in ``folder/*.log``)."""
+    r0, r1 = train_ranks(objective, sets, folder, "two", 2, components=components,
+                         setup=setup)
+    (one,) = train_ranks(objective, sets, folder, "one", 1, merge=merge,
+                         components=components, setup=setup)
+    return r0, r1, one
+
+
+def assert_two_ranks_equal_merged(weights: tuple[dict, dict, dict], folder: Path,
+                                  modules: set[str], steps: list[int],
+                                  log_keys: Sequence[str] = ("loss",)) -> None:
+    """What :func:`two_ranks_and_merged`'s ``(rank 0, rank 1, merged)`` weights must
+    satisfy: exactly the ``modules``, the ranks bit-identical, the merged process within
+    ``1e-5`` of them, and both runs' ``metrics.jsonl`` logging ``steps`` with every one
+    of ``log_keys`` within ``1e-5``."""
+    import json
+
+    import torch
+
+    r0, r1, one = weights
+    assert {k.split(".")[0] for k in r0} == modules
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), key
+        torch.testing.assert_close(r0[key], one[key], rtol=0, atol=1e-5, msg=key)
+    logs = [[json.loads(x) for x in (folder / n / "run" / "metrics.jsonl").read_text()
+             .splitlines()] for n in ("two", "one")]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == steps
+    for a, b in zip(*logs):
+        for key in log_keys:
+            assert abs(a[key] - b[key]) < 1e-5, (key, a[key], b[key])

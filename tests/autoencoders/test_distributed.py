@@ -21,12 +21,10 @@ What must hold, and what the objective promises against one process:
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from torchrun_launch import run_script  # tests/ is on sys.path (conftest)
+from torchrun_launch import train_ranks, two_ranks_and_merged  # tests/ is on sys.path (conftest)
 
 pytestmark = pytest.mark.slow
 
@@ -35,43 +33,12 @@ BASE = ["dataset.resolution=16", "dataset.size=32", "autoencoder.base_channels=8
         "objective.disc_channels=8", "objective.disc_layers=1", "train.batch_size=8",
         "train.log_every=1", "train.warmup_steps=0", "device=\"cpu\"", "progress=false"]
 
-# Trains the autoencoder objective in OUT/run without the final evaluation (not what is
-# tested here) and saves every rank's final modules to OUT/rank<r>.safetensors.
-SCRIPT = textwrap.dedent('''
-    import json, sys
-    from pathlib import Path
-    import torch
-    from safetensors.torch import save_file
-    from gaf.registry import REGISTRY
-    from gaf.runs import RunContext
-    from gaf.spec import resolve
-    from gaf.train import train
-
-    torch.set_num_threads(1)
-    out, first_stage, sets = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
-    spec = resolve(objective="autoencoder", components={"autoencoder": first_stage},
-                   sets=sets)
-    obj = REGISTRY.get("objective", "autoencoder")(spec.objective_config)
-    obj.evaluate = lambda ctx: {}
-    (out / "run").mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(spec, out / "run")
-    train(obj, ctx)
-    state = {f"{name}.{k}": v.detach().contiguous()
-             for name, mod in obj.modules().items() for k, v in mod.state_dict().items()}
-    save_file(state, str(out / f"rank{ctx.world.rank}.safetensors"))
-    if ctx.world.enabled:
-        from gaf.distributed import _leave
-        _leave()
-''')
-
 
 def launch(tmp_path, name, first_stage, sets, nproc):
-    script = tmp_path / "ae_script.py"
-    script.write_text(SCRIPT)
-    out = run_script(script, [str(tmp_path / name), first_stage, json.dumps([*BASE, *sets])],
-                     nproc, env={"OMP_NUM_THREADS": "1"}, log=tmp_path / f"{name}.log")
-    assert out.returncode == 0, out.stderr[-3000:]
-    return [load_file(str(tmp_path / name / f"rank{r}.safetensors")) for r in range(nproc)]
+    """Train the autoencoder objective (first stage ``first_stage``) as ``nproc``
+    processes into ``tmp_path/name``; each rank's final weights."""
+    return train_ranks("autoencoder", [*BASE, *sets], tmp_path, name, nproc,
+                       components={"autoencoder": first_stage})
 
 
 def metrics(tmp_path, name):
@@ -109,8 +76,8 @@ def test_vq_equals_one_process_with_the_same_global_batch(tmp_path):
     the batch and the EMA statistics are sums over it, so 2 ranks are 1 process."""
     sets = ["train.steps=3", "objective.disc_start=100", "autoencoder.restart_after=0",
             "train.lr=1e-3"]
-    r0, r1 = launch(tmp_path, "two", "vqgan", sets, 2)
-    (single,) = launch(tmp_path, "one", "vqgan", sets, 1)
+    r0, r1, single = two_ranks_and_merged("autoencoder", [*BASE, *sets], tmp_path,
+                                          merge=False, components={"autoencoder": "vqgan"})
     assert_same(r0, r1)
     for k in r0:
         assert torch.allclose(r0[k].float(), single[k].float(), atol=1e-5, rtol=0), \

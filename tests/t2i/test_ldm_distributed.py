@@ -25,14 +25,12 @@ equal shares, so the all-reduced mean gradient is the global one).
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from gaf.distributed import World
-from torchrun_launch import run_script  # tests/ is on sys.path (conftest)
+from torchrun_launch import two_ranks_and_merged  # tests/ is on sys.path (conftest)
 
 pytestmark = pytest.mark.slow
 
@@ -45,38 +43,11 @@ SETS = ["dataset.resolution=16", "dataset.size=32", "noise-model.channels=[8, 16
         "train.lr=1e-3", "objective.p_uncond=0.5", "objective.ema_decay=0.9",
         "device=\"cpu\"", "progress=false"]
 
-# Trains ldm in OUT/run without the final evaluation (not what is tested here); after
-# every step records, per rank, the null context's gradient and the largest deviation of
-# the EMA shadows from the formula; saves the final modules to OUT/rank<r>.safetensors.
-SCRIPT = textwrap.dedent('''
-    import json, sys
-    from pathlib import Path
-    import torch
-    from safetensors.torch import save_file
-    import gaf
+# Run before training (tests/torchrun_launch.py): after every step records, per rank,
+# the null context's gradient and the largest deviation of the EMA shadows from the
+# formula, and every step's dropout draws (saved to OUT/record<r>.json).
+SETUP = '''
     from gaf.plugins.nn.ema import ema_decay
-    from gaf.registry import REGISTRY
-    from gaf.runs import RunContext
-    from gaf.spec import resolve
-    from gaf.train import train
-
-    torch.set_num_threads(1)
-    out, sets, merge = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "merge"
-    spec = resolve(objective="ldm", components={"autoencoder": "none"}, sets=sets)
-    obj = REGISTRY.get("objective", "ldm")(spec.objective_config)
-    obj.evaluate = lambda ctx: {}
-    if merge:  # one process trains on what ranks 0 and 1 of 2 would draw, together
-        from gaf.distributed import World
-        batch_of = obj.train_batch
-        def merged(index):
-            own, parts = obj.world, []
-            for rank in (0, 1):
-                obj.world = World(rank=rank, size=2)
-                parts.append(batch_of(index))
-            obj.world = own
-            return {k: torch.cat([p[k] for p in parts]) if torch.is_tensor(v)
-                    else parts[0][k] + parts[1][k] for k, v in parts[0].items()}
-        obj.train_batch = merged
     record = {"null_grad": [], "ema_error": [], "dropped": []}
 
     loss = obj.loss
@@ -99,33 +70,12 @@ SCRIPT = textwrap.dedent('''
         record["ema_error"].append(err)
         record["null_grad"].append(obj.conditioner.null_states.grad.double().tolist())
     obj.after_step = checking_after_step
-
-    (out / "run").mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(spec, out / "run")
-    train(obj, ctx)
-    state = {f"{name}.{k}": v.detach().contiguous()
-             for name, mod in obj.modules().items() for k, v in mod.state_dict().items()}
-    save_file(state, str(out / f"rank{ctx.world.rank}.safetensors"))
-    (out / f"record{ctx.world.rank}.json").write_text(json.dumps(record))
-    if ctx.world.enabled:
-        from gaf.distributed import _leave
-        _leave()
-''')
-
-
-def launch(tmp_path, name, sets, nproc, merge=False):
-    script = tmp_path / "ldm_script.py"
-    script.write_text(SCRIPT)
-    return run_script(script, [str(tmp_path / name), json.dumps(sets),
-                               "merge" if merge else "plain"],
-                      nproc, env={"OMP_NUM_THREADS": "1"}, log=tmp_path / f"{name}.log")
+'''
 
 
 def test_two_ranks_agree_sync_the_null_context_and_equal_one_merged_process(tmp_path):
-    two = launch(tmp_path, "two", SETS, nproc=2)
-    assert two.returncode == 0, two.stderr[-3000:]
-    r0 = load_file(str(tmp_path / "two" / "rank0.safetensors"))
-    r1 = load_file(str(tmp_path / "two" / "rank1.safetensors"))
+    r0, r1, single = two_ranks_and_merged("ldm", SETS, tmp_path,
+                                          components={"autoencoder": "none"}, setup=SETUP)
     assert {k.split(".")[0] for k in r0} == {"noise_model", "conditioner", "noise_model_ema",
                                             "conditioner_ema"}
     for k in r0:
@@ -149,9 +99,6 @@ def test_two_ranks_agree_sync_the_null_context_and_equal_one_merged_process(tmp_
     assert not torch.equal(r0["conditioner.null_states"], r0["conditioner_ema.null_states"])
 
     # one process on the two ranks' batches put together ends where the two ranks end
-    one = launch(tmp_path, "one", SETS, nproc=1, merge=True)
-    assert one.returncode == 0, one.stderr[-3000:]
-    single = load_file(str(tmp_path / "one" / "rank0.safetensors"))
     # (a small lr: Adam turns round-off in near-zero gradients into lr-sized steps)
     for k in r0:
         assert torch.allclose(r0[k], single[k], atol=1e-5, rtol=0), \

@@ -12,44 +12,13 @@ BatchNorm statistics are each rank's own: gaf's DDP does not synchronise buffers
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from torchrun_launch import run_script  # tests/ is on sys.path (conftest)
+from torchrun_launch import train_ranks  # tests/ is on sys.path (conftest)
 
 pytestmark = pytest.mark.slow
-
-SCRIPT = textwrap.dedent('''
-    import json, sys
-    from pathlib import Path
-    import torch
-    from safetensors.torch import save_file
-    from gaf.registry import REGISTRY
-    from gaf.runs import RunContext
-    from gaf.spec import resolve
-    from gaf.train import train
-
-    torch.set_num_threads(1)
-    out, sets = Path(sys.argv[1]), json.loads(sys.argv[2])
-    spec = resolve(objective="gan-int-cls-modern", sets=sets)
-    obj = REGISTRY.get("objective", "gan-int-cls-modern")(spec.objective_config)
-    (out / "run").mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(spec, out / "run")
-    summary = train(obj, ctx)
-    state = {}
-    for name, mod in obj.modules().items():
-        for k, v in mod.state_dict().items():
-            state[f"{name}.{k}"] = v.detach().contiguous()
-    save_file(state, str(out / f"rank{ctx.world.rank}.safetensors"))
-    (out / f"summary{ctx.world.rank}.json").write_text(json.dumps(summary))
-    if ctx.world.enabled:
-        from gaf.distributed import _leave
-        _leave()
-''')
-
 
 def test_two_ranks_end_with_the_same_weights(tmp_path, tiny_clip):
     sets = [f"conditioner.clip={json.dumps(str(tiny_clip))}", "dataset.resolution=16",
@@ -59,12 +28,7 @@ def test_two_ranks_end_with_the_same_weights(tmp_path, tiny_clip):
             "train.batch_size=8",
             "train.log_every=1", "objective.eval_images=0", "device=\"cpu\"",
             "progress=false"]
-    script = tmp_path / "gan_script.py"
-    script.write_text(SCRIPT)
-    out = run_script(script, [str(tmp_path / "two"), json.dumps(sets)], 2,
-                     env={"OMP_NUM_THREADS": "1"}, log=tmp_path / "two.log")
-    assert out.returncode == 0, out.stderr[-3000:]
-    r0, r1 = (load_file(str(tmp_path / "two" / f"rank{r}.safetensors")) for r in (0, 1))
+    r0, r1 = train_ranks("gan-int-cls-modern", sets, tmp_path, "two", 2)
     assert r0.keys() == r1.keys()
     compared = 0
     for key in r0:

@@ -6,43 +6,15 @@ batches within round-off."""
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import gaf
 
-from torchrun_launch import run_script  # tests/ is on sys.path (conftest)
+from torchrun_launch import two_ranks_and_merged  # tests/ is on sys.path (conftest)
 
 pytestmark = pytest.mark.slow
-
-SCRIPT = textwrap.dedent('''
-    import json, sys
-    from pathlib import Path
-    import torch
-    from safetensors.torch import save_file
-    from gaf.registry import REGISTRY
-    from gaf.runs import RunContext
-    from gaf.spec import resolve
-    from gaf.train import train
-
-    torch.set_num_threads(1)
-    out, sets = Path(sys.argv[1]), json.loads(sys.argv[2])
-    name = sys.argv[3]
-    spec = resolve(objective=name, sets=sets)
-    obj = REGISTRY.get("objective", name)(spec.objective_config)
-    (out / "run").mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(spec, out / "run")
-    train(obj, ctx)
-    state = {k: v.detach().contiguous() for k, v in obj.model.state_dict().items()}
-    save_file(state, str(out / f"rank{ctx.world.rank}.safetensors"))
-    if ctx.world.enabled:
-        from gaf.distributed import _leave
-        _leave()
-''')
-
 
 @pytest.mark.parametrize("objective", ["dalle", "parti"])
 def test_two_ranks_match_each_other_and_one_process(tmp_path, objective):
@@ -60,14 +32,9 @@ def test_two_ranks_match_each_other_and_one_process(tmp_path, objective):
             "train.log_every=1", "train.warmup_steps=0", "objective.eval_images=0",
             "device=\"cpu\"",
             "progress=false"]
-    script = tmp_path / "dalle_script.py"
-    script.write_text(SCRIPT)
-    for name, nproc in (("two", 2), ("one", 1)):
-        out = run_script(script, [str(tmp_path / name), json.dumps(sets), objective], nproc,
-                         env={"OMP_NUM_THREADS": "1"}, log=tmp_path / f"{name}.log")
-        assert out.returncode == 0, out.stderr[-3000:]
-    r0, r1, one = (load_file(str(tmp_path / d / f"rank{r}.safetensors"))
-                   for d, r in (("two", 0), ("two", 1), ("one", 0)))
+    # (one process: the plain run on the same global batches, not a merged one)
+    r0, r1, one = two_ranks_and_merged(objective, sets, tmp_path, merge=False)
+    assert {k.split(".")[0] for k in r0} == {"token_model"}
     for key in r0:
         torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0, msg=key)
         torch.testing.assert_close(r0[key], one[key], rtol=1e-5, atol=1e-5, msg=key)

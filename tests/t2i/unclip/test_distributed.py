@@ -7,77 +7,25 @@ tests/t2i/test_ldm_distributed.py)."""
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from tiny_unclip import TINY  # tests/ is on sys.path (conftest)
-from torchrun_launch import run_script
+from torchrun_launch import assert_two_ranks_equal_merged, two_ranks_and_merged
 
 pytestmark = pytest.mark.slow
-
-SCRIPT = textwrap.dedent('''
-    import json, sys
-    from pathlib import Path
-    import torch
-    from safetensors.torch import save_file
-    from gaf.distributed import World
-    from gaf.registry import REGISTRY
-    from gaf.runs import RunContext
-    from gaf.spec import resolve
-    from gaf.train import train
-
-    torch.set_num_threads(1)
-    out, sets, merge = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "merge"
-    spec = resolve(objective="unclip", components={"autoencoder": "none"}, sets=sets)
-    obj = REGISTRY.get("objective", "unclip")(spec.objective_config)
-    obj.evaluate = lambda ctx: {}
-    if merge:  # one process trains on what ranks 0 and 1 of 2 would draw, together
-        batch_of = obj.train_batch
-        def merged(index):
-            own, parts = obj.world, []
-            for rank in (0, 1):
-                obj.world = World(rank=rank, size=2)
-                parts.append(batch_of(index))
-            obj.world = own
-            return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        obj.train_batch = merged
-    (out / "run").mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(spec, out / "run")
-    train(obj, ctx)
-    state = {f"{name}.{k}": v.detach().contiguous()
-             for name, mod in obj.modules().items() for k, v in mod.state_dict().items()}
-    save_file(state, str(out / f"rank{ctx.world.rank}.safetensors"))
-    if ctx.world.enabled:
-        from gaf.distributed import _leave
-        _leave()
-''')
 
 
 def test_two_ranks_agree_and_equal_one_merged_process(tmp_path, tiny_clip):
     sets = [f"conditioner.clip={json.dumps(str(tiny_clip))}", *TINY, "train.lr=1e-3",
             "objective.eval_images=0", "objective.ema_decay=0.9", "device=\"cpu\"",
             "objective.p_drop_embedding=0.5", "objective.p_drop_prior_text=0.5"]
-    script = tmp_path / "unclip_script.py"
-    script.write_text(SCRIPT)
-    for name, nproc, mode in (("two", 2, "plain"), ("one", 1, "merge")):
-        done = run_script(script, [str(tmp_path / name), json.dumps(sets), mode], nproc,
-                          env={"OMP_NUM_THREADS": "1"}, log=tmp_path / f"{name}.log")
-        assert done.returncode == 0, done.stderr[-3000:]
-    r0, r1, one = (load_file(str(tmp_path / d / f"rank{r}.safetensors"))
-                   for d, r in (("two", 0), ("two", 1), ("one", 0)))
-    assert {k.split(".")[0] for k in r0} == {"noise_model", "prior", "noise_model_ema",
-                                            "prior_ema"}
-    for key in r0:
-        assert torch.equal(r0[key], r1[key]), key
-        torch.testing.assert_close(r0[key], one[key], rtol=0, atol=1e-5, msg=key)
-    logs = [[json.loads(x) for x in (tmp_path / n / "run" / "metrics.jsonl").read_text()
-             .splitlines()] for n in ("two", "one")]
-    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [1, 2, 3]
-    for a, b in zip(*logs):
-        for key in ("loss", "loss_decoder", "loss_prior"):
-            assert abs(a[key] - b[key]) < 1e-5, (key, a[key], b[key])
+    weights = two_ranks_and_merged("unclip", sets, tmp_path,
+                                   components={"autoencoder": "none"})
+    assert_two_ranks_equal_merged(
+        weights, tmp_path, {"noise_model", "prior", "noise_model_ema", "prior_ema"},
+        [1, 2, 3], ("loss", "loss_decoder", "loss_prior"))
+    r0 = weights[0]
     # the weights moved: the trained prior is not its EMA shadow
     assert not torch.equal(r0["prior.out_proj.weight"], r0["prior_ema.out_proj.weight"])
