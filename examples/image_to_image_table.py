@@ -1,10 +1,12 @@
 """The figures of finished ``image-to-image`` runs as markdown tables.
 
-    python examples/image_to_image_table.py RUN_DIR [RUN_DIR ...]
+    python examples/image_to_image_table.py RUN_DIR [RUN_DIR ...] [--metrics eval.json]
 
 Nothing is sampled: each run's evaluation (``summary.json``, written by
 :func:`gaf.plugins.t2i.image_to_image.evaluation.image_to_image_figures` on the split
-its ``objective.eval_split`` names) becomes one table, a row per setting (mask kind,
+its ``objective.eval_split`` names; or, with ``--metrics FILE``, that file of the run
+directory, e.g. the ``eval.json`` of a ``gaf eval RUN_DIR --set …`` re-evaluation)
+becomes one table, a row per setting (mask kind,
 ``sr`` or ``colour``) and fill (the baseline, the model without a caption, with it,
 and the real images), with the ``shapes`` evaluator's colour, shape, position and exact
 match (± binomial standard errors), PSNR, SSIM and, for the captioned outputs, the
@@ -41,8 +43,8 @@ def settings(summary: dict[str, Any]) -> list[str]:
     return out
 
 
-def table(run_dir: Path) -> str:
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+def table(run_dir: Path, metrics: str = "summary.json") -> str:
+    summary = json.loads((run_dir / metrics).read_text(encoding="utf-8"))
     config = (run_dir / "config.toml").read_text(encoding="utf-8")
     task = next((line.split("=", 1)[1].strip().strip('"') for line in config.splitlines()
                  if line.startswith("task =")), "?")
@@ -70,8 +72,10 @@ def table(run_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--metrics", default="summary.json",
+                        help="the metrics file in each run directory (default: summary.json)")
     args = parser.parse_args(argv)
-    print("\n".join(table(run) for run in args.runs))
+    print("\n".join(table(run, args.metrics) for run in args.runs))
     return 0
 
 

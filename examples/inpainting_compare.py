@@ -119,7 +119,7 @@ def compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     jump_length = args.jump_length or repaint.JUMP_LENGTH
     jump_n = args.jump_n_sample or repaint.JUMP_N_SAMPLE
     inpainter = gaf.REGISTRY.get("pipeline", "image-to-image").from_run(args.inpainter,
-                                                                       scheduler="ddim")
+                                                                       scheduler="ddpm")
     generator = gaf.REGISTRY.get("pipeline", "diffusion").from_run(args.generator,
                                                                   scheduler="ddim")
     eval_ds, real, captions = load_eval(args.inpainter, args.split, args.images)

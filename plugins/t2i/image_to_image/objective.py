@@ -83,6 +83,10 @@ class ImageToImageConfig(LDMConfig):
     eval_images: int = option(200, "eval items per evaluated setting (0 = no evaluation)",
                               ge=0)
     eval_steps: int = option(50, "sampling steps of the evaluation", ge=1)
+    eval_scheduler: str = option(
+        "ddpm", "scheduler of the evaluation's samples: ancestral ddpm, as SR3 and Palette "
+                "sample and as gaf sample does by default (chosen on validation over "
+                "deterministic ddim, whose flat regions keep a faint grain)")
     fd_guidance: float = option(1.0, "classifier-free guidance scale of the evaluation's "
                                      "captioned samples (1 = none)", ge=0)
 
