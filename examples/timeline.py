@@ -10,7 +10,11 @@
 
     timeline = {"year": 2021, "method": "latent diffusion", "paper": "Rombach et al."}
 
-A third-party objective registered through an entry point joins the table the same
+A baseline that fine-tunes another's run (``diffusion-dpo`` fine-tunes ``ldm``'s)
+names it as ``"init_run": "ldm"``; when it is trained here, the run of that baseline
+(trained or reused in the same invocation, which runs it first since the years are in
+order, or else ``RUNS_DIR/timeline-ldm`` from an earlier one) is passed as
+``objective.init_run``. A third-party objective registered through an entry point joins the table the same
 way. Objectives without the attribute are not baselines (an import failure is reported
 and skipped).
 
@@ -283,6 +287,23 @@ def _parse_reuse(items: Sequence[str], known: Sequence[str]) -> dict[str, Path]:
     return out
 
 
+def init_run(name: str, meta: Mapping[str, Any], made: Mapping[str, Path],
+             runs_dir: Path) -> Path:
+    """The run that baseline ``name`` fine-tunes (its ``timeline["init_run"]`` names the
+    baseline): the one trained or reused in this invocation, else the one a previous
+    invocation trained in ``runs_dir``."""
+    from gaf.errors import BadConfig
+
+    base = str(meta["init_run"])
+    if base in made:
+        return Path(made[base]).resolve()
+    previous = runs_dir / f"timeline-{base}"
+    if (previous / "pipeline.json").is_file():
+        return previous.resolve()
+    raise BadConfig(f"baseline {name!r} fine-tunes a {base!r} run: run that baseline too "
+                    f"(--only {base}), pass --reuse {base}=RUN_DIR, or --reuse {name}=RUN_DIR")
+
+
 def run_baseline(name: str, *, reuse: Path | None, sets: Sequence[str], runs_dir: Path,
                  device: str | None) -> tuple[dict[str, Any], dict[str, Any] | None, Path, str]:
     """Train or re-evaluate one baseline → (metrics, summary, run_dir, gaf command)."""
@@ -335,14 +356,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     command = "python examples/timeline.py " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     commit = _commit()
-    new = {}
+    new: dict[str, Any] = {}
+    made: dict[str, Path] = dict(reuse)
     for name, meta in found.items():
         if args.only and name not in args.only:
             continue
         print(f"timeline: {name} ({meta['method']}, {meta['year']})", flush=True)
+        sets = _sets_for(name, args.sets)
+        if reuse.get(name) is None and meta.get("init_run"):
+            sets = [f"objective.init_run={json.dumps(str(init_run(name, meta, made, args.runs_dir)))}",
+                    *sets]
         metrics, summary, run_dir, run_cmd = run_baseline(
-            name, reuse=reuse.get(name), sets=_sets_for(name, args.sets),
-            runs_dir=args.runs_dir, device=args.device)
+            name, reuse=reuse.get(name), sets=sets, runs_dir=args.runs_dir, device=args.device)
+        made[name] = run_dir
         new[name] = entry(name, meta, metrics, summary, run_dir=str(run_dir),
                           command=command.strip(), run_command=run_cmd, commit=commit)
     merged = write_docs(args.docs, new)

@@ -158,6 +158,44 @@ def test_per_objective_sets_go_to_their_objective_only():
     assert timeline._sets_for("gan", sets) == ["train.steps=3", "train.lr=1"]
 
 
+def test_a_fine_tuning_baseline_is_given_the_run_it_fine_tunes(tmp_path):
+    meta = {"year": 2023, "method": "m", "init_run": "ldm"}
+    made = {"ldm": tmp_path / "trained-now"}
+    assert timeline.init_run("dpo", meta, made, tmp_path) == (tmp_path / "trained-now").resolve()
+    with pytest.raises(BadConfig, match=r"'dpo' fine-tunes a 'ldm' run.*--reuse ldm=RUN_DIR"):
+        timeline.init_run("dpo", meta, {}, tmp_path)
+    previous = tmp_path / "timeline-ldm"
+    previous.mkdir()
+    (previous / "pipeline.json").write_text("{}", encoding="utf-8")
+    assert timeline.init_run("dpo", meta, {}, tmp_path) == previous.resolve()
+
+
+def test_main_trains_diffusion_dpo_from_the_ldm_run_it_made(tmp_path, monkeypatch):
+    assert timeline.baselines()["diffusion-dpo"]["init_run"] == "ldm"
+    calls = []
+
+    def fake_run(name, *, reuse, sets, runs_dir, device):
+        calls.append((name, reuse, sets))
+        return {}, None, runs_dir / f"timeline-{name}", f"gaf run --objective {name}"
+
+    monkeypatch.setattr(timeline, "run_baseline", fake_run)
+    monkeypatch.setattr(timeline, "check_docs", lambda docs: None)
+    monkeypatch.setattr(timeline, "write_docs", lambda docs, new: new)
+    timeline.main(["--only", "diffusion-dpo", "--only", "ldm", "--runs-dir", str(tmp_path),
+                   "--set", "train.steps=3"])
+    assert [c[0] for c in calls] == ["ldm", "diffusion-dpo"]  # the base first (by year)
+    base = json.dumps(str((tmp_path / "timeline-ldm").resolve()))
+    assert calls[0][2] == ["train.steps=3"]
+    assert calls[1][2] == [f"objective.init_run={base}", "train.steps=3"]
+    calls.clear()  # a reused fine-tuned run is only re-evaluated: no init_run is set
+    reused = tmp_path / "dpo"
+    reused.mkdir()
+    (reused / "config.toml").write_text("", encoding="utf-8")
+    timeline.main(["--only", "diffusion-dpo", "--reuse", f"diffusion-dpo={reused}",
+                   "--runs-dir", str(tmp_path / "none")])
+    assert calls == [("diffusion-dpo", reused, [])]
+
+
 TINY = tiny_ldm_sets()
 
 

@@ -5,9 +5,9 @@ Diffusion-DPO) with the project's preference losses.
 ``--data pairs.jsonl``) trains, in one run directory:
 
 1. **the preference data** (:mod:`.data`): with ``preferences = "sample"`` (what
-   ``"auto"`` means without ``--data``) ``samples_per_prompt`` images of each distinct
-   training caption of the base run's dataset (the first ``prompts``; 0 = all) are
-   sampled from the base run's pipeline and labelled by a **generation CLIP**, never
+   ``"auto"`` means without ``--data``) ``samples_per_prompt`` images of each of the first
+   ``prompts`` distinct training captions of the base run's dataset (0 = all of them,
+   a long job on a CPU; the default 500 gives about 3,000 pairs) are sampled from the base run's pipeline and labelled by a **generation CLIP**, never
    the evaluation CLIP: ``reward_clip`` (a ``clip`` run directory) or one trained for
    ``reward_clip_steps`` steps on the training split as a stage in
    ``RUN_DIR/reward_clip/``; the pairs are cached in ``RUN_DIR/data/preferences.jsonl``
@@ -37,6 +37,12 @@ preference loss (``loss``: ``dpo``, ``cdpo``, ``robust``, ``ipo`` or ``hinge``) 
 ``β`` (``beta``). With ``p_uncond > 0`` a pair's caption is replaced by the
 conditioner's null for both images (off by default).
 
+**The baseline** ``loss = "sft"`` fine-tunes on the winners only: the base run's own
+loss (the mean squared error in the model's parameterisation, as ``ldm`` trains) on
+each pair's chosen image at the pair's ``t`` and ``ε``; the loser and the reference
+are still run so that the same metrics are logged (``implicit_accuracy`` tells whether
+plain fine-tuning on the winners also separates the pairs).
+
 **β is provisional.** The paper's 2,500–5,000 are for Stable Diffusion's 4×64×64
 latents with mean errors; the scale of ``h`` differs here, so the default ``beta`` is a
 starting point until a sweep on the validation split sets it.
@@ -61,6 +67,7 @@ from typing import Any, Literal
 
 import attrs
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gaf.atomic import atomic_write_text
@@ -91,8 +98,9 @@ class DiffusionDPOConfig(LDMConfig):
     init_run: str = option("", "the trained ldm run to fine-tune (its directory; required)")
     init_ema: bool = option(True, "start from, and refer to, the base run's EMA weights "
                                   "(what its pipeline samples with)")
-    loss: Literal["dpo", "cdpo", "robust", "ipo", "hinge"] = option(
-        "dpo", "preference loss applied to the margin h (gaf.plugins.preference.losses)")
+    loss: Literal["dpo", "cdpo", "robust", "ipo", "hinge", "sft"] = option(
+        "dpo", "preference loss applied to the margin h (gaf.plugins.preference.losses), "
+               "or 'sft': the baseline that fine-tunes on the winners only")
     beta: float = option(1000.0, "β of the loss, T folded in (provisional: sweep it on "
                                  "validation for this latent size)", gt=0)
     label_smoothing: float = option(0.1, "ε of cdpo and robust (assumed label-flip rate)",
@@ -104,8 +112,8 @@ class DiffusionDPOConfig(LDMConfig):
                 "CLIP), 'file' (task.path, set by --data) or 'auto' (file when a path is "
                 "given, else sample)")
     samples_per_prompt: int = option(4, "images sampled per training caption (K)", ge=2)
-    prompts: int = option(0, "training captions to sample for (the first distinct ones; "
-                             "0 = all)", ge=0)
+    prompts: int = option(500, "training captions to sample for (the first distinct ones; "
+                               "0 = all)", ge=0)
     sample_steps: int = option(50, "sampling steps of the preference images", ge=1)
     sample_guidance: float = option(3.0, "guidance scale of the preference images", ge=0)
     sample_scheduler: str = option("ddim", "scheduler that samples the preference images")
@@ -127,7 +135,12 @@ class DiffusionDPO(LDM):
     #: ``--data FILE`` sets the ``jsonl`` task's path; everything else is the base run's
     uses = {"task": "jsonl"}
     unit = "pairs"
-    timeline = None  # its row (LDM + Diffusion-DPO) needs a base run: not a plain baseline
+    #: a row of the timeline table; ``init_run`` names the baseline whose run it
+    #: fine-tunes (examples/timeline.py passes that run as ``objective.init_run``)
+    timeline = {"year": 2023, "method": "latent diffusion + Diffusion-DPO",
+                "paper": "Wallace et al., Diffusion Model Alignment Using Direct Preference "
+                         "Optimization (arXiv 2311.12908)",
+                "init_run": "ldm"}
     train_defaults = {"steps": 500, "batch_size": 16, "lr": 1e-4, "warmup_steps": 20,
                       "schedule": "constant", "max_grad_norm": 1.0, "log_every": 10}
     plot_keys = ("loss", "implicit_accuracy", "margin", "reward_margin", "lr", "grad_norm")
@@ -320,15 +333,20 @@ class DiffusionDPO(LDM):
 
     # ------------------------------------------------------------------- loss
 
-    def errors(self, model: Any, z0: Tensor, t: Tensor, noise: Tensor,
-               context: Tensor) -> Tensor:
-        """``(N,)`` ε errors of ``model`` at ``x_t`` of ``z0`` (:mod:`.loss`)."""
+    def predict(self, model: Any, z0: Tensor, t: Tensor, noise: Tensor,
+                context: Tensor) -> tuple[Tensor, Tensor]:
+        """``model``'s output at ``x_t`` of ``z0`` and its training target (in the
+        model's own parameterisation: ε, v or x0)."""
         sched = self.scheduler
         out = model(sched.add_noise(z0, noise, t), t, context)
+        return out, sched.training_target(z0, noise, t)
+
+    def errors(self, out: Tensor, target: Tensor, t: Tensor) -> Tensor:
+        """``(N,)`` ε errors of the outputs ``out`` at timesteps ``t`` (:mod:`.loss`)."""
+        sched = self.scheduler
         alpha_bar = sched.alphas_cumprod.to(t.device)[t]
         weight = epsilon_error_weight(sched.config.prediction_type, alpha_bar)
-        return denoising_errors(out, sched.training_target(z0, noise, t), weight,
-                                self.config.error_reduction)
+        return denoising_errors(out, target, weight, self.config.error_reduction)
 
     def loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         cfg = self.config
@@ -341,11 +359,15 @@ class DiffusionDPO(LDM):
             null = self.conditioner.null(n).to(context)
             context = torch.where(batch["drop"][:, None, None], null, context)
         context = torch.cat([context, context])
-        errors = self.errors(self.noise_model, z0, t, noise, context)
+        out, target = self.predict(self.noise_model, z0, t, noise, context)
+        errors = self.errors(out, target, t)
         with torch.no_grad():
-            ref_errors = self.errors(self.reference, z0, t, noise, context)
+            ref_errors = self.errors(*self.predict(self.reference, z0, t, noise, context), t)
         h = pair_margin(errors, ref_errors)
-        loss = pair_loss(cfg.loss, h, cfg.beta, cfg.label_smoothing).mean()
+        if cfg.loss == "sft":  # the baseline: the base run's own loss on the winners only
+            loss = F.mse_loss(out[:n].float(), target[:n].float())
+        else:
+            loss = pair_loss(cfg.loss, h, cfg.beta, cfg.label_smoothing).mean()
         seen = h.detach()
         metrics = {"implicit_accuracy": float((seen > 0).float().mean()),
                    "margin": float(seen.mean()), "rewards/margins": float(cfg.beta * seen.mean()),

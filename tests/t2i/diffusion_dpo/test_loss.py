@@ -204,3 +204,31 @@ def test_config_validates():
     with pytest.raises(gaf.errors.BadConfig, match="loss"):
         gaf.config.from_dict(DiffusionDPOConfig, {"loss": "simpo"})
     assert attrs.has(DiffusionDPOConfig)
+
+
+@pytest.mark.parametrize("prediction", ["v_prediction", "epsilon"])
+def test_sft_baseline_is_the_base_loss_on_the_winners_only(prediction):
+    """loss = "sft": the mean squared error in the model's own parameterisation (what
+    ``ldm`` trains) on the chosen images, computed here in float64; the losers change
+    nothing but the logged margin."""
+    obj = bare_objective(prediction, loss="sft")
+    batch = a_batch()
+    loss, metrics = obj.loss(batch)
+    params = list(obj.noise_model.parameters())
+    grads = torch.autograd.grad(loss, params)
+    other = dict(batch, z_rejected=batch["z_rejected"] + 3.0)
+    loss2, metrics2 = obj.loss(other)
+    grads2 = torch.autograd.grad(loss2, params)
+    assert float(loss2.detach()) == float(loss.detach())
+    assert metrics2["margin"] != metrics["margin"] and "implicit_accuracy" in metrics
+    assert any(g.abs().sum() > 0 for g in grads)
+    for a, b in zip(grads, grads2):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    z0, eps, t = batch["z_chosen"].double(), batch["noise"].double(), batch["t"]
+    ab = obj.scheduler.alphas_cumprod[t].double()[:, None, None, None]
+    x_t = ab.sqrt() * z0 + (1 - ab).sqrt() * eps
+    target = ab.sqrt() * eps - (1 - ab).sqrt() * z0 if prediction == "v_prediction" else eps
+    with torch.no_grad():
+        out = obj.noise_model.double()(x_t, t, obj.conditioner(batch["conditions"]).double())
+    expected = ((out - target) ** 2).mean()
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)

@@ -1,0 +1,329 @@
+"""What a ``diffusion-dpo`` run bought: the reward it optimised against what it was for.
+
+    python examples/diffusion_dpo_report.py curve RUN_DIR [--split validation] [--plot P]
+    python examples/diffusion_dpo_report.py sweep RUN_DIR [RUN_DIR ...] [--plot P]
+
+Both read finished ``diffusion-dpo`` runs and sample, for the first ``--images``
+captions of ``--split`` that no training caption states (the evaluation's ``unseen``
+set, with its seeds: caption ``i`` of the split is drawn with seed ``seed + i``), one
+image each at ``--guidance`` with the run's evaluation sampler, and score the samples
+twice:
+
+* **the proxy**: the mean cosine similarity of the *generation* CLIP, the reward that
+  labelled the run's pairs (``objective.reward_clip``, else ``RUN_DIR/reward_clip``,
+  or ``--reward-clip DIR``);
+* **the goal**: the analytic evaluator's attribute accuracies and exact match (±
+  binomial standard errors), the shared evaluation's own scores
+  (:func:`gaf.plugins.t2i.evaluation.attribute_scores`).
+
+``curve`` does this for the base weights (step 0: the reference) and every checkpoint
+the run kept (train with ``--set train.save_every=N --set train.keep_checkpoints=K``),
+the over-optimisation curve RLHF papers draw, and plots it beside the implicit
+accuracy logged during training (``metrics.jsonl``). ``sweep`` does it for the final
+weights of each run and the base once, and plots it against each run's ``β`` (a
+winners-only ``sft`` run is a separate point). Each prints a markdown table and, with
+``--json``, writes the rows.
+
+Nothing here trains; the held-out ``eval`` split should be read once, for the settings
+chosen on ``validation`` (the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ATTRIBUTES = ("colour", "shape", "size", "position", "relation", "count")
+
+
+class Scorer:
+    """A ``diffusion-dpo`` run, rebuilt from its ``config.toml`` as ``gaf eval`` does,
+    with its unseen captions of ``split`` and its generation CLIP."""
+
+    def __init__(self, run_dir: Path, *, split: str, images: int, guidance: float,
+                 reward_clip: str | None = None):
+        import torch
+
+        from gaf import config as gconfig
+        from gaf.errors import BadConfig
+        from gaf.launch import build_objective
+        from gaf.registry import REGISTRY
+        from gaf.runs import RunContext
+        from gaf.spec import resolve
+        from gaf.plugins.clip.frozen import load_clip
+        from gaf.plugins.t2i.diffusion_dpo.base import base_context
+        from gaf.plugins.t2i.evaluation import caption_sets, evaluation_splits
+        from gaf.plugins.t2i.training_data import conditions_of
+
+        cfg_path = run_dir / "config.toml"
+        if not cfg_path.is_file():
+            raise BadConfig(f"{run_dir} is not a run directory (it has no config.toml)")
+        spec = resolve(gconfig.read_toml(cfg_path), registry=REGISTRY, where=str(cfg_path))
+        if spec.objective != "diffusion-dpo":
+            raise BadConfig(f"{run_dir} is a {spec.objective!r} run, not a diffusion-dpo run")
+        self.run_dir, self.spec = run_dir, spec
+        self.objective = build_objective(spec, REGISTRY)
+        ctx = RunContext(spec, run_dir, registry=REGISTRY)
+        torch.manual_seed(spec.seed)
+        self.objective.setup(ctx)
+        cfg = self.objective.config
+        self.beta, self.loss = float(cfg.beta), str(cfg.loss)
+        view = base_context(ctx, self.objective.base)
+        eval_ds, _, _ = evaluation_splits(view, split, self.objective.dataset, lambda m: None)
+        captions = conditions_of(eval_ds, "caption")
+        head = caption_sets(conditions_of(self.objective.dataset, "caption"), captions,
+                            images)["unseen"]
+        self.captions = [captions[i] for i in head]
+        self.seeds = [spec.seed + i for i in head]
+        self.evaluator = eval_ds.evaluator()
+        path = reward_clip or cfg.reward_clip or str(run_dir / "reward_clip")
+        self.reward_clip = str(Path(path).expanduser().resolve())
+        self.reward = load_clip(self.reward_clip, who="--reward-clip").to(ctx.device)
+        self.options = {"steps": cfg.eval_steps, "guidance": guidance}
+        self.batch_size = cfg.eval_batch_size
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """``(step, directory)`` of every checkpoint the run kept, in step order."""
+        found = []
+        for path in sorted((self.run_dir / "checkpoints").glob("step-*")):
+            if (path / "modules.safetensors").is_file():
+                found.append((int(path.name.removeprefix("step-")), path))
+        return found
+
+    def load(self, checkpoint: Path | None) -> None:
+        """The noise model's weights of ``checkpoint``; ``None``: the base (reference)
+        weights."""
+        from gaf.checkpoint import load_module_weights
+
+        obj = self.objective
+        if checkpoint is None:
+            obj.noise_model.load_state_dict(obj.reference.state_dict())
+        else:
+            load_module_weights(checkpoint, {"noise_model": obj.noise_model})
+
+    def load_final(self) -> None:
+        """The run's exported noise model (what ``gaf sample --pipeline`` samples)."""
+        from gaf.atomic import load_state, load_tensors
+        from gaf.components import WEIGHTS_FILE
+
+        weights = self.run_dir / "noise_model" / WEIGHTS_FILE
+        if weights.is_file():
+            load_state(self.objective.noise_model, load_tensors(weights), where=str(weights))
+        else:
+            *_, (_, last) = self.checkpoints() or [(0, None)]
+            self.load(last)
+
+    def score(self) -> dict[str, float]:
+        """The proxy and the goal of the current weights (module docstring)."""
+        import torch
+
+        from gaf.plugins.t2i.diffusion_dpo.data import clip_rewards
+        from gaf.plugins.t2i.evaluation import attribute_scores, sample_in_batches
+
+        obj = self.objective
+        obj.noise_model.eval()
+        with torch.no_grad():
+            images = sample_in_batches(obj.pipeline(), self.captions, self.seeds,
+                                       batch_size=self.batch_size, **self.options)
+            reward = clip_rewards(self.reward, images, self.captions).double()
+        out = {"reward": float(reward.mean()),
+               "reward_se": float(reward.std() / math.sqrt(len(reward)))}
+        scores = attribute_scores(self.evaluator, images, self.captions)
+        out.update(scores)
+        present = [scores[a] for a in ATTRIBUTES if a in scores]
+        out["attributes"] = sum(present) / len(present)
+        return out
+
+
+def implicit_accuracy(run_dir: Path) -> list[tuple[int, float]]:
+    """``(step, implicit_accuracy)`` as logged in the run's ``metrics.jsonl``."""
+    out = []
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if "implicit_accuracy" in row and "step" in row:
+                out.append((int(row["step"]), float(row["implicit_accuracy"])))
+    return out
+
+
+def _cell(row: dict[str, float], key: str, digits: int = 2) -> str:
+    se = row.get(f"{key}_se")
+    return f"{row[key]:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
+
+
+def markdown(rows: Sequence[dict[str, Any]], first: str) -> str:
+    head = (f"| {first} | generation-CLIP reward | " + " | ".join(ATTRIBUTES)
+            + " | mean attribute | exact |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(f"| {r['label']} | {_cell(r, 'reward', 4)} | "
+                     + " | ".join(_cell(r, a) if a in r else "—" for a in ATTRIBUTES)
+                     + f" | {r['attributes']:.3f} | {_cell(r, 'exact')} |")
+    return "\n".join(lines)
+
+
+def plot_curve(rows: Sequence[dict[str, Any]], accuracy: Sequence[tuple[int, float]],
+               path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    steps = [r["step"] for r in rows]
+    ax = axes[0]
+    if accuracy:
+        xs, ys = zip(*accuracy)
+        k = max(1, len(ys) // 25)
+        smooth = [sum(ys[max(0, i - k):i + 1]) / len(ys[max(0, i - k):i + 1])
+                  for i in range(len(ys))]
+        ax.plot(xs, ys, color="0.8", lw=0.8, label="per logged step")
+        ax.plot(xs, smooth, color="C0", label="running mean")
+    ax.axhline(0.5, color="0.5", ls=":")
+    ax.set(xlabel="step", ylabel="implicit accuracy (h > 0)", title="training pairs")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.errorbar(steps, [r["reward"] for r in rows], [r["reward_se"] for r in rows],
+                color="C1", marker="o", capsize=2)
+    ax.set(xlabel="step", ylabel="generation-CLIP reward (proxy)", title="held-out captions")
+    twin = ax.twinx()
+    twin.errorbar(steps, [r["exact"] for r in rows], [r["exact_se"] for r in rows],
+                  color="C2", marker="s", capsize=2)
+    twin.plot(steps, [r["attributes"] for r in rows], color="C2", ls="--", marker=".")
+    twin.set_ylabel("evaluator: exact (—), mean attribute (--)", color="C2")
+    ax = axes[2]
+    ax.errorbar([r["reward"] for r in rows], [r["exact"] for r in rows],
+                xerr=[r["reward_se"] for r in rows], yerr=[r["exact_se"] for r in rows],
+                color="C2", marker="s", capsize=2)
+    for r in rows:
+        ax.annotate(str(r["step"]), (r["reward"], r["exact"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel="generation-CLIP reward (proxy)", ylabel="evaluator exact match (goal)",
+           title="goal against proxy (labels: step)")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sweep(rows: Sequence[dict[str, Any]], base: dict[str, Any], path: Path,
+               title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dpo = sorted((r for r in rows if r["loss"] != "sft"), key=lambda r: r["beta"])
+    sft = [r for r in rows if r["loss"] == "sft"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in ((axes[0], "reward", "generation-CLIP reward (proxy)"),
+                           (axes[1], "exact", "evaluator exact match (goal)")):
+        ax.errorbar([r["beta"] for r in dpo], [r[key] for r in dpo],
+                    [r[f"{key}_se"] for r in dpo], marker="o", capsize=2, label="Diffusion-DPO")
+        ax.axhspan(base[key] - base[f"{key}_se"], base[key] + base[f"{key}_se"],
+                   color="0.85", label="base ± SE")
+        ax.axhline(base[key], color="0.4", lw=0.8)
+        for i, r in enumerate(sft):
+            ax.axhline(r[key], color="C3", ls="--", lw=1,
+                       label="winners only (sft)" if i == 0 else None)
+        if key == "exact":
+            ax.plot([r["beta"] for r in dpo], [r["attributes"] for r in dpo], color="C0",
+                    ls=":", marker=".", label="mean attribute (DPO)")
+        ax.set_xscale("log")
+        ax.set(xlabel="β", ylabel=label)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curve(args: argparse.Namespace) -> list[dict[str, Any]]:
+    run = Path(args.runs[0])
+    scorer = Scorer(run, split=args.split, images=args.images, guidance=args.guidance,
+                    reward_clip=args.reward_clip)
+    rows = []
+    for step, ckpt in [(0, None), *scorer.checkpoints()]:
+        scorer.load(ckpt)
+        row = {"step": step, "label": f"step {step}" + (" (base)" if ckpt is None else ""),
+               **scorer.score()}
+        print(f"step {step}: reward {row['reward']:.4f} exact {row['exact']:.3f} "
+              f"mean attribute {row['attributes']:.3f}", flush=True)
+        rows.append(row)
+    title = (f"{run.name}: {scorer.loss}, β {scorer.beta:g}; {len(scorer.captions)} unseen "
+             f"{args.split} captions, guidance {args.guidance:g}, one seed")
+    if args.plot:
+        plot_curve(rows, implicit_accuracy(run), Path(args.plot), title)
+    print(markdown(rows, "checkpoint"))
+    return rows
+
+
+def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows, base = [], None
+    for run in map(Path, args.runs):
+        scorer = Scorer(run, split=args.split, images=args.images, guidance=args.guidance,
+                        reward_clip=args.reward_clip)
+        if base is None:
+            scorer.load(None)
+            base = {"label": "base (the reference)", "beta": float("nan"), "loss": "base",
+                    "run": str(scorer.objective.base.root), **scorer.score()}
+            reward_clip = scorer.reward_clip
+        elif scorer.reward_clip != reward_clip:
+            from gaf.errors import BadConfig
+
+            raise BadConfig(f"{run} labels with {scorer.reward_clip}, the first run with "
+                            f"{reward_clip}: pass --reward-clip so that one proxy scores all")
+        scorer.load_final()
+        label = "winners only (sft)" if scorer.loss == "sft" else f"{scorer.loss}, β {scorer.beta:g}"
+        row = {"label": label, "beta": scorer.beta, "loss": scorer.loss, "run": str(run),
+               **scorer.score()}
+        print(f"{label}: reward {row['reward']:.4f} exact {row['exact']:.3f}", flush=True)
+        rows.append(row)
+    rows.sort(key=lambda r: (r["loss"] == "sft", r["beta"]))
+    if args.plot:
+        plot_sweep(rows, base, Path(args.plot),
+                   f"final weights; {args.images} unseen {args.split} captions, guidance "
+                   f"{args.guidance:g}, one seed")
+    print(markdown([base, *rows], "run"))
+    return [base, *rows]
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=("curve", "sweep"))
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--split", default="validation", choices=("validation", "eval"))
+    parser.add_argument("--images", type=int, default=200, help="unseen captions scored")
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--reward-clip", default=None, help="the generation CLIP run")
+    parser.add_argument("--plot", default=None, help="PNG to write")
+    parser.add_argument("--json", default=None, help="file for the rows")
+    args = parser.parse_args(argv)
+    if args.mode == "curve" and len(args.runs) != 1:
+        parser.error("curve reads one run")
+    rows = curve(args) if args.mode == "curve" else sweep(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return rows
+
+
+if __name__ == "__main__":
+    from gaf.errors import GafError
+
+    try:
+        main()
+    except GafError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,59 @@
+"""examples/diffusion_dpo_report.py on tiny runs: the over-optimisation curve starts at
+the base weights and ends at the run's final weights, and the sweep scores the base,
+each run's final weights and a winners-only run with one proxy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import gaf
+from gaf.errors import BadConfig
+from script_module import load_script  # tests/ is on sys.path (conftest)
+
+pytestmark = pytest.mark.slow
+
+report = load_script("examples/diffusion_dpo_report.py")
+
+
+def train(base, clip, out, name, *more):
+    run_dir, _ = gaf.run("diffusion-dpo", sets=[
+        f"out_dir={json.dumps(str(out))}", f"name={json.dumps(name)}",
+        f"objective.init_run={json.dumps(str(base))}", "objective.prompts=3",
+        "objective.samples_per_prompt=3", "objective.sample_steps=2",
+        f"objective.reward_clip={json.dumps(str(clip))}", "objective.eval_images=0",
+        "objective.eval_batch_size=8", "train.steps=3", "train.batch_size=4",
+        "train.save_every=1", "train.keep_checkpoints=5", "train.warmup_steps=0",
+        "train.lr=0.01", "progress=false", *more])
+    return run_dir
+
+
+SCORES = ("reward", "reward_se", "exact", "exact_se", "colour", "attributes", "n")
+
+
+def test_curve_and_sweep(base_run, tiny_clip, tmp_path):
+    dpo = train(base_run, tiny_clip, tmp_path, "dpo", "objective.beta=50")
+    sft = train(base_run, tiny_clip, tmp_path, "sft", "objective.loss=\"sft\"")
+    common = ["--split", "eval", "--images", "4", "--guidance", "2"]
+    curve = report.main(["curve", str(dpo), *common, "--plot", str(tmp_path / "curve.png"),
+                         "--json", str(tmp_path / "curve.json")])
+    assert [r["step"] for r in curve] == [0, 1, 2, 3]
+    assert json.loads((tmp_path / "curve.json").read_text()) == curve
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    assert curve[0]["n"] >= 1 and 0 <= curve[0]["exact"] <= 1
+    sweep = report.main(["sweep", str(sft), str(dpo), *common,
+                         "--plot", str(tmp_path / "sweep.png")])
+    base, first, second = sweep
+    assert base["loss"] == "base" and [first["loss"], second["loss"]] == ["dpo", "sft"]
+    assert first["beta"] == 50 and second["label"] == "winners only (sft)"
+    for key in SCORES:  # the same weights, captions and seeds give the same scores
+        assert base[key] == curve[0][key], key
+        assert first[key] == curve[-1][key], key
+    assert any(first[k] != base[k] for k in ("reward", "exact", "attributes"))
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_a_run_of_another_objective_is_refused(base_run):
+    with pytest.raises(BadConfig, match="not a diffusion-dpo run"):
+        report.main(["curve", str(base_run)])
