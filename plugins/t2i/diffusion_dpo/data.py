@@ -25,6 +25,8 @@ result); every pair with strictly different scores becomes (higher, lower) and t
 are dropped. :func:`write_preferences` stores them as such a file (PNGs in
 ``images/`` beside it), which is how a run caches them and a resumed run reads them
 back: the training data is always what the file holds (8-bit images).
+:func:`widest_pairs` keeps each prompt's pair of largest reward margin (the best image
+against the worst; the objective's ``pairs = "best-worst"``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from torch import Tensor
 from gaf.errors import BadData
 
 __all__ = ["PreferencePairs", "read_preferences", "sample_preferences", "write_preferences",
-           "clip_rewards", "ordered_pairs"]
+           "clip_rewards", "ordered_pairs", "widest_pairs"]
 
 
 @attrs.define
@@ -175,6 +177,24 @@ def read_preferences(path: str | Path, image_shape: Sequence[int], *,
     if not prompts:
         raise BadData("no preference pairs", path=str(path))
     return PreferencePairs(torch.stack(images), prompts, chosen, rejected, margins)
+
+
+def widest_pairs(pairs: PreferencePairs) -> PreferencePairs:
+    """Each prompt's one pair with the largest reward margin (the first on ties), in the
+    order the prompts first appear; with every ordered pair of ``K`` scored images
+    (what :func:`write_preferences` keeps) that is the best image against the worst.
+    A pair without a reward margin is a :class:`BadData`: there is nothing to rank by."""
+    best: dict[str, int] = {}
+    for p, (prompt, margin) in enumerate(zip(pairs.prompts, pairs.reward_margin)):
+        if math.isnan(margin):
+            raise BadData(f"pair {p} ({prompt!r}) has no reward margin (chosen_reward and "
+                          f"rejected_reward): the widest pair of a prompt needs them")
+        if prompt not in best or margin > pairs.reward_margin[best[prompt]]:
+            best[prompt] = p
+    keep = list(best.values())
+    return PreferencePairs(pairs.images, [pairs.prompts[p] for p in keep],
+                           [pairs.chosen[p] for p in keep], [pairs.rejected[p] for p in keep],
+                           [pairs.reward_margin[p] for p in keep])
 
 
 def _load(image_path: Path, shape: tuple[int, ...], path: Any, line: int | None,

@@ -12,7 +12,10 @@ Diffusion-DPO) with the project's preference losses.
    ``reward_clip_steps`` steps on the training split as a stage in
    ``RUN_DIR/reward_clip/``; the pairs are cached in ``RUN_DIR/data/preferences.jsonl``
    (and ``data/images/``), which a resumed run reads back. With ``preferences =
-   "file"`` (what ``"auto"`` means with ``--data FILE``) the pairs are the file's;
+   "file"`` (what ``"auto"`` means with ``--data FILE``) the pairs are the file's.
+   ``pairs = "best-worst"`` then keeps only each caption's pair of largest reward
+   margin (:func:`.data.widest_pairs`): the generation CLIP's small margins are the
+   pairs it orders least reliably;
 2. **the noise model**, initialised from the base run's (its EMA weights by default,
    ``init_ema``), against a frozen copy of those same weights as the reference; the
    conditioner and the first stage are the base run's, frozen; the training scheduler
@@ -79,7 +82,8 @@ from gaf.seeding import EpochOrder, torch_generator
 from ..diffusion_pipeline import PIPELINE_FILE
 from ..ldm import LDM, LDMConfig
 from .base import base_context, load_base
-from .data import PreferencePairs, read_preferences, sample_preferences, write_preferences
+from .data import (PreferencePairs, read_preferences, sample_preferences, widest_pairs,
+                   write_preferences)
 from .loss import denoising_errors, epsilon_error_weight, pair_loss, pair_margin
 
 __all__ = ["DiffusionDPO", "DiffusionDPOConfig"]
@@ -112,6 +116,10 @@ class DiffusionDPOConfig(LDMConfig):
                 "CLIP), 'file' (task.path, set by --data) or 'auto' (file when a path is "
                 "given, else sample)")
     samples_per_prompt: int = option(4, "images sampled per training caption (K)", ge=2)
+    pairs: Literal["all", "best-worst"] = option(
+        "all", "the pairs trained on: every strictly ordered pair of a caption's images, "
+               "or only its pair of largest reward margin (the best image against the "
+               "worst; needs the rewards, which sampled pairs carry)")
     prompts: int = option(500, "training captions to sample for (the first distinct ones; "
                                "0 = all)", ge=0)
     sample_steps: int = option(50, "sampling steps of the preference images", ge=1)
@@ -180,6 +188,8 @@ class DiffusionDPO(LDM):
         self.sample_shape = tuple(parts["sample_shape"])
         self.dataset = self.view.component("dataset")
         self.pairs = self._preferences(ctx)
+        if cfg.pairs == "best-worst":
+            self.pairs = widest_pairs(self.pairs)
         self.latents = self._encode(self.pairs.images)
         self.order = EpochOrder(len(self.pairs), self.seed, "diffusion-dpo-order")
         self.ema = {}

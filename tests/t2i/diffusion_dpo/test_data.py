@@ -10,9 +10,12 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gaf.cli import main
 from gaf.errors import BadData
+from gaf.plugins.t2i.diffusion_dpo import data as D
 from gaf.plugins.t2i.diffusion_dpo.data import read_preferences
 
 SHAPE = (3, 16, 16)
@@ -101,3 +104,62 @@ def test_gaf_run_data_trains_on_the_file(base_run, pair_file, tmp_path):
     assert [r["step"] for r in log if "loss" in r] == [1, 2]
     assert all("reward_margin" not in r for r in log)  # the file has no rewards
     assert not (out / "file" / "data").exists() and not (out / "file" / "reward_clip").exists()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 20), min_size=2, max_size=5), min_size=1, max_size=4))
+def test_widest_pairs_keep_the_best_against_the_worst_of_each_prompt(groups):
+    """From every ordered pair of each prompt's scored images (as a sampled file holds
+    them), best-worst keeps one pair per prompt: its highest reward against its lowest."""
+    prompts, chosen, rejected, margins, offset, expected = [], [], [], [], 0, {}
+    for g, rewards in enumerate(groups):
+        for w, lo in D.ordered_pairs(rewards):
+            prompts.append(f"p{g}")
+            chosen.append(offset + w)
+            rejected.append(offset + lo)
+            margins.append(float(rewards[w] - rewards[lo]))
+        if max(rewards) > min(rewards):
+            expected[f"p{g}"] = (max(rewards), min(rewards))
+        offset += len(rewards)
+    flat = [float(r) for rewards in groups for r in rewards]
+    pairs = D.PreferencePairs(torch.zeros(len(flat), 3, 2, 2), prompts, chosen, rejected,
+                              margins)
+    if not prompts:
+        return
+    kept = D.widest_pairs(pairs)
+    assert kept.prompts == list(expected)  # one per prompt with a strict order, in order
+    for prompt, w, lo, m in zip(kept.prompts, kept.chosen, kept.rejected, kept.reward_margin):
+        assert (flat[w], flat[lo]) == expected[prompt] and m == flat[w] - flat[lo]
+    assert kept.images is pairs.images
+
+
+def test_widest_pairs_need_rewards():
+    pairs = D.PreferencePairs(torch.zeros(2, 3, 2, 2), ["a"], [0], [1], [float("nan")])
+    with pytest.raises(BadData, match=r"pair 0 \('a'\) has no reward margin"):
+        D.widest_pairs(pairs)
+
+
+@pytest.mark.slow
+def test_best_worst_trains_on_each_prompts_widest_pair(base_run, files, tmp_path):
+    rows = []
+    for i in range(4):
+        files.write_png(tmp_path / "img" / f"w{i}.png", 2 * i)
+        files.write_png(tmp_path / "img" / f"l{i}.png", 2 * i + 1)
+        rows.append({"prompt": f"a red circle {i // 2}", "chosen": f"img/w{i}.png",
+                     "rejected": f"img/l{i}.png", "chosen_reward": 0.5 + 0.1 * i,
+                     "rejected_reward": 0.1})
+    path = files.write_pairs(tmp_path, rows)
+    out = tmp_path / "runs"
+    args = ["run", "--objective", "diffusion-dpo", "--data", str(path), "--set",
+            f"objective.init_run={json.dumps(str(base_run))}", "--set",
+            "objective.eval_images=0", "--set", "train.steps=1", "--set",
+            "train.batch_size=2", "--out", str(out)]
+    res = CliRunner().invoke(main, [*args, "--name", "bw", "--set",
+                                    'objective.pairs="best-worst"'])
+    assert res.exit_code == 0, res.output
+    assert "diffusion-dpo: 2 pairs over 8 images" in res.output  # rows 2 and 4 of 4
+    files.write_pairs(tmp_path, [{k: v for k, v in r.items() if "reward" not in k}
+                                 for r in rows])
+    res = CliRunner().invoke(main, [*args, "--name", "none", "--set",
+                                    'objective.pairs="best-worst"'])
+    assert res.exit_code == 2 and "has no reward margin" in res.output, res.output
