@@ -73,6 +73,7 @@ class Scorer:
         self.objective.setup(ctx)
         cfg = self.objective.config
         self.beta, self.loss = float(cfg.beta), str(cfg.loss)
+        self.pairs, self.lr = str(cfg.pairs), float(spec.train.lr)
         view = base_context(ctx, self.objective.base)
         eval_ds, _, _ = evaluation_splits(view, split, self.objective.dataset, lambda m: None)
         captions = conditions_of(eval_ds, "caption")
@@ -223,22 +224,26 @@ def plot_sweep(rows: Sequence[dict[str, Any]], base: dict[str, Any], path: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    dpo = sorted((r for r in rows if r["loss"] != "sft"), key=lambda r: r["beta"])
+    lines: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["loss"] != "sft":
+            lines.setdefault((r["loss"], r["pairs"], r["lr"]), []).append(r)
     sft = [r for r in rows if r["loss"] == "sft"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for ax, key, label in ((axes[0], "reward", "generation-CLIP reward (proxy)"),
-                           (axes[1], "exact", "evaluator exact match (goal)")):
-        ax.errorbar([r["beta"] for r in dpo], [r[key] for r in dpo],
-                    [r[f"{key}_se"] for r in dpo], marker="o", capsize=2, label="Diffusion-DPO")
-        ax.axhspan(base[key] - base[f"{key}_se"], base[key] + base[f"{key}_se"],
-                   color="0.85", label="base ± SE")
+                           (axes[1], "exact", "evaluator exact match (goal)"),
+                           (axes[2], "attributes", "evaluator mean attribute (goal)")):
+        for n, ((loss, pairs, lr), runs) in enumerate(sorted(lines.items())):
+            runs = sorted(runs, key=lambda r: r["beta"])
+            ax.errorbar([r["beta"] for r in runs], [r[key] for r in runs],
+                        [r.get(f"{key}_se", 0.0) for r in runs], marker="o", capsize=2,
+                        color=f"C{n}", label=f"{loss}, {pairs} pairs, lr {lr:g}")
+        se = base.get(f"{key}_se", 0.0)
+        ax.axhspan(base[key] - se, base[key] + se, color="0.85", label="base ± SE")
         ax.axhline(base[key], color="0.4", lw=0.8)
-        for i, r in enumerate(sft):
-            ax.axhline(r[key], color="C3", ls="--", lw=1,
-                       label="winners only (sft)" if i == 0 else None)
-        if key == "exact":
-            ax.plot([r["beta"] for r in dpo], [r["attributes"] for r in dpo], color="C0",
-                    ls=":", marker=".", label="mean attribute (DPO)")
+        for n, r in enumerate(sft):
+            ax.axhline(r[key], color=f"C{n + len(lines)}", ls="--", lw=1,
+                       label=f"winners only (sft), lr {r['lr']:g}")
         ax.set_xscale("log")
         ax.set(xlabel="β", ylabel=label)
         ax.legend(fontsize=7)
@@ -285,12 +290,15 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
             raise BadConfig(f"{run} labels with {scorer.reward_clip}, the first run with "
                             f"{reward_clip}: pass --reward-clip so that one proxy scores all")
         scorer.load_final()
-        label = "winners only (sft)" if scorer.loss == "sft" else f"{scorer.loss}, β {scorer.beta:g}"
-        row = {"label": label, "beta": scorer.beta, "loss": scorer.loss, "run": str(run),
+        label = ("winners only (sft)" if scorer.loss == "sft" else
+                 f"{scorer.loss}, β {scorer.beta:g}"
+                 + (", best-worst pairs" if scorer.pairs == "best-worst" else ""))
+        row = {"label": f"{label}, lr {scorer.lr:g}", "beta": scorer.beta,
+               "loss": scorer.loss, "pairs": scorer.pairs, "lr": scorer.lr, "run": str(run),
                **scorer.score()}
         print(f"{label}: reward {row['reward']:.4f} exact {row['exact']:.3f}", flush=True)
         rows.append(row)
-    rows.sort(key=lambda r: (r["loss"] == "sft", r["beta"]))
+    rows.sort(key=lambda r: (r["loss"] == "sft", r["pairs"], r["lr"], r["beta"]))
     if args.plot:
         plot_sweep(rows, base, Path(args.plot),
                    f"final weights; {args.images} unseen {args.split} captions, guidance "

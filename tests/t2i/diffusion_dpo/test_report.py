@@ -46,7 +46,8 @@ def test_curve_and_sweep(base_run, tiny_clip, tmp_path):
                          "--plot", str(tmp_path / "sweep.png")])
     base, first, second = sweep
     assert base["loss"] == "base" and [first["loss"], second["loss"]] == ["dpo", "sft"]
-    assert first["beta"] == 50 and second["label"] == "winners only (sft)"
+    assert first["beta"] == 50 and second["label"] == "winners only (sft), lr 0.01"
+    assert first["pairs"] == "all" and first["lr"] == 0.01
     for key in SCORES:  # the same weights, captions and seeds give the same scores
         assert base[key] == curve[0][key], key
         assert first[key] == curve[-1][key], key
