@@ -2,6 +2,13 @@
 
     python examples/diffusion_dpo_report.py curve RUN_DIR [--split validation] [--plot P]
     python examples/diffusion_dpo_report.py sweep RUN_DIR [RUN_DIR ...] [--plot P]
+    python examples/diffusion_dpo_report.py labels PAIRS.jsonl
+
+``labels`` asks how good the training labels are: the analytic evaluator scores each
+image of a preference file (a run's ``data/preferences.jsonl``) against its caption,
+and each pair is counted as agreeing (the chosen image has the larger fraction of
+correct attributes), disagreeing or tied, overall, by thirds of the reward margin, and
+for each caption's best image against its worst (``pairs = "best-worst"``).
 
 Both read finished ``diffusion-dpo`` runs and sample, for the first ``--images``
 captions of ``--split`` that no training caption states (the evaluation's ``unseen``
@@ -307,11 +314,73 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [base, *rows]
 
 
+def labels(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import numpy as np
+
+    from gaf.plugins.images.shapes_eval import ShapesEvaluator
+    from gaf.plugins.t2i.diffusion_dpo.data import PreferencePairs, read_preferences, widest_pairs
+
+    path = Path(args.runs[0])
+    first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    probe = read_preferences(path, _image_shape(path, first))
+    evaluator = ShapesEvaluator(probe.images.shape[-1])
+    cache: dict[tuple[int, str], float] = {}
+
+    def fraction(image: int, caption: str) -> float:
+        if (image, caption) not in cache:
+            checks = evaluator.check(probe.images[image], caption)
+            values = [int(v) for key, ok in checks.items() if key != "exact"
+                      for v in (ok if isinstance(ok, list) else [ok])]
+            cache[image, caption] = sum(values) / max(1, len(values))
+        return cache[image, caption]
+
+    def count(label: str, pairs: PreferencePairs) -> dict[str, Any]:
+        agree = disagree = 0
+        for prompt, w, lo in zip(pairs.prompts, pairs.chosen, pairs.rejected):
+            a, b = fraction(w, prompt), fraction(lo, prompt)
+            agree, disagree = agree + (a > b), disagree + (a < b)
+        decided = agree + disagree
+        acc = agree / decided if decided else float("nan")
+        return {"label": label, "pairs": len(pairs), "agree": agree, "disagree": disagree,
+                "tied": len(pairs) - decided, "accuracy": acc,
+                "accuracy_se": math.sqrt(acc * (1 - acc) / decided) if decided else float("nan")}
+
+    def subset(keep: list[int]) -> PreferencePairs:
+        return PreferencePairs(probe.images, [probe.prompts[p] for p in keep],
+                               [probe.chosen[p] for p in keep], [probe.rejected[p] for p in keep],
+                               [probe.reward_margin[p] for p in keep])
+
+    rows = [count("all pairs", probe)]
+    margins = np.asarray(probe.reward_margin, dtype=float)
+    if not np.isnan(margins).any():
+        edges = np.quantile(margins, [0, 1 / 3, 2 / 3, 1])
+        for n, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+            keep = [p for p, m in enumerate(margins) if (lo <= m < hi) or (n == 2 and m == hi)]
+            rows.append(count(f"reward margin {lo:.3f}–{hi:.3f}", subset(keep)))
+        rows.append(count("best against worst", widest_pairs(probe)))
+    lines = ["| pairs | n | evaluator agrees / disagrees / tied | agreement of the decided |",
+             "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['pairs']} | {r['agree']} / {r['disagree']} / "
+                     f"{r['tied']} | {r['accuracy']:.2f} ± {r['accuracy_se']:.2f} |")
+    print("\n".join(lines))
+    return rows
+
+
+def _image_shape(path: Path, row: dict[str, Any]) -> tuple[int, ...]:
+    """The shape of the file's first chosen image (every image must share it)."""
+    from PIL import Image
+
+    image = Path(row["chosen"])
+    with Image.open(image if image.is_absolute() else path.parent / image) as im:
+        return (len(im.getbands()), im.height, im.width)
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("curve", "sweep"))
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("mode", choices=("curve", "sweep", "labels"))
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR (labels: PAIRS.jsonl)")
     parser.add_argument("--split", default="validation", choices=("validation", "eval"))
     parser.add_argument("--images", type=int, default=200, help="unseen captions scored")
     parser.add_argument("--guidance", type=float, default=3.0)
@@ -319,9 +388,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--plot", default=None, help="PNG to write")
     parser.add_argument("--json", default=None, help="file for the rows")
     args = parser.parse_args(argv)
-    if args.mode == "curve" and len(args.runs) != 1:
-        parser.error("curve reads one run")
-    rows = curve(args) if args.mode == "curve" else sweep(args)
+    if args.mode in ("curve", "labels") and len(args.runs) != 1:
+        parser.error(f"{args.mode} reads one run (labels: one file)")
+    rows = {"curve": curve, "sweep": sweep, "labels": labels}[args.mode](args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return rows

@@ -53,6 +53,15 @@ def test_curve_and_sweep(base_run, tiny_clip, tmp_path):
         assert first[key] == curve[-1][key], key
     assert any(first[k] != base[k] for k in ("reward", "exact", "attributes"))
     assert (tmp_path / "sweep.png").stat().st_size > 0
+    pairs_file = dpo / "data" / "preferences.jsonl"
+    rows = [json.loads(x) for x in pairs_file.read_text().splitlines()]
+    table = report.main(["labels", str(pairs_file)])
+    assert table[0]["pairs"] == len(rows)
+    for r in table:
+        assert r["agree"] + r["disagree"] + r["tied"] == r["pairs"]
+    assert sum(r["pairs"] for r in table[1:4]) == len(rows)  # the thirds cover every pair
+    assert table[-1]["label"] == "best against worst"
+    assert table[-1]["pairs"] == len({r["prompt"] for r in rows})
 
 
 def test_a_run_of_another_objective_is_refused(base_run):
