@@ -12,9 +12,10 @@ for each caption's best image against its worst (``pairs = "best-worst"``).
 
 Both read finished ``diffusion-dpo`` runs and sample, for the first ``--images``
 captions of ``--split`` that no training caption states (the evaluation's ``unseen``
-set, with its seeds: caption ``i`` of the split is drawn with seed ``seed + i``), one
-image each at ``--guidance`` with the run's evaluation sampler, and score the samples
-twice:
+set, with its seeds: caption ``i`` of the split is drawn with seed ``seed + i``; with
+``--split train``, the first distinct training captions, those the pairs were sampled
+for, with fresh seeds), one image each at ``--guidance`` with the run's evaluation
+sampler, and score the samples twice:
 
 * **the proxy**: the mean cosine similarity of the *generation* CLIP, the reward that
   labelled the run's pairs (``objective.reward_clip``, else ``RUN_DIR/reward_clip``,
@@ -23,7 +24,9 @@ twice:
   binomial standard errors), the shared evaluation's own scores
   (:func:`gaf.plugins.t2i.evaluation.attribute_scores`).
 
-``curve`` does this for the base weights (step 0: the reference) and every checkpoint
+Each row also gives the paired change of the reward and of exact match from the base
+(the same captions and seeds; its standard error is of the per-image differences, far
+smaller than the spread across captions). ``curve`` does this for the base weights (step 0: the reference) and every checkpoint
 the run kept (train with ``--set train.save_every=N --set train.keep_checkpoints=K``),
 the over-optimisation curve RLHF papers draw, and plots it beside the implicit
 accuracy logged during training (``metrics.jsonl``). ``sweep`` does it for the final
@@ -46,6 +49,24 @@ from pathlib import Path
 from typing import Any
 
 ATTRIBUTES = ("colour", "shape", "size", "position", "relation", "count")
+#: ``--split train`` draws caption ``i``'s image with seed ``seed + TRAIN_SEED_OFFSET + i``,
+#: far from the seeds of the sampled pairs (``seed + i·K + j``)
+TRAIN_SEED_OFFSET = 10_000_000
+
+
+def paired_change(per_image: dict[str, list[float]], reference: dict[str, list[float]]
+                  ) -> dict[str, float]:
+    """``{key}_change`` and its standard error for ``reward`` and ``exact``: the mean of
+    the per-image differences from ``reference`` (the same captions and seeds, so the
+    caption-to-caption spread cancels)."""
+    out = {}
+    for key in ("reward", "exact"):
+        diff = [a - b for a, b in zip(per_image[key], reference[key])]
+        n = len(diff)
+        mean = sum(diff) / n
+        var = sum((d - mean) ** 2 for d in diff) / (n - 1) if n > 1 else float("nan")
+        out[f"{key}_change"], out[f"{key}_change_se"] = mean, math.sqrt(var / n)
+    return out
 
 
 class Scorer:
@@ -81,14 +102,20 @@ class Scorer:
         cfg = self.objective.config
         self.beta, self.loss = float(cfg.beta), str(cfg.loss)
         self.pairs, self.lr = str(cfg.pairs), float(spec.train.lr)
-        view = base_context(ctx, self.objective.base)
-        eval_ds, _, _ = evaluation_splits(view, split, self.objective.dataset, lambda m: None)
-        captions = conditions_of(eval_ds, "caption")
-        head = caption_sets(conditions_of(self.objective.dataset, "caption"), captions,
-                            images)["unseen"]
-        self.captions = [captions[i] for i in head]
-        self.seeds = [spec.seed + i for i in head]
-        self.evaluator = eval_ds.evaluator()
+        train = conditions_of(self.objective.dataset, "caption")
+        if split == "train":  # the captions the pairs were sampled for, with fresh seeds
+            self.captions = list(dict.fromkeys(train))[:images]
+            self.seeds = [spec.seed + TRAIN_SEED_OFFSET + i for i in range(len(self.captions))]
+            self.evaluator = self.objective.dataset.evaluator()
+        else:
+            view = base_context(ctx, self.objective.base)
+            eval_ds, _, _ = evaluation_splits(view, split, self.objective.dataset,
+                                              lambda m: None)
+            captions = conditions_of(eval_ds, "caption")
+            head = caption_sets(train, captions, images)["unseen"]
+            self.captions = [captions[i] for i in head]
+            self.seeds = [spec.seed + i for i in head]
+            self.evaluator = eval_ds.evaluator()
         path = reward_clip or cfg.reward_clip or str(run_dir / "reward_clip")
         self.reward_clip = str(Path(path).expanduser().resolve())
         self.reward = load_clip(self.reward_clip, who="--reward-clip").to(ctx.device)
@@ -141,6 +168,9 @@ class Scorer:
             reward = clip_rewards(self.reward, images, self.captions).double()
         out = {"reward": float(reward.mean()),
                "reward_se": float(reward.std() / math.sqrt(len(reward)))}
+        exact = [float(self.evaluator.check(image, caption)["exact"])
+                 for image, caption in zip(images, self.captions)]
+        self.per_image = {"reward": reward.tolist(), "exact": exact}
         scores = attribute_scores(self.evaluator, images, self.captions)
         out.update(scores)
         present = [scores[a] for a in ATTRIBUTES if a in scores]
@@ -169,13 +199,14 @@ def _cell(row: dict[str, float], key: str, digits: int = 2) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], first: str) -> str:
-    head = (f"| {first} | generation-CLIP reward | " + " | ".join(ATTRIBUTES)
-            + " | mean attribute | exact |")
+    head = (f"| {first} | generation-CLIP reward | change (paired) | " + " | ".join(ATTRIBUTES)
+            + " | mean attribute | exact | change (paired) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        lines.append(f"| {r['label']} | {_cell(r, 'reward', 4)} | "
+        lines.append(f"| {r['label']} | {_cell(r, 'reward', 3)} | {_cell(r, 'reward_change', 3)} | "
                      + " | ".join(_cell(r, a) if a in r else "—" for a in ATTRIBUTES)
-                     + f" | {r['attributes']:.3f} | {_cell(r, 'exact')} |")
+                     + f" | {r['attributes']:.3f} | {_cell(r, 'exact')} | "
+                     f"{_cell(r, 'exact_change')} |")
     return "\n".join(lines)
 
 
@@ -265,11 +296,14 @@ def curve(args: argparse.Namespace) -> list[dict[str, Any]]:
     run = Path(args.runs[0])
     scorer = Scorer(run, split=args.split, images=args.images, guidance=args.guidance,
                     reward_clip=args.reward_clip)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    reference: dict[str, list[float]] = {}
     for step, ckpt in [(0, None), *scorer.checkpoints()]:
         scorer.load(ckpt)
         row = {"step": step, "label": f"step {step}" + (" (base)" if ckpt is None else ""),
                **scorer.score()}
+        reference = reference if ckpt is not None else scorer.per_image
+        row.update(paired_change(scorer.per_image, reference))
         print(f"step {step}: reward {row['reward']:.4f} exact {row['exact']:.3f} "
               f"mean attribute {row['attributes']:.3f}", flush=True)
         rows.append(row)
@@ -290,6 +324,8 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
             scorer.load(None)
             base = {"label": "base (the reference)", "beta": float("nan"), "loss": "base",
                     "run": str(scorer.objective.base.root), **scorer.score()}
+            reference = scorer.per_image
+            base.update(paired_change(reference, reference))
             reward_clip = scorer.reward_clip
         elif scorer.reward_clip != reward_clip:
             from gaf.errors import BadConfig
@@ -303,6 +339,7 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
         row = {"label": f"{label}, lr {scorer.lr:g}", "beta": scorer.beta,
                "loss": scorer.loss, "pairs": scorer.pairs, "lr": scorer.lr, "run": str(run),
                **scorer.score()}
+        row.update(paired_change(scorer.per_image, reference))
         print(f"{label}: reward {row['reward']:.4f} exact {row['exact']:.3f}", flush=True)
         rows.append(row)
     rows.sort(key=lambda r: (r["loss"] == "sft", r["pairs"], r["lr"], r["beta"]))
@@ -381,7 +418,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=("curve", "sweep", "labels"))
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR (labels: PAIRS.jsonl)")
-    parser.add_argument("--split", default="validation", choices=("validation", "eval"))
+    parser.add_argument("--split", default="validation", choices=("validation", "eval", "train"),
+                        help="held-out captions (unseen in training), or 'train': the "
+                             "first training captions, the pairs' own, with fresh seeds")
     parser.add_argument("--images", type=int, default=200, help="unseen captions scored")
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--reward-clip", default=None, help="the generation CLIP run")

@@ -21,7 +21,8 @@ def dpo_sets(base, out, name, *more):
             f"objective.init_run={json.dumps(str(base))}", "objective.prompts=3",
             "objective.samples_per_prompt=3", "objective.sample_steps=2",
             "objective.eval_batch_size=8", "train.steps=3", "train.batch_size=4",
-            "train.log_every=1", "train.warmup_steps=0", "progress=false", *more]
+            "train.log_every=1", "train.warmup_steps=0", "train.lr=0.001", "progress=false",
+            *more]
 
 
 def test_sampled_pairs_train_log_evaluate_and_export(base_run, tiny_clip, tmp_path,

@@ -52,6 +52,12 @@ def test_curve_and_sweep(base_run, tiny_clip, tmp_path):
         assert base[key] == curve[0][key], key
         assert first[key] == curve[-1][key], key
     assert any(first[k] != base[k] for k in ("reward", "exact", "attributes"))
+    assert base["reward_change"] == 0 and base["exact_change"] == 0
+    assert first["reward_change"] == pytest.approx(first["reward"] - base["reward"])
+    assert first["exact_change"] == pytest.approx(first["exact"] - base["exact"])
+    assert curve[-1]["reward_change"] == pytest.approx(first["reward_change"])
+    train_rows = report.main(["sweep", str(dpo), "--split", "train", "--images", "2"])
+    assert train_rows[0]["n"] == 2  # the first two training captions, fresh seeds
     assert (tmp_path / "sweep.png").stat().st_size > 0
     pairs_file = dpo / "data" / "preferences.jsonl"
     rows = [json.loads(x) for x in pairs_file.read_text().splitlines()]
