@@ -210,14 +210,29 @@ def markdown(rows: Sequence[dict[str, Any]], first: str) -> str:
     return "\n".join(lines)
 
 
-def plot_curve(rows: Sequence[dict[str, Any]], accuracy: Sequence[tuple[int, float]],
-               path: Path, title: str) -> None:
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    return plt
+
+
+def _save(fig: Any, path: Path, title: str) -> None:
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    fig.clf()
+
+
+def plot_curve(rows: Sequence[dict[str, Any]], accuracy: Sequence[tuple[int, float]],
+               path: Path, title: str) -> None:
+    """Implicit accuracy during training; the paired changes of the proxy and the goal
+    per checkpoint; the goal against the proxy."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     steps = [r["step"] for r in rows]
     ax = axes[0]
     if accuracy:
@@ -231,69 +246,81 @@ def plot_curve(rows: Sequence[dict[str, Any]], accuracy: Sequence[tuple[int, flo
     ax.set(xlabel="step", ylabel="implicit accuracy (h > 0)", title="training pairs")
     ax.legend(fontsize=8)
     ax = axes[1]
-    ax.errorbar(steps, [r["reward"] for r in rows], [r["reward_se"] for r in rows],
-                color="C1", marker="o", capsize=2)
-    ax.set(xlabel="step", ylabel="generation-CLIP reward (proxy)", title="held-out captions")
+    ax.errorbar(steps, [r["reward_change"] for r in rows],
+                [r["reward_change_se"] for r in rows], color="C1", marker="o", capsize=2)
+    ax.axhline(0, color="0.5", ls=":")
+    ax.set(xlabel="step", ylabel="generation-CLIP reward − base (proxy)",
+           title="held-out captions (paired ± SE)")
     twin = ax.twinx()
-    twin.errorbar(steps, [r["exact"] for r in rows], [r["exact_se"] for r in rows],
+    twin.errorbar(steps, [r["exact_change"] for r in rows], [r["exact_change_se"] for r in rows],
                   color="C2", marker="s", capsize=2)
-    twin.plot(steps, [r["attributes"] for r in rows], color="C2", ls="--", marker=".")
-    twin.set_ylabel("evaluator: exact (—), mean attribute (--)", color="C2")
+    twin.set_ylabel("exact match − base (goal)", color="C2")
     ax = axes[2]
-    ax.errorbar([r["reward"] for r in rows], [r["exact"] for r in rows],
-                xerr=[r["reward_se"] for r in rows], yerr=[r["exact_se"] for r in rows],
-                color="C2", marker="s", capsize=2)
+    ax.errorbar([r["reward_change"] for r in rows], [r["exact_change"] for r in rows],
+                xerr=[r["reward_change_se"] for r in rows],
+                yerr=[r["exact_change_se"] for r in rows], color="C2", marker="s", capsize=2,
+                ls="none")
     for r in rows:
-        ax.annotate(str(r["step"]), (r["reward"], r["exact"]), fontsize=7,
+        ax.annotate(str(r["step"]), (r["reward_change"], r["exact_change"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
-    ax.set(xlabel="generation-CLIP reward (proxy)", ylabel="evaluator exact match (goal)",
+    ax.axhline(0, color="0.5", ls=":")
+    ax.axvline(0, color="0.5", ls=":")
+    ax.set(xlabel="reward − base (proxy)", ylabel="exact match − base (goal)",
            title="goal against proxy (labels: step)")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    _save(fig, path, title)
     plt.close(fig)
 
 
 def plot_sweep(rows: Sequence[dict[str, Any]], base: dict[str, Any], path: Path,
                title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The paired changes of the proxy and of exact match, and the mean attribute
+    accuracy, against β: one line per (loss, pairs, lr); the winners-only runs dashed."""
+    plt = _pyplot()
     lines: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
     for r in rows:
         if r["loss"] != "sft":
             lines.setdefault((r["loss"], r["pairs"], r["lr"]), []).append(r)
     sft = [r for r in rows if r["loss"] == "sft"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-    for ax, key, label in ((axes[0], "reward", "generation-CLIP reward (proxy)"),
-                           (axes[1], "exact", "evaluator exact match (goal)"),
-                           (axes[2], "attributes", "evaluator mean attribute (goal)")):
+    for ax, key, se_key, label in (
+            (axes[0], "reward_change", "reward_change_se", "generation-CLIP reward − base (proxy)"),
+            (axes[1], "exact_change", "exact_change_se", "exact match − base (goal)"),
+            (axes[2], "attributes", None, "mean attribute accuracy (goal)")):
         for n, ((loss, pairs, lr), runs) in enumerate(sorted(lines.items())):
             runs = sorted(runs, key=lambda r: r["beta"])
             ax.errorbar([r["beta"] for r in runs], [r[key] for r in runs],
-                        [r.get(f"{key}_se", 0.0) for r in runs], marker="o", capsize=2,
+                        [r[se_key] for r in runs] if se_key else None, marker="o", capsize=2,
                         color=f"C{n}", label=f"{loss}, {pairs} pairs, lr {lr:g}")
-        se = base.get(f"{key}_se", 0.0)
-        ax.axhspan(base[key] - se, base[key] + se, color="0.85", label="base ± SE")
-        ax.axhline(base[key], color="0.4", lw=0.8)
+        ax.axhline(base[key], color="0.4", lw=0.8, label="base")
         for n, r in enumerate(sft):
             ax.axhline(r[key], color=f"C{n + len(lines)}", ls="--", lw=1,
                        label=f"winners only (sft), lr {r['lr']:g}")
         ax.set_xscale("log")
         ax.set(xlabel="β", ylabel=label)
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    _save(fig, path, title)
     plt.close(fig)
+
+
+def _title(run: Path, args: argparse.Namespace, n: int) -> str:
+    from gaf.config import read_toml
+
+    config = read_toml(run / "config.toml")
+    objective, train = config.get("objective", {}), config.get("train", {})
+    return (f"{run.name}: {objective.get('loss', 'dpo')}, β {objective.get('beta', '?'):g}, "
+            f"lr {train.get('lr', '?'):g}, {train.get('steps', '?')} steps; "
+            f"{n} unseen {args.split} captions, guidance {args.guidance:g}, one seed")
 
 
 def curve(args: argparse.Namespace) -> list[dict[str, Any]]:
     run = Path(args.runs[0])
+    if args.from_json:
+        rows = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+        if args.plot:
+            plot_curve(rows, implicit_accuracy(run), Path(args.plot),
+                       _title(run, args, int(rows[0]["n"])))
+        print(markdown(rows, "checkpoint"))
+        return rows
     scorer = Scorer(run, split=args.split, images=args.images, guidance=args.guidance,
                     reward_clip=args.reward_clip)
     rows: list[dict[str, Any]] = []
@@ -307,15 +334,20 @@ def curve(args: argparse.Namespace) -> list[dict[str, Any]]:
         print(f"step {step}: reward {row['reward']:.4f} exact {row['exact']:.3f} "
               f"mean attribute {row['attributes']:.3f}", flush=True)
         rows.append(row)
-    title = (f"{run.name}: {scorer.loss}, β {scorer.beta:g}; {len(scorer.captions)} unseen "
-             f"{args.split} captions, guidance {args.guidance:g}, one seed")
     if args.plot:
-        plot_curve(rows, implicit_accuracy(run), Path(args.plot), title)
+        plot_curve(rows, implicit_accuracy(run), Path(args.plot),
+                   _title(run, args, len(scorer.captions)))
     print(markdown(rows, "checkpoint"))
     return rows
 
 
 def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.from_json:
+        base, *rows = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+        if args.plot:
+            plot_sweep(rows, base, Path(args.plot), _sweep_title(args))
+        print(markdown([base, *rows], "run"))
+        return [base, *rows]
     rows, base = [], None
     for run in map(Path, args.runs):
         scorer = Scorer(run, split=args.split, images=args.images, guidance=args.guidance,
@@ -344,9 +376,7 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append(row)
     rows.sort(key=lambda r: (r["loss"] == "sft", r["pairs"], r["lr"], r["beta"]))
     if args.plot:
-        plot_sweep(rows, base, Path(args.plot),
-                   f"final weights; {args.images} unseen {args.split} captions, guidance "
-                   f"{args.guidance:g}, one seed")
+        plot_sweep(rows, base, Path(args.plot), _sweep_title(args))
     print(markdown([base, *rows], "run"))
     return [base, *rows]
 
@@ -413,6 +443,11 @@ def _image_shape(path: Path, row: dict[str, Any]) -> tuple[int, ...]:
         return (len(im.getbands()), im.height, im.width)
 
 
+def _sweep_title(args: argparse.Namespace) -> str:
+    return (f"final weights; {args.images} unseen {args.split} captions, guidance "
+            f"{args.guidance:g}, one seed; changes paired with the base (± SE)")
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -426,6 +461,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--reward-clip", default=None, help="the generation CLIP run")
     parser.add_argument("--plot", default=None, help="PNG to write")
     parser.add_argument("--json", default=None, help="file for the rows")
+    parser.add_argument("--from-json", default=None, metavar="FILE",
+                        help="curve/sweep: redraw and reprint the rows a --json run wrote "
+                             "(nothing is sampled)")
     args = parser.parse_args(argv)
     if args.mode in ("curve", "labels") and len(args.runs) != 1:
         parser.error(f"{args.mode} reads one run (labels: one file)")

@@ -42,6 +42,9 @@ def test_curve_and_sweep(base_run, tiny_clip, tmp_path):
     assert json.loads((tmp_path / "curve.json").read_text()) == curve
     assert (tmp_path / "curve.png").stat().st_size > 0
     assert curve[0]["n"] >= 1 and 0 <= curve[0]["exact"] <= 1
+    again = report.main(["curve", str(dpo), *common, "--from-json", str(tmp_path / "curve.json"),
+                         "--plot", str(tmp_path / "again.png")])
+    assert again == curve and (tmp_path / "again.png").stat().st_size > 0
     sweep = report.main(["sweep", str(sft), str(dpo), *common,
                          "--plot", str(tmp_path / "sweep.png")])
     base, first, second = sweep
