@@ -206,7 +206,7 @@ def markdown(rows: Sequence[dict[str, Any]], first: str) -> str:
         lines.append(f"| {r['label']} | {_cell(r, 'reward', 3)} | {_cell(r, 'reward_change', 3)} | "
                      + " | ".join(_cell(r, a) if a in r else "—" for a in ATTRIBUTES)
                      + f" | {r['attributes']:.3f} | {_cell(r, 'exact')} | "
-                     f"{_cell(r, 'exact_change')} |")
+                     f"{_cell(r, 'exact_change', 3)} |")
     return "\n".join(lines)
 
 
