@@ -14,9 +14,9 @@ A baseline that fine-tunes another's run (``diffusion-dpo`` fine-tunes ``ldm``'s
 names it as ``"init_run": "ldm"``; when it is trained here, the run of that baseline
 (trained or reused in the same invocation, which runs it first since the years are in
 order, or else ``RUNS_DIR/timeline-ldm`` from an earlier one) is passed as
-``objective.init_run``. A third-party objective registered through an entry point joins the table the same
-way. Objectives without the attribute are not baselines (an import failure is reported
-and skipped).
+``objective.init_run``. A third-party objective registered through an entry point
+joins the table the same way. Objectives without the attribute are not baselines (an
+import failure is reported and skipped).
 
 **What runs.** For each baseline, in year order: with ``--reuse NAME=RUN_DIR`` its
 finished run is re-evaluated on its saved weights (``gaf eval RUN_DIR``, i.e.
