@@ -8,7 +8,10 @@
 image of a preference file (a run's ``data/preferences.jsonl``) against its caption,
 and each pair is counted as agreeing (the chosen image has the larger fraction of
 correct attributes), disagreeing or tied, overall, by thirds of the reward margin, and
-for each caption's best image against its worst (``pairs = "best-worst"``).
+for each caption's best image against its worst (``pairs = "best-worst"``). With
+``--relabel OUT.jsonl`` it also writes the same images' pairs ordered by the evaluator:
+training on that file shows what the optimiser does with clean labels (a diagnostic:
+the evaluator judges the results, so such a run is never a result of the method).
 
 Both read finished ``diffusion-dpo`` runs and sample, for the first ``--images``
 captions of ``--split`` that no training caption states (the evaluation's ``unseen``
@@ -425,6 +428,8 @@ def labels(args: argparse.Namespace) -> list[dict[str, Any]]:
             keep = [p for p, m in enumerate(margins) if (lo <= m < hi) or (n == 2 and m == hi)]
             rows.append(count(f"reward margin {lo:.3f}–{hi:.3f}", subset(keep)))
         rows.append(count("best against worst", widest_pairs(probe)))
+    if args.relabel:
+        _relabel(path, probe, fraction, Path(args.relabel))
     lines = ["| pairs | n | evaluator agrees / disagrees / tied | agreement of the decided |",
              "|---|---|---|---|"]
     for r in rows:
@@ -432,6 +437,41 @@ def labels(args: argparse.Namespace) -> list[dict[str, Any]]:
                      f"{r['tied']} | {r['accuracy']:.2f} ± {r['accuracy_se']:.2f} |")
     print("\n".join(lines))
     return rows
+
+
+def _relabel(path: Path, probe: Any, fraction: Any, out: Path) -> None:
+    """Write the pair file ``out``: the images of ``path``, each caption's ordered by the
+    evaluator's fraction of right attributes instead (every strictly ordered pair, the
+    fractions as ``chosen_reward``/``rejected_reward``, absolute image paths). The
+    evaluator is the judge of the results: training on this file measures what the
+    optimiser can do with clean labels, and is never a result of the method."""
+    from gaf.atomic import atomic_write_text
+    from gaf.plugins.t2i.diffusion_dpo.data import ordered_pairs
+
+    folder = path.expanduser().resolve().parent
+    index: dict[Path, int] = {}
+    images: dict[str, list[tuple[Path, int]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        for field in ("chosen", "rejected"):
+            image = Path(row[field]).expanduser()
+            image = image if image.is_absolute() else folder / image
+            if image not in index:
+                index[image] = len(index)
+            group = images.setdefault(row["prompt"], [])
+            if all(image != seen for seen, _ in group):
+                group.append((image, index[image]))
+    if len(index) != len(probe.images):
+        raise ValueError(f"{path}: {len(index)} image paths but {len(probe.images)} images")
+    rows = []
+    for prompt, group in images.items():
+        scores = [fraction(i, prompt) for _, i in group]
+        for w, lo in ordered_pairs(scores):
+            rows.append(json.dumps({"prompt": prompt, "chosen": str(group[w][0]),
+                                    "rejected": str(group[lo][0]), "chosen_reward": scores[w],
+                                    "rejected_reward": scores[lo]}))
+    atomic_write_text(out, "".join(r + "\n" for r in rows))
+    print(f"{out}: {len(rows)} pairs ordered by the evaluator")
 
 
 def _image_shape(path: Path, row: dict[str, Any]) -> tuple[int, ...]:
@@ -461,6 +501,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--reward-clip", default=None, help="the generation CLIP run")
     parser.add_argument("--plot", default=None, help="PNG to write")
     parser.add_argument("--json", default=None, help="file for the rows")
+    parser.add_argument("--relabel", default=None, metavar="OUT.jsonl",
+                        help="labels: also write the pairs ordered by the evaluator (a "
+                             "diagnostic of the optimiser: the evaluator is the judge)")
     parser.add_argument("--from-json", default=None, metavar="FILE",
                         help="curve/sweep: redraw and reprint the rows a --json run wrote "
                              "(nothing is sampled)")

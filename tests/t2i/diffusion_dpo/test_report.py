@@ -5,6 +5,7 @@ each run's final weights and a winners-only run with one proxy."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -64,7 +65,12 @@ def test_curve_and_sweep(base_run, tiny_clip, tmp_path):
     assert (tmp_path / "sweep.png").stat().st_size > 0
     pairs_file = dpo / "data" / "preferences.jsonl"
     rows = [json.loads(x) for x in pairs_file.read_text().splitlines()]
-    table = report.main(["labels", str(pairs_file)])
+    table = report.main(["labels", str(pairs_file), "--relabel", str(tmp_path / "oracle.jsonl")])
+    oracle = [json.loads(x) for x in (tmp_path / "oracle.jsonl").read_text().splitlines()]
+    # within each caption's images, every pair the evaluator orders strictly
+    assert all(r["chosen_reward"] > r["rejected_reward"] for r in oracle)
+    assert all(Path(r["chosen"]).is_absolute() and Path(r["chosen"]).is_file() for r in oracle)
+    assert {r["prompt"] for r in oracle} <= {r["prompt"] for r in rows}
     assert table[0]["pairs"] == len(rows)
     for r in table:
         assert r["agree"] + r["disagree"] + r["tied"] == r["pairs"]
