@@ -29,13 +29,13 @@ sampler, and score the samples twice:
 
 Each row also gives the paired change of the reward and of exact match from the base
 (the same captions and seeds; its standard error is of the per-image differences, far
-smaller than the spread across captions). ``curve`` does this for the base weights (step 0: the reference) and every checkpoint
-the run kept (train with ``--set train.save_every=N --set train.keep_checkpoints=K``),
-the over-optimisation curve RLHF papers draw, and plots it beside the implicit
-accuracy logged during training (``metrics.jsonl``). ``sweep`` does it for the final
-weights of each run and the base once, and plots it against each run's ``β`` (a
-winners-only ``sft`` run is a separate point). Each prints a markdown table and, with
-``--json``, writes the rows.
+smaller than the spread across captions). ``curve`` does this for the base weights
+(step 0: the reference) and every checkpoint the run kept (train with ``--set
+train.save_every=N --set train.keep_checkpoints=K``), the over-optimisation curve RLHF
+papers draw, and plots it beside the implicit accuracy logged during training
+(``metrics.jsonl``). ``sweep`` does it for the final weights of each run and the base
+once, and plots it against each run's ``β`` (a winners-only ``sft`` run is a separate
+point). Each prints a markdown table and, with ``--json``, writes the rows.
 
 Nothing here trains; the held-out ``eval`` split should be read once, for the settings
 chosen on ``validation`` (the default).
@@ -286,7 +286,8 @@ def plot_sweep(rows: Sequence[dict[str, Any]], base: dict[str, Any], path: Path,
     sft = [r for r in rows if r["loss"] == "sft"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for ax, key, se_key, label in (
-            (axes[0], "reward_change", "reward_change_se", "generation-CLIP reward − base (proxy)"),
+            (axes[0], "reward_change", "reward_change_se",
+             "generation-CLIP reward − base (proxy)"),
             (axes[1], "exact_change", "exact_change_se", "exact match − base (goal)"),
             (axes[2], "attributes", None, "mean attribute accuracy (goal)")):
         for n, ((loss, pairs, lr), runs) in enumerate(sorted(lines.items())):

@@ -364,8 +364,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"timeline: {name} ({meta['method']}, {meta['year']})", flush=True)
         sets = _sets_for(name, args.sets)
         if reuse.get(name) is None and meta.get("init_run"):
-            sets = [f"objective.init_run={json.dumps(str(init_run(name, meta, made, args.runs_dir)))}",
-                    *sets]
+            base = init_run(name, meta, made, args.runs_dir)
+            sets = [f"objective.init_run={json.dumps(str(base))}", *sets]
         metrics, summary, run_dir, run_cmd = run_baseline(
             name, reuse=reuse.get(name), sets=sets, runs_dir=args.runs_dir, device=args.device)
         made[name] = run_dir

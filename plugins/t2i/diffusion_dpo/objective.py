@@ -5,10 +5,11 @@ Diffusion-DPO) with the project's preference losses.
 ``--data pairs.jsonl``) trains, in one run directory:
 
 1. **the preference data** (:mod:`.data`): with ``preferences = "sample"`` (what
-   ``"auto"`` means without ``--data``) ``samples_per_prompt`` images of each of the first
-   ``prompts`` distinct training captions of the base run's dataset (0 = all of them,
-   a long job on a CPU; the default 500 gives about 3,000 pairs) are sampled from the base run's pipeline and labelled by a **generation CLIP**, never
-   the evaluation CLIP: ``reward_clip`` (a ``clip`` run directory) or one trained for
+   ``"auto"`` means without ``--data``) ``samples_per_prompt`` images of each of the
+   first ``prompts`` distinct training captions of the base run's dataset (0 = all of
+   them, a long job on a CPU; the default 500 gives about 3,000 pairs) are sampled
+   from the base run's pipeline and labelled by a **generation CLIP**, never the
+   evaluation CLIP: ``reward_clip`` (a ``clip`` run directory) or one trained for
    ``reward_clip_steps`` steps on the training split as a stage in
    ``RUN_DIR/reward_clip/``; the pairs are cached in ``RUN_DIR/data/preferences.jsonl``
    (and ``data/images/``), which a resumed run reads back. With ``preferences =
@@ -51,7 +52,7 @@ Diffusion-DPO): the paper's 2,500–5,000 are for Stable Diffusion's 4×64×64 l
 do not transfer by themselves. Here lower β or a higher learning rate moved the model
 away from the base and made every evaluator score worse; β = 3000 at a learning rate
 of 1e-5 was the setting of highest mean attribute accuracy among the fine-tuned ones
-(and none beat the base beyond its standard error with the generation CLIP's labels).
+(and none beat the base beyond one standard error with the generation CLIP's labels).
 
 Logged per step: ``loss``; ``implicit_accuracy``, the fraction of pairs with
 ``h > 0``; ``margin``, the mean ``h``; ``rewards/margins``, the mean ``β·h``;
