@@ -6,7 +6,9 @@ continue), write ``config.toml``, make the :class:`~gaf.runs.RunContext` and han
 to the training loop (:func:`gaf.train.train`). :func:`load_run_spec` reads an
 existing run back for ``--resume``; :func:`train_stage` trains an earlier stage of a
 run as a run of its own (the DPO family's SFT stage, ``ldm``'s autoencoder);
-:func:`evaluate_run` re-runs a finished run's evaluation (``gaf eval RUN_DIR``).
+:func:`evaluate_run` re-runs a finished run's evaluation (``gaf eval RUN_DIR``) on the
+objective :func:`open_run` rebuilds with its trained weights (which tools that read a
+finished run use too).
 
 This module is the top of the run machinery: it imports :mod:`gaf.runs` (the context
 and directory layout that objectives see) and :mod:`gaf.train`, and nothing below it
@@ -327,27 +329,47 @@ def evaluate_run(run_dir: str | Path, sets: tuple[str, ...] = (), *, device: str
                  registry: Registry = REGISTRY, console: Any = None) -> dict[str, Any]:
     """Re-run a finished run's evaluation on its saved model (``gaf eval RUN_DIR``).
 
-    Rebuilds the run's objective from ``RUN_DIR/config.toml`` (``sets`` change its
-    options, ``device`` where it runs), loads the trained weights (the exported
-    ``RUN_DIR/<module>/`` components, else the newest checkpoint), runs the objective's
-    evaluation and writes the metrics to ``RUN_DIR/eval.json``; returns them.
+    Rebuilds the run's objective with its trained weights (:func:`open_run`), runs the
+    objective's evaluation and writes the metrics to ``RUN_DIR/eval.json``; returns them.
     """
+    import torch
+
     path = Path(run_dir)
+    spec = _finished_spec(path, sets, device, registry)
+    with contextlib.closing(run_lock(path)):  # not while a gaf run writes it
+        objective, ctx = _open(spec, path, registry, console)
+        with torch.no_grad():
+            metrics = objective.evaluate(ctx) or {}
+        atomic_write_text(path / "eval.json", json.dumps(metrics, indent=2, default=str) + "\n")
+        return metrics
+
+
+def open_run(run_dir: str | Path, sets: tuple[str, ...] = (), *, device: str | None = None,
+             registry: Registry = REGISTRY, console: Any = None) -> tuple[Any, RunContext]:
+    """A finished run's objective and context, as ``gaf eval`` sees them: rebuilt from
+    ``RUN_DIR/config.toml`` (``sets`` change its options, ``device`` where it runs), set
+    up, with the trained weights loaded (the exported ``RUN_DIR/<module>/`` components,
+    else the newest checkpoint) and its modules in eval mode. For tools that read a run
+    (no lock is taken: do not point it at a run that is still training)."""
+    path = Path(run_dir)
+    return _open(_finished_spec(path, sets, device, registry), path, registry, console)
+
+
+def _finished_spec(path: Path, sets: tuple[str, ...], device: str | None,
+                   registry: Registry) -> RunSpec:
     if not (path / "config.toml").is_file():
-        raise BadConfig(f"{run_dir} is not a run directory (it has no config.toml)")
+        raise BadConfig(f"{path} is not a run directory (it has no config.toml)")
     cfg = path / "config.toml"
     spec = resolve(_config.read_toml(cfg), sets=sets, registry=registry, where=str(cfg))
     if device:
         spec.device = device
-    objective = build_objective(spec, registry)
-    with contextlib.closing(run_lock(path)):  # not while a gaf run writes it
-        return _evaluate(objective, spec, path, registry, console)
+    return spec
 
 
-def _evaluate(objective: Any, spec: RunSpec, path: Path, registry: Registry,
-              console: Any) -> dict[str, Any]:
+def _open(spec: RunSpec, path: Path, registry: Registry, console: Any) -> tuple[Any, RunContext]:
     import torch
 
+    objective = build_objective(spec, registry)
     ctx = RunContext(spec, path, registry=registry, console=console)
     torch.manual_seed(spec.seed)
     objective.setup(ctx)
@@ -364,7 +386,4 @@ def _evaluate(objective: Any, spec: RunSpec, path: Path, registry: Registry,
                         f"module directory); did the run finish?")
     for mod in modules.values():
         mod.eval()
-    with torch.no_grad():
-        metrics = objective.evaluate(ctx) or {}
-    atomic_write_text(path / "eval.json", json.dumps(metrics, indent=2, default=str) + "\n")
-    return metrics
+    return objective, ctx

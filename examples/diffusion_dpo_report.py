@@ -78,33 +78,27 @@ class Scorer:
 
     def __init__(self, run_dir: Path, *, split: str, images: int, guidance: float,
                  reward_clip: str | None = None):
-        import torch
-
-        from gaf import config as gconfig
+        from gaf.config import read_toml
         from gaf.errors import BadConfig
-        from gaf.launch import build_objective
-        from gaf.registry import REGISTRY
-        from gaf.runs import RunContext
-        from gaf.spec import resolve
+        from gaf.launch import open_run
         from gaf.plugins.clip.frozen import load_clip
         from gaf.plugins.t2i.diffusion_dpo.base import base_context
         from gaf.plugins.t2i.evaluation import caption_sets, evaluation_splits
         from gaf.plugins.t2i.training_data import conditions_of
 
-        cfg_path = run_dir / "config.toml"
-        if not cfg_path.is_file():
+        if not (run_dir / "config.toml").is_file():
             raise BadConfig(f"{run_dir} is not a run directory (it has no config.toml)")
-        spec = resolve(gconfig.read_toml(cfg_path), registry=REGISTRY, where=str(cfg_path))
-        if spec.objective != "diffusion-dpo":
-            raise BadConfig(f"{run_dir} is a {spec.objective!r} run, not a diffusion-dpo run")
-        self.run_dir, self.spec = run_dir, spec
-        self.objective = build_objective(spec, REGISTRY)
-        ctx = RunContext(spec, run_dir, registry=REGISTRY)
-        torch.manual_seed(spec.seed)
-        self.objective.setup(ctx)
-        cfg = self.objective.config
+        objective = read_toml(run_dir / "config.toml").get("objective", {}).get("name")
+        if objective != "diffusion-dpo":
+            raise BadConfig(f"{run_dir} is a {objective!r} run, not a diffusion-dpo run")
+        self.run_dir = run_dir
+        self.objective, ctx = open_run(run_dir)
+        spec, cfg = ctx.spec, self.objective.config
         self.beta, self.loss = float(cfg.beta), str(cfg.loss)
         self.pairs, self.lr = str(cfg.pairs), float(spec.train.lr)
+        #: the run's trained weights of every module (the noise model, its EMA if kept)
+        self.final = {name: {k: v.clone() for k, v in module.state_dict().items()}
+                      for name, module in self.objective.modules().items()}
         train = conditions_of(self.objective.dataset, "caption")
         if split == "train":  # the captions the pairs were sampled for, with fresh seeds
             self.captions = list(dict.fromkeys(train))[:images]
@@ -134,27 +128,21 @@ class Scorer:
         return found
 
     def load(self, checkpoint: Path | None) -> None:
-        """The noise model's weights of ``checkpoint``; ``None``: the base (reference)
-        weights."""
+        """Every module's weights of ``checkpoint``; ``None``: the base (reference)
+        weights in each (the noise model and its EMA copy alike)."""
         from gaf.checkpoint import load_module_weights
 
-        obj = self.objective
+        modules = self.objective.modules()
         if checkpoint is None:
-            obj.noise_model.load_state_dict(obj.reference.state_dict())
+            for module in modules.values():
+                module.load_state_dict(self.objective.reference.state_dict())
         else:
-            load_module_weights(checkpoint, {"noise_model": obj.noise_model})
+            load_module_weights(checkpoint, modules)
 
     def load_final(self) -> None:
-        """The run's exported noise model (what ``gaf sample --pipeline`` samples)."""
-        from gaf.atomic import load_state, load_tensors
-        from gaf.components import WEIGHTS_FILE
-
-        weights = self.run_dir / "noise_model" / WEIGHTS_FILE
-        if weights.is_file():
-            load_state(self.objective.noise_model, load_tensors(weights), where=str(weights))
-        else:
-            *_, (_, last) = self.checkpoints() or [(0, None)]
-            self.load(last)
+        """The run's trained weights (what ``gaf eval`` and ``gaf sample`` use)."""
+        for name, module in self.objective.modules().items():
+            module.load_state_dict(self.final[name])
 
     def score(self) -> dict[str, float]:
         """The proxy and the goal of the current weights (module docstring)."""
@@ -164,7 +152,6 @@ class Scorer:
         from gaf.plugins.t2i.evaluation import attribute_scores, sample_in_batches
 
         obj = self.objective
-        obj.noise_model.eval()
         with torch.no_grad():
             images = sample_in_batches(obj.pipeline(), self.captions, self.seeds,
                                        batch_size=self.batch_size, **self.options)
@@ -416,21 +403,16 @@ def labels(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "tied": len(pairs) - decided, "accuracy": acc,
                 "accuracy_se": math.sqrt(acc * (1 - acc) / decided) if decided else float("nan")}
 
-    def subset(keep: list[int]) -> PreferencePairs:
-        return PreferencePairs(probe.images, [probe.prompts[p] for p in keep],
-                               [probe.chosen[p] for p in keep], [probe.rejected[p] for p in keep],
-                               [probe.reward_margin[p] for p in keep])
-
     rows = [count("all pairs", probe)]
     margins = np.asarray(probe.reward_margin, dtype=float)
     if not np.isnan(margins).any():
         edges = np.quantile(margins, [0, 1 / 3, 2 / 3, 1])
         for n, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
             keep = [p for p, m in enumerate(margins) if (lo <= m < hi) or (n == 2 and m == hi)]
-            rows.append(count(f"reward margin {lo:.3f}–{hi:.3f}", subset(keep)))
+            rows.append(count(f"reward margin {lo:.3f}–{hi:.3f}", probe.select(keep)))
         rows.append(count("best against worst", widest_pairs(probe)))
     if args.relabel:
-        _relabel(path, probe, fraction, Path(args.relabel))
+        _relabel(probe, fraction, Path(args.relabel))
     lines = ["| pairs | n | evaluator agrees / disagrees / tied | agreement of the decided |",
              "|---|---|---|---|"]
     for r in rows:
@@ -440,37 +422,27 @@ def labels(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def _relabel(path: Path, probe: Any, fraction: Any, out: Path) -> None:
-    """Write the pair file ``out``: the images of ``path``, each caption's ordered by the
-    evaluator's fraction of right attributes instead (every strictly ordered pair, the
-    fractions as ``chosen_reward``/``rejected_reward``, absolute image paths). The
-    evaluator is the judge of the results: training on this file measures what the
-    optimiser can do with clean labels, and is never a result of the method."""
+def _relabel(pairs: Any, fraction: Any, out: Path) -> None:
+    """Write the pair file ``out``: the images of ``pairs`` (read from a file), each
+    caption's ordered by the evaluator's fraction of right attributes instead (every
+    strictly ordered pair, the fractions as ``chosen_reward``/``rejected_reward``,
+    absolute image paths). The evaluator is the judge of the results: training on this
+    file measures what the optimiser can do with clean labels, and is never a result of
+    the method."""
     from gaf.atomic import atomic_write_text
     from gaf.plugins.t2i.diffusion_dpo.data import ordered_pairs
 
-    folder = path.expanduser().resolve().parent
-    index: dict[Path, int] = {}
-    images: dict[str, list[tuple[Path, int]]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        for field in ("chosen", "rejected"):
-            image = Path(row[field]).expanduser()
-            image = image if image.is_absolute() else folder / image
-            if image not in index:
-                index[image] = len(index)
-            group = images.setdefault(row["prompt"], [])
-            if all(image != seen for seen, _ in group):
-                group.append((image, index[image]))
-    if len(index) != len(probe.images):
-        raise ValueError(f"{path}: {len(index)} image paths but {len(probe.images)} images")
+    images: dict[str, dict[int, None]] = {}  # caption → its images, in order of appearance
+    for prompt, w, lo in zip(pairs.prompts, pairs.chosen, pairs.rejected):
+        images.setdefault(prompt, {}).update({w: None, lo: None})
     rows = []
     for prompt, group in images.items():
-        scores = [fraction(i, prompt) for _, i in group]
+        order = list(group)
+        scores = [fraction(i, prompt) for i in order]
         for w, lo in ordered_pairs(scores):
-            rows.append(json.dumps({"prompt": prompt, "chosen": str(group[w][0]),
-                                    "rejected": str(group[lo][0]), "chosen_reward": scores[w],
-                                    "rejected_reward": scores[lo]}))
+            rows.append(json.dumps({"prompt": prompt, "chosen": str(pairs.paths[order[w]]),
+                                    "rejected": str(pairs.paths[order[lo]]),
+                                    "chosen_reward": scores[w], "rejected_reward": scores[lo]}))
     atomic_write_text(out, "".join(r + "\n" for r in rows))
     print(f"{out}: {len(rows)} pairs ordered by the evaluator")
 

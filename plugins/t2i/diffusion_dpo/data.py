@@ -52,16 +52,24 @@ __all__ = ["PreferencePairs", "read_preferences", "sample_preferences", "write_p
 class PreferencePairs:
     """Images and the pairs over them: pair ``p`` prefers ``images[chosen[p]]`` to
     ``images[rejected[p]]`` for ``prompts[p]``; ``reward_margin[p]`` is the reward
-    difference (NaN when unknown)."""
+    difference (NaN when unknown); ``paths[i]`` is the file image ``i`` was read from
+    (empty when the images were not read from files)."""
 
     images: Tensor  # (M, C, H, W) in [-1, 1]
     prompts: list[str]
     chosen: list[int]
     rejected: list[int]
     reward_margin: list[float]
+    paths: list[Path] = attrs.field(factory=list)
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def select(self, keep: Sequence[int]) -> PreferencePairs:
+        """Pairs ``keep`` (in that order) over the same images."""
+        return PreferencePairs(self.images, [self.prompts[p] for p in keep],
+                               [self.chosen[p] for p in keep], [self.rejected[p] for p in keep],
+                               [self.reward_margin[p] for p in keep], self.paths)
 
 
 def ordered_pairs(rewards: Sequence[float]) -> list[tuple[int, int]]:
@@ -176,7 +184,8 @@ def read_preferences(path: str | Path, image_shape: Sequence[int], *,
             margins.append(margin if len(group.responses) == 2 else math.nan)
     if not prompts:
         raise BadData("no preference pairs", path=str(path))
-    return PreferencePairs(torch.stack(images), prompts, chosen, rejected, margins)
+    return PreferencePairs(torch.stack(images), prompts, chosen, rejected, margins,
+                           list(index))
 
 
 def widest_pairs(pairs: PreferencePairs) -> PreferencePairs:
@@ -191,10 +200,7 @@ def widest_pairs(pairs: PreferencePairs) -> PreferencePairs:
                           f"rejected_reward): the widest pair of a prompt needs them")
         if prompt not in best or margin > pairs.reward_margin[best[prompt]]:
             best[prompt] = p
-    keep = list(best.values())
-    return PreferencePairs(pairs.images, [pairs.prompts[p] for p in keep],
-                           [pairs.chosen[p] for p in keep], [pairs.rejected[p] for p in keep],
-                           [pairs.reward_margin[p] for p in keep])
+    return pairs.select(list(best.values()))
 
 
 def _load(image_path: Path, shape: tuple[int, ...], path: Any, line: int | None,

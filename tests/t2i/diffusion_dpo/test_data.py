@@ -38,6 +38,14 @@ def test_a_good_file_reads_relative_paths_once(pair_file, files, tmp_path):
     w1, l1, w2 = pairs.chosen[1], pairs.rejected[1], pairs.chosen[2]
     assert list(zip(pairs.chosen[5:], pairs.rejected[5:])) == [(w2, w1), (w2, l1), (w1, l1)]
     assert float(pairs.images.min()) >= -1 and float(pairs.images.max()) <= 1
+    # each image's file, absolute, in the images' order
+    assert pairs.paths[pairs.chosen[0]] == tmp_path / "img" / "w0.png"
+    assert pairs.paths[pairs.rejected[3]] == tmp_path / "img" / "l3.png"
+    assert len(pairs.paths) == 8 and len(set(pairs.paths)) == 8
+    two = pairs.select([4, 1])
+    assert (two.prompts, two.chosen, two.rejected) == (["x", "a red circle 1"],
+                                                        [pairs.chosen[4], w1], [pairs.rejected[4], l1])
+    assert two.images is pairs.images and two.paths == pairs.paths
     assert not torch.equal(pairs.images[pairs.chosen[0]], pairs.images[pairs.rejected[0]])
 
 

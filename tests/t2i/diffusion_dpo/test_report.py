@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import gaf
 from gaf.errors import BadConfig
@@ -36,6 +37,17 @@ SCORES = ("reward", "reward_se", "exact", "exact_se", "colour", "attributes", "n
 def test_curve_and_sweep(base_run, tiny_clip, tmp_path):
     dpo = train(base_run, tiny_clip, tmp_path, "dpo", "objective.beta=50")
     sft = train(base_run, tiny_clip, tmp_path, "sft", "objective.loss=\"sft\"")
+    # open_run: the run's objective as gaf eval sees it, with the exported weights
+    from gaf.atomic import load_tensors
+    from gaf.launch import open_run
+
+    objective, ctx = open_run(dpo)
+    exported = load_tensors(dpo / "noise_model" / "model.safetensors")
+    state = objective.noise_model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in exported.items())
+    assert not objective.noise_model.training and ctx.run_dir == dpo
+    assert any(not torch.equal(state[k], v)
+               for k, v in objective.reference.state_dict().items())
     common = ["--split", "eval", "--images", "4", "--guidance", "2"]
     curve = report.main(["curve", str(dpo), *common, "--plot", str(tmp_path / "curve.png"),
                          "--json", str(tmp_path / "curve.json")])
