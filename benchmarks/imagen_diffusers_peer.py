@@ -3,7 +3,7 @@ then super-resolution 16 -> 32) with diffusers' ``UNet2DConditionModel`` and
 ``DDIMScheduler``, CPU.
 
     /tmp/gaf-peers/bin/python benchmarks/imagen_diffusers_peer.py [--batch 50] [--steps 25]
-        [--sr-steps 25] [--repeats 3] [--warmup 1] [--threads 2]
+        [--sr-steps 25] [--repeats 3] [--warmup 1] [--threads 2] [--tune-malloc]
 
 Imports only torch and diffusers (run it in the peer venv; it must not import gaf). The
 same work as the gaf script: randomly initialised models of the same shapes (seeded;
@@ -92,14 +92,23 @@ Prints one JSON line in the gaf script's format (``name`` ``diffusers_imagen``,
 ``samples_per_s``, ``base_s``, ``sr_s``, ``total_s``, ``runs``, the options,
 ``base_params``, ``sr_params``, torch and diffusers versions, threads).
 
+``--tune-malloc`` applies to this process the glibc thresholds that the gaf side applies
+(``gaf.tune_malloc``, which the ``gaf`` command runs at start; the same two ``mallopt``
+calls with the same values, repeated here since this script must not import gaf): the
+peer measured with the allocator settings gaf uses. Both scripts also print the process's
+minor page faults (``minflt``), system CPU seconds (``sys_s``) and peak resident memory
+(``maxrss_mb``), from ``getrusage`` at the end (warm-up included).
+
 Protocol: alternate with the gaf script, at least 3 runs each, on an otherwise idle
 machine, and report the ratio of the medians (the gaf script's docstring has the loop).
 No timing is asserted by any test.
 """
 
 import argparse
+import ctypes
 import json
 import math
+import resource
 import statistics
 import time
 
@@ -202,6 +211,20 @@ def cascade(base, sr, base_sched, sr_sched, states, steps, sr_steps):
     return images, split
 
 
+def tune_malloc():
+    """gaf.tune_malloc's two settings: mmap threshold 32 MiB, trim threshold 1 GiB."""
+    libc = ctypes.CDLL(None)
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    assert libc.mallopt(-3, 32 << 20) and libc.mallopt(-1, 1 << 30)   # M_MMAP_/M_TRIM_
+
+
+def usage():
+    """Page faults, system seconds and peak memory of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"minflt": r.ru_minflt, "sys_s": round(r.ru_stime, 2),
+            "maxrss_mb": round(r.ru_maxrss / 1024)}
+
+
 def params(module):
     return sum(p.numel() for p in module.parameters())
 
@@ -214,8 +237,12 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tune-malloc", action="store_true",
+                   help="apply gaf.tune_malloc's glibc thresholds to this process")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.tune_malloc:
+        tune_malloc()
     base, sr = build()
     base_sched, sr_sched = scheduler(), scheduler()
     states = text_states(args.batch)
@@ -239,7 +266,8 @@ def main(argv=None):
               "text_states": [TOKENS, WIDTH], "repeats": args.repeats,
               "warmup": args.warmup, "base_params": params(base), "sr_params": params(sr),
               "torch": torch.__version__, "diffusers": diffusers.__version__,
-              "threads": torch.get_num_threads()}
+              "threads": torch.get_num_threads(), "tune_malloc": args.tune_malloc,
+              **usage()}
     print(json.dumps(result))
     return result
 

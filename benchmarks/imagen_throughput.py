@@ -2,7 +2,7 @@
 
     python benchmarks/imagen_throughput.py [--batch 50] [--steps 25] [--sr-steps 25]
                                            [--repeats 3] [--warmup 1] [--threads 2]
-                                           [--without-fast-paths]
+                                           [--without-fast-paths] [--system-malloc]
 
 The peer, ``benchmarks/imagen_diffusers_peer.py`` (run it with /tmp/gaf-peers/bin/python),
 does the same work with diffusers' ``UNet2DConditionModel`` and ``DDIMScheduler``. Both
@@ -58,6 +58,13 @@ that element-wise work).
 ``attend``'s GEMMs per head, by setting ``attention.KEYS_MAX`` to 0): the ablation of
 what they are worth, measured beside the default in the same session.
 
+Like the ``gaf`` command, the script first calls ``gaf.tune_malloc()`` (glibc's mmap and
+trim thresholds fixed, so that the activations freed at each step are reused rather than
+returned to the system and page-faulted again; ``gaf.malloc``'s module docs);
+``--system-malloc`` leaves glibc's own thresholds, for the ablation. The peer's
+``--tune-malloc`` applies the same two settings to the peer. Both print the process's
+minor page faults, system CPU seconds and peak resident memory.
+
 Prints one JSON line: ``name`` (``gaf_imagen``), ``fast_paths`` (false with
 ``--without-fast-paths``), ``samples_per_s`` (batch over the median
 cascade time), ``base_s`` / ``sr_s`` / ``total_s`` (medians, seconds), ``runs`` (every
@@ -82,6 +89,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 from collections.abc import Sequence
@@ -147,6 +155,13 @@ def build(batch: int) -> tuple[CascadePipeline, FixedConditioner]:
     return pipe, cond
 
 
+def usage() -> dict:
+    """Page faults, system seconds and peak memory of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"minflt": r.ru_minflt, "sys_s": round(r.ru_stime, 2),
+            "maxrss_mb": round(r.ru_maxrss / 1024)}
+
+
 def params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -161,8 +176,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--without-fast-paths", action="store_true",
                    help="switch off GroupNorm from channel sums and attention as GEMMs")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="keep glibc's own malloc thresholds (no gaf.tune_malloc)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if not args.system_malloc:
+        gaf.tune_malloc()
     limits = group_norm.SUMS_MAX_BYTES, attention.KEYS_MAX
     if args.without_fast_paths:
         group_norm.SUMS_MAX_BYTES, attention.KEYS_MAX = -1, 0
@@ -197,7 +216,8 @@ def run(args: argparse.Namespace) -> dict:
               "text_states": [TOKENS, WIDTH], "repeats": args.repeats,
               "warmup": args.warmup, "base_params": params(pipe.stages[0].noise_model),
               "sr_params": params(pipe.stages[1].noise_model), "torch": torch.__version__,
-              "threads": torch.get_num_threads()}
+              "threads": torch.get_num_threads(), "tune_malloc": not args.system_malloc,
+              **usage()}
     print(json.dumps(result))
     return result
 

@@ -14,6 +14,7 @@ The public API (importing ``gaf`` does not import torch)::
     class MySampler: ...
 
     run_dir, summary = gaf.run("sft", policy="gpt2-tiny", sets=["train.steps=100"])
+    gaf.tune_malloc()          # glibc thresholds for tensor work, as the gaf command sets
 
 Interfaces live in :mod:`gaf.interfaces`, hooks in :mod:`gaf.hookspecs`, the training
 loop in :mod:`gaf.train`, starting runs in :mod:`gaf.launch`, saving and loading
@@ -30,10 +31,11 @@ from typing import Any
 from ._version import __version__
 from .hooks import hookimpl
 from .components import load
+from .malloc import tune_malloc
 from .registry import REGISTRY, create, names, register
 
 __all__ = ["__version__", "create", "load", "names", "register", "save", "run", "hookimpl",
-           "REGISTRY"]
+           "REGISTRY", "tune_malloc"]
 
 
 def save(component: Any, path: str | Path, *, kind: str | None = None,

@@ -178,6 +178,9 @@ def main(show_traceback: bool) -> None:
       gaf run --objective sft --policy gpt2-tiny train a tiny GPT-2 (fits a laptop CPU)
       gaf sample --policy RUN_DIR --prompt "The film"
     """
+    from .malloc import tune_malloc
+
+    tune_malloc()  # fixed glibc thresholds for tensor work; GAF_MALLOC=system keeps glibc's
 
 
 # ------------------------------------------------------------------------- list

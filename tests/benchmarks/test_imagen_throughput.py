@@ -34,6 +34,8 @@ def test_the_benchmark_prints_one_json_line(capsys):
         assert run["base_s"] > 0 and run["sr_s"] > 0
         assert math.isclose(run["base_s"] + run["sr_s"], run["total_s"], rel_tol=1e-6)
     assert math.isclose(result["samples_per_s"], 2 / result["total_s"])
+    assert result["tune_malloc"] is True  # as the gaf command (--system-malloc: off)
+    assert result["minflt"] > 0 and result["sys_s"] >= 0 and result["maxrss_mb"] > 0
 
 
 def test_the_stand_in_conditioner():
