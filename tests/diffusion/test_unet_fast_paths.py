@@ -167,25 +167,73 @@ def test_attend_equals_float64_reference(batch, heads, n, length, hd, gemms, str
     torch.testing.assert_close(out.double(), reference_attend(q * 2, k, v), atol=2e-6, rtol=1e-5)
 
 
-def test_attend_uses_the_fused_kernel_under_autograd_and_for_long_keys(monkeypatch):
-    calls = []
-    fused = F.scaled_dot_product_attention
+def test_attend_uses_the_fused_kernel_for_long_keys_only(monkeypatch):
+    calls, short = [], []
+    fused, apply = F.scaled_dot_product_attention, attention_mod._ShortAttention.apply
     monkeypatch.setattr(attention_mod.F, "scaled_dot_product_attention",
                         lambda *a: calls.append(a[0].shape) or fused(*a))
+    monkeypatch.setattr(attention_mod._ShortAttention, "apply",
+                        lambda *a: short.append(a[0].shape) or apply(*a))
     q = torch.randn(2, 2, 6, 4, requires_grad=True)
     k, v = torch.randn(2, 2, 2, 5, 4)
-    attend(q, k, v).sum().backward()                         # autograd: fused
-    assert len(calls) == 1 and q.grad is not None
+    attend(q, k, v).sum().backward()                         # autograd, short: materialised
+    assert (len(calls), len(short)) == (0, 1) and q.grad is not None
+    keys = torch.randn(2, 2, attention_mod.KEYS_MAX + 1, 4)
+    attend(q, keys, keys).sum().backward()                   # autograd, long: fused
+    assert (len(calls), len(short)) == (1, 1)
     with torch.inference_mode():
         attend(q.detach(), k, v)                             # short: GEMMs per head
-        assert len(calls) == 1
-        keys = torch.randn(2, 2, attention_mod.KEYS_MAX + 1, 4)
+        assert (len(calls), len(short)) == (1, 1)
         attend(q.detach(), keys, keys)                       # too many keys
         assert len(calls) == 2
         rows = attention_mod.SCORES_MAX_BYTES // (4 * 2 * 8) + 1  # batch 2, 8 keys
         keys = torch.randn(2, 2, 8, 4)
         attend(torch.randn(2, 2, rows, 4), keys, keys)      # one head's scores too big
         assert len(calls) == 3
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 3), heads=st.integers(1, 3), n=st.integers(1, 12),
+       length=st.integers(1, 12), hd=st.integers(1, 9), strided=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_short_attention_gradients_equal_float64_reference(batch, heads, n, length, hd,
+                                                           strided, seed):
+    """Under autograd at short keys: the output and the gradients of q, k and v (each a
+    strided head view of a projection, as the Attention module passes them) against
+    autograd through the float64 formula."""
+    gen = torch.Generator().manual_seed(seed)
+    if strided:
+        qp = torch.randn(batch, n, heads * hd, generator=gen, requires_grad=True)
+        kvp = torch.randn(batch, length, 2 * heads * hd, generator=gen, requires_grad=True)
+        (q,) = attention_mod._split_heads(qp, 1, heads)
+        k, v = attention_mod._split_heads(kvp, 2, heads)
+        leaves = (qp, kvp)
+    else:
+        q = torch.randn(batch, heads, n, hd, generator=gen, requires_grad=True)
+        k = torch.randn(batch, heads, length, hd, generator=gen, requires_grad=True)
+        v = torch.randn(batch, heads, length, hd, generator=gen, requires_grad=True)
+        leaves = (q, k, v)
+    w = torch.randn(batch, n, heads * hd, generator=gen)
+    out = attend(q * 2, k, v)
+    grads = torch.autograd.grad((out * w).sum(), leaves)
+    d_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    if strided:
+        (dq,) = attention_mod._head_views(d_leaves[0], 1, heads)
+        dk, dv = attention_mod._head_views(d_leaves[1], 2, heads)
+    else:
+        dq, dk, dv = d_leaves
+    ref = reference_attend(dq * 2, dk, dv)
+    ref_grads = torch.autograd.grad((ref * w.double()).sum(), d_leaves)
+    torch.testing.assert_close(out.double(), ref.detach(), atol=2e-6, rtol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g.double(), r, atol=2e-5, rtol=1e-4)
+
+
+def test_short_attention_passes_gradcheck():
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, m, 4, generator=gen, dtype=torch.float64,
+                           requires_grad=True) for m in (5, 7, 7))
+    assert torch.autograd.gradcheck(attention_mod._ShortAttention.apply, (q, k, v))
 
 
 # ---------------------------------------------------------------------- the whole UNet

@@ -10,10 +10,10 @@ Shapes: image tokens ``x`` are ``(B, N, d)`` (``N = H*W``), the conditioner's co
     out = concat_h(o_h) Wo + bo
 
 computed by :func:`attend`: ``torch.nn.functional.scaled_dot_product_attention`` (its
-CPU flash kernel beats a hand-written softmax(QK^T)V forward and backward;
-docs/benchmarks.md § Latent diffusion against diffusers), except without autograd at
-short key lengths, where two GEMMs per head around a softmax are faster (§ Attention at
-short lengths). Self-attention keeps q, k, v in one ``(d, 3*inner)`` projection
+CPU flash kernel) for long keys; at short key lengths (the UNets' text contexts and small
+maps) the scores are materialised instead: without autograd as two GEMMs per head around
+a softmax, under autograd by :class:`_ShortAttention`, batched GEMMs whose backward reuses
+the saved probabilities (docs/benchmarks.md § Attention at short lengths). Self-attention keeps q, k, v in one ``(d, 3*inner)`` projection
 ``to_qkv`` (one matmul instead of three);
 cross-attention has ``to_q`` and one ``(context_dim, 2*inner)`` projection ``to_kv``.
 The parameter count equals separate q/k/v layers. The heads are strided views of the
@@ -153,22 +153,26 @@ def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     fine); returns the heads side by side, ``(B, N, heads * hd)``, the output
     projection's input.
 
-    Under autograd, or for long keys (more than :data:`KEYS_MAX`, or one head's scores
-    above :data:`SCORES_MAX_BYTES`), this is ``scaled_dot_product_attention`` (its CPU
-    flash kernel). Otherwise, the sampling case of a small UNet (a 24-token text
-    context, an 8x8 or 4x4 map), it is two batched GEMMs per head around a softmax over
-    that head's materialised scores, each head read from its strided view (no copy of q,
-    k or v into a head-major layout) and its result copied into its slot of the output
-    (docs/benchmarks.md § Attention at short lengths).
+    For long keys (more than :data:`KEYS_MAX`, or one head's scores above
+    :data:`SCORES_MAX_BYTES`) this is ``scaled_dot_product_attention`` (its CPU flash
+    kernel). Otherwise, the case of a small UNet (a 24-token text context, an 8x8 or 4x4
+    map), the scores are materialised: under autograd by :class:`_ShortAttention`
+    (batched GEMMs over all heads; its backward reuses the saved probabilities); without
+    autograd, the sampling case, as two batched GEMMs per head around a softmax, each
+    head read from its strided view (no copy of q, k or v into a head-major layout) and
+    its result copied into its slot of the output (docs/benchmarks.md § Attention at
+    short lengths).
     """
     b, heads, n, hd = q.shape
     length = k.shape[2]
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     if (q.dtype != torch.float32 or length > KEYS_MAX
-            or b * n * length * 4 > SCORES_MAX_BYTES
-            or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
-                                             or v.requires_grad))):
+            or b * n * length * 4 > SCORES_MAX_BYTES):
         o = F.scaled_dot_product_attention(q, k, v)
         return o.transpose(1, 2).reshape(b, n, heads * hd)
+    if grad:
+        o = _ShortAttention.apply(q, k, v)
+        return o.view(b, heads, n, hd).transpose(1, 2).reshape(b, n, heads * hd)
     out = q.new_empty(b, n, heads, hd)
     empty = q.new_empty(())
     for i in range(heads):
@@ -177,6 +181,46 @@ def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         # (bmm's out= straight into the strided slot is far slower than this copy)
         out[:, :, i] = torch.bmm(scores.softmax(-1), v[:, i])
     return out.view(b, n, heads * hd)
+
+
+class _ShortAttention(torch.autograd.Function):
+    """``softmax(q k^T / sqrt(hd)) v`` for short keys, ``(B, heads, N, hd)`` ->
+    ``(B * heads, N, hd)``, with the probabilities ``P`` materialised and saved::
+
+        S = q k^T / sqrt(hd)      P = softmax(S)      o = P v
+        dv = P^T do     dP = do v^T     dS = P * (dP - rowsum(dP * P))
+        dq = dS k / sqrt(hd)          dk = dS^T q / sqrt(hd)
+
+    Each product is one batched GEMM over all ``B * heads`` heads, so a step costs a few
+    kernel launches where the fused kernel's backward, at these lengths, mostly works on
+    padding (docs/benchmarks.md § Attention at short lengths). It keeps ``P``
+    (``B * heads * N * L`` floats, bounded by :data:`SCORES_MAX_BYTES` per head) for the
+    backward, where the fused kernel keeps one log-sum-exp per query. First-order
+    gradients only."""
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        b, heads, n, hd = q.shape
+        length = k.shape[2]
+        q2 = q.reshape(b * heads, n, hd)
+        k2, v2 = k.reshape(b * heads, length, hd), v.reshape(b * heads, length, hd)
+        p = torch.baddbmm(q2.new_empty(()), q2, k2.transpose(1, 2), beta=0,
+                          alpha=hd ** -0.5).softmax(-1)
+        ctx.save_for_backward(q2, k2, v2, p)
+        ctx.shapes = q.shape, k.shape
+        return torch.bmm(p, v2)
+
+    @staticmethod
+    def backward(ctx: Any, do: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        q2, k2, v2, p = ctx.saved_tensors
+        q_shape, k_shape = ctx.shapes
+        scale = q_shape[-1] ** -0.5
+        do = do.contiguous()
+        dv = torch.bmm(p.transpose(1, 2), do)
+        ds = torch._softmax_backward_data(torch.bmm(do, v2.transpose(1, 2)), p, -1, p.dtype)
+        dq = torch.baddbmm(q2.new_empty(()), ds, k2, beta=0, alpha=scale)
+        dk = torch.baddbmm(q2.new_empty(()), ds.transpose(1, 2), q2, beta=0, alpha=scale)
+        return dq.view(q_shape), dk.view(k_shape), dv.view(k_shape)
 
 
 class GEGLU(nn.Module):

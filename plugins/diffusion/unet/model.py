@@ -90,8 +90,9 @@ Speed choices (CPU; what each is worth is measured in docs/benchmarks.md):
   3x3 convolutions get faster and the transformer's token views cost no copy;
   PyTorch's CPU GroupNorm is slower on that layout below 32x32 maps, so without autograd
   :class:`~.group_norm.GroupNorm32` computes it from channel sums there;
-* without autograd, attention at short key lengths runs as GEMMs per head
-  (:func:`~.attention.attend`) instead of the fused kernel;
+* attention at short key lengths materialises its scores instead of running the fused
+  kernel (:func:`~.attention.attend`): GEMMs per head without autograd, batched GEMMs
+  with a backward from the saved probabilities under autograd;
 * the ResBlock, GEGLU and head-split paths described in :mod:`.resnet` and
   :mod:`.attention`;
 * the rest is leaner layer code: less Python per layer and fewer copies than diffusers'
