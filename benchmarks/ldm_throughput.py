@@ -1,6 +1,6 @@
 """LDM UNet throughput on the CPU: DDIM sampling with classifier-free guidance and training.
 
-    python benchmarks/ldm_throughput.py [DDIM_STEPS]
+    python benchmarks/ldm_throughput.py [DDIM_STEPS] [--fused-attention] [--system-malloc]
 
 The same work as the peer script ``/work/shared/peers/diffusers_ldm_bench.py`` (diffusers'
 ``UNet2DConditionModel`` + ``DDIMScheduler``), measured the same way (no warm-up call,
@@ -14,7 +14,14 @@ so the first call's one-time set-up cost is inside both timings):
 * training: 10 AdamW steps (lr 1e-4, weight decay 0.01: torch's defaults, as the peer) on
   ε-MSE at batch 64 with random timesteps.
 
-Prints ``gaf_ldm sample_img_per_s=<f> train_img_per_s=<f> params=<n>``.
+Like the ``gaf`` command, the script first calls ``gaf.tune_malloc()`` (``gaf.malloc``);
+``--system-malloc`` keeps glibc's own thresholds. Run the peer through
+``benchmarks/tuned_malloc.py`` for the same setting on its side. ``--fused-attention``
+sets ``attention.KEYS_MAX`` to 0, so that every attention runs PyTorch's fused
+``scaled_dot_product_attention`` (the ablation of ``attend``'s short-key paths, the
+inference GEMMs per head and the training ``_ShortAttention``).
+
+Prints ``gaf_ldm sample_img_per_s=<f> train_img_per_s=<f> params=<n>``, then the options.
 
 The parameter count is the peer's exactly (3,152,644): the same layers with the same
 shapes; only the fused projections (q|k|v of self-attention, k|v of cross-attention) are
@@ -36,14 +43,15 @@ peer alternately and compare runs made under the same load.
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import torch
 import torch.nn.functional as F
 
+import gaf
 from gaf.plugins.diffusion.schedulers import DDIMScheduler, SchedulerConfig
-from gaf.plugins.diffusion.unet import UNet, UNetConfig
+from gaf.plugins.diffusion.unet import UNet, UNetConfig, attention
 from gaf.train import TrainConfig, make_optimizer
 
 
@@ -53,7 +61,28 @@ def build() -> UNet:
                            norm_groups=32, prediction_type="epsilon"))  # the peer's ε-MSE
 
 
-def main(steps: int = 50) -> None:
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("steps", nargs="?", type=int, default=50, help="DDIM steps")
+    p.add_argument("--fused-attention", action="store_true",
+                   help="every attention through scaled_dot_product_attention")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="keep glibc's own malloc thresholds (no gaf.tune_malloc)")
+    args = p.parse_args(argv)
+    if not args.system_malloc:
+        gaf.tune_malloc()
+    keys_max = attention.KEYS_MAX
+    if args.fused_attention:
+        attention.KEYS_MAX = 0
+    try:
+        measure(args.steps)
+    finally:
+        attention.KEYS_MAX = keys_max
+    print(f"options fused_attention={args.fused_attention} "
+          f"tune_malloc={not args.system_malloc}")
+
+
+def measure(steps: int) -> None:
     torch.manual_seed(0)
     unet = build()
     params = sum(p.numel() for p in unet.parameters())
@@ -91,4 +120,4 @@ def main(steps: int = 50) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 50)
+    main()
