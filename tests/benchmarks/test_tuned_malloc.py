@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from gaf import malloc
-from script_module import ROOT, load_script  # tests/ is on sys.path (conftest)
+from malloc_probe import CYCLES, PAGES  # tests/ is on sys.path (conftest)
+from script_module import ROOT, load_script
 
 wrapper = load_script("benchmarks/tuned_malloc.py")
 
@@ -23,36 +23,10 @@ def test_the_values_are_gafs():
         malloc._M_MMAP_THRESHOLD, malloc._M_TRIM_THRESHOLD)
 
 
-# A stand-in peer script (no gaf): the allocation cycles of tests/core/test_malloc.py,
-# which page-fault on every cycle under glibc's own thresholds and not under gaf's.
-PEER = textwrap.dedent("""
-    import ctypes, json, resource, sys
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    MB = 1 << 20
-    def cycle(sizes):
-        blocks = [libc.malloc(s) for s in sizes]
-        for p, s in zip(blocks, sizes):
-            ctypes.memset(p, 1, s)
-        for p in blocks:
-            libc.free(p)
-    if __name__ == "__main__":
-        cycle([20 * MB])
-        cycle([15 * MB] * 3)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(10):
-            cycle([15 * MB] * 3)
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-        print(json.dumps({"argv": sys.argv[1:], "faults": faults}))
-""")
-PAGES = 10 * 45 * (1 << 20) // 4096
-
-
 @pytest.mark.skipif(malloc._glibc() is None, reason="glibc's mallopt only")
 def test_it_runs_the_script_as_main_under_gafs_thresholds(tmp_path):
-    script = tmp_path / "peer.py"
-    script.write_text(PEER)
+    script = tmp_path / "peer.py"  # a stand-in peer script: the probe's cycles, no gaf
+    script.write_text(CYCLES)
     env = {"PATH": "/usr/bin:/bin"}
     plain = subprocess.run([sys.executable, str(script), "--batch", "3"],
                            capture_output=True, text=True, check=True, env=env)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
 from click.testing import CliRunner
@@ -13,43 +12,20 @@ from click.testing import CliRunner
 from gaf.cli import main
 from gaf.errors import BadConfig
 from gaf.malloc import MMAP_THRESHOLD, TRIM_THRESHOLD, _glibc, tune_malloc
+from malloc_probe import CYCLES, PAGES  # tests/ is on sys.path (conftest)
 
 glibc = pytest.mark.skipif(_glibc() is None, reason="glibc's mallopt only")
 
-# A fresh process (ctypes only, no torch) frees a 20 MiB block, which glibc had mapped:
-# its mmap threshold rises to 20 MiB and its trim threshold to 40 MiB. Then three 15 MiB
-# blocks are taken from the heap, written and freed, ten times: 45 MiB free at the top of
-# the heap exceeds 40 MiB, so glibc returns it each time and the next cycle page-faults
-# every page again. With the thresholds fixed nothing is returned.
-PROBE = textwrap.dedent("""
-    import ctypes, json, resource, sys
-    from gaf.malloc import tune_malloc
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    applied = tune_malloc() if sys.argv[1] == "tuned" else None
-    MB = 1 << 20
-    def cycle(sizes):
-        blocks = [libc.malloc(s) for s in sizes]
-        for p, s in zip(blocks, sizes):
-            ctypes.memset(p, 1, s)
-        for p in blocks:
-            libc.free(p)
-    cycle([20 * MB])
-    cycle([15 * MB] * 3)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10):
-        cycle([15 * MB] * 3)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    print(json.dumps({"applied": applied, "faults": faults}))
-""")
-PAGES = 10 * 45 * (1 << 20) // 4096  # the pages the ten cycles write
+# gaf.tune_malloc() first (or not), then the allocation cycles of tests/malloc_probe.py
+PROBE = ("import json, sys\nfrom gaf.malloc import tune_malloc\n"
+         "print(json.dumps(tune_malloc() if sys.argv[1] == 'tuned' else None))\n" + CYCLES)
 
 
 def probe(mode: str) -> dict:
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
                          check=True, env={"PATH": "/usr/bin:/bin"})
-    return json.loads(out.stdout)
+    applied, line = out.stdout.splitlines()
+    return {"applied": json.loads(applied), **json.loads(line)}
 
 
 @glibc
