@@ -39,8 +39,10 @@ JSON object with ``--json``.
 ``attend``'s short-key paths (the default) against every attention through PyTorch's
 fused kernel (``attention.KEYS_MAX = 0``), alternating blocks of ``--steps`` steps in one
 process, the order swapped each round: the medians, their ratio (fused over short) and
-the median paired difference, with the number of rounds the short paths won. Measure on an otherwise idle machine; no test asserts a
-timing (tests/benchmarks/test_step_profile.py runs it at a tiny size for its form).
+the median paired difference, with the number of rounds the short paths won.
+
+Measure on an otherwise idle machine; no test asserts a timing
+(tests/benchmarks/test_step_profile.py runs it at a tiny size for its form).
 """
 
 from __future__ import annotations

@@ -13,9 +13,11 @@ computed by :func:`attend`: ``torch.nn.functional.scaled_dot_product_attention``
 CPU flash kernel) for long keys; at short key lengths (the UNets' text contexts and small
 maps) the scores are materialised instead: without autograd as two GEMMs per head around
 a softmax, under autograd by :class:`_ShortAttention`, batched GEMMs whose backward reuses
-the saved probabilities (docs/benchmarks.md § Attention at short lengths). Self-attention keeps q, k, v in one ``(d, 3*inner)`` projection
-``to_qkv`` (one matmul instead of three);
-cross-attention has ``to_q`` and one ``(context_dim, 2*inner)`` projection ``to_kv``.
+the saved probabilities (docs/benchmarks.md § Attention at short lengths).
+
+Self-attention keeps q, k, v in one ``(d, 3*inner)`` projection ``to_qkv`` (one matmul
+instead of three); cross-attention has ``to_q`` and one ``(context_dim, 2*inner)``
+projection ``to_kv``.
 The parameter count equals separate q/k/v layers. The heads are strided views of the
 projection (no copy); under autograd :class:`_SplitHeads` gathers their gradients into one
 buffer in a single pass (autograd's stack-then-copy takes two).
