@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -474,11 +475,24 @@ def _summary(run: _Training, eval_metrics: dict[str, Any], eval_s: float) -> dic
         "examples_per_s": round(examples / train_time, 2) if train_time else None,
         f"train_{run.unit}_per_s": round(examples / train_time, 2) if train_time else None,
         "parameters": sum(p.numel() for p in run.params),
+        "peak_rss_mb": _peak_rss_mb(),
         "device": str(ctx.device),
         "versions": _versions(),
     }
     summary["world_size"] = world.size
     return summary
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MiB so far (``getrusage``; the run and
+    anything the process ran before it, an earlier stage included); ``None`` where the
+    ``resource`` module is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)  # bytes / KiB
 
 
 def _rng_state() -> Any:

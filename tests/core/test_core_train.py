@@ -51,6 +51,10 @@ def test_run_directory_layout(registry, tmp_path):
     assert summary["status"] == "completed" and summary["final_mse"] < records[0]["loss"] / 2
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 20
     assert summary["examples_per_s"] > 0 and summary["wall_s"] >= summary["train_s"]
+    import resource  # the process's own peak, in MiB (Linux reports KiB)
+
+    assert summary["peak_rss_mb"] == pytest.approx(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, abs=64)
 
 
 def test_config_toml_reproduces_the_run(registry, tmp_path):
