@@ -1,6 +1,7 @@
 """Reward-model training pairs/s: K-ranked batches against the pairwise expansion.
 
     python benchmarks/reward_model_throughput.py [STEPS] [K] [PROMPTS_PER_STEP]
+                                                 [--write-pairs PAIRS.jsonl]
 
 A gpt2-reward model (gpt2-tiny shape, sentiment-bpe) trains on rankings of K
 completions of sentiment-task prompts (defaults: 30 steps, K = 4, 16 prompts a step).
@@ -15,14 +16,22 @@ Both compute the same loss (``ranked_reward_loss``) with AdamW; it prints the pa
 of each and their ratio::
 
     reward_model ranked_pairs_per_s=… pairwise_pairs_per_s=… ratio=…
+
+``--write-pairs PAIRS.jsonl`` writes, instead of timing, ``STEPS`` batches drawn as the
+timed loop draws them (the same seed, prompts and completions; one ``{"prompt",
+"chosen", "rejected"}`` object per pair, ``STEPS * PROMPTS_PER_STEP * C(K, 2)`` lines,
+step by step): the data of the TRL peer, ``benchmarks/trl_reward_peer.py``, which trains ``RewardTrainer`` on them in
+batches of ``PROMPTS_PER_STEP * C(K, 2)`` rows, the same pairs a step as here.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import json
 import random
-import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -30,16 +39,26 @@ import gaf
 from gaf.plugins.rlhf.losses import ranked_reward_loss
 
 
-def main(steps: int = 30, k: int = 4, per_step: int = 16) -> None:
+def main(steps: int = 30, k: int = 4, per_step: int = 16, write_pairs: str = "") -> None:
     torch.manual_seed(0)
     random.seed(0)
     task = gaf.create("task", "sentiment")
     examples = task.sft_examples("train")
     prompts = sorted({e.prompt for e in examples})
     completions = sorted({e.completion for e in examples})
+    pairs = list(itertools.combinations(range(k), 2))
+    if write_pairs:  # batches drawn as the timed loop draws them
+        with Path(write_pairs).open("w") as f:
+            for _ in range(steps):
+                batch = [(random.choice(prompts), random.sample(completions, k))
+                         for _ in range(per_step)]
+                for p, ys in batch:
+                    for i, j in pairs:
+                        f.write(json.dumps({"prompt": p, "chosen": ys[i],
+                                            "rejected": ys[j]}) + "\n")
+        return
     rm = gaf.create("reward", "gpt2-reward")
     opt = torch.optim.AdamW(rm.parameters(), lr=1e-4)
-    pairs = list(itertools.combinations(range(k), 2))
 
     def step(ranked: bool) -> float:
         batch = [(random.choice(prompts), random.sample(completions, k)) for _ in range(per_step)]
@@ -73,4 +92,10 @@ def main(steps: int = 30, k: int = 4, per_step: int = 16) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:4]))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("steps", nargs="?", type=int, default=30)
+    ap.add_argument("k", nargs="?", type=int, default=4)
+    ap.add_argument("per_step", nargs="?", type=int, default=16)
+    ap.add_argument("--write-pairs", default="", metavar="PAIRS.jsonl")
+    a = ap.parse_args()
+    main(a.steps, a.k, a.per_step, a.write_pairs)

@@ -1,0 +1,100 @@
+"""Peer of ``benchmarks/reward_model_throughput.py``: TRL's ``RewardTrainer`` on the same
+pairs, the same model shape and tokenizer, CPU.
+
+    python benchmarks/reward_model_throughput.py 30 --write-pairs /tmp/rm_pairs.jsonl
+    /tmp/gaf-peers/bin/python benchmarks/trl_reward_peer.py /tmp/rm_pairs.jsonl \\
+        [--rows-per-step 96] [--threads 2]
+
+Imports only torch, transformers, datasets and TRL (run it in the peer venv). The model
+is ``GPT2ForSequenceClassification`` (one score) in the gpt2-tiny shape of gaf's
+``gpt2-reward`` (d 128, 4 layers, 4 heads, 256 positions) with gaf's default ``byte``
+tokenizer rebuilt as a ``tokenizers`` byte-level model: id = UTF-8 byte, then
+``<|bos|>`` 256, ``<|eos|>`` 257, ``<|pad|>`` 258 (259 ids, as gaf's). The data: the ``{"prompt", "chosen",
+"rejected"}`` rows the gaf script writes with ``--write-pairs`` (K = 4 ranked completions
+of 16 prompts a step, C(4, 2) = 6 pairs each), trained ``--rows-per-step`` rows a step
+(96: the same pairs a step as the gaf script's ranked and pairwise steps), one epoch,
+AdamW at lr 1e-4, fp32, no evaluation, no checkpoints, ``max_length`` 128.
+
+What is timed: ``trainer.train()`` (the dataset is tokenised in the trainer's
+constructor, before the timer, as TRL does). ``RewardTrainer`` is pairwise: each row runs
+its chosen and rejected sequences, 2 * C(K, 2) forwards per prompt, where gaf's
+``ranked`` steps run K. Prints one line::
+
+    trl_reward pairs_per_s=… steps=… rows_per_step=… wall_s=… final_loss=… params=…
+
+Protocol: alternate with the gaf script on an otherwise idle machine, at least 3 runs
+each, and compare the ratio of the medians of ``pairs_per_s`` (gaf's ``ranked`` and
+``pairwise`` figures against this one). No test runs this script (it needs the peer
+venv); tests/benchmarks/test_reward_pairs.py checks the file the gaf script writes.
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
+from transformers import GPT2Config, GPT2ForSequenceClassification  # noqa: E402
+from transformers import PreTrainedTokenizerFast  # noqa: E402
+from trl import RewardConfig, RewardTrainer  # noqa: E402
+
+
+def byte_tokenizer():
+    """Ids 0-255 = UTF-8 bytes (through the byte-to-unicode map of GPT-2's byte-level
+    pre-tokenizer, no merges), then <|bos|>, <|eos|>, <|pad|> = 256, 257, 258."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    core = Tokenizer(models.BPE(vocab={c: b for b, c in chars.items()}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.add_special_tokens(["<|bos|>", "<|eos|>", "<|pad|>"])
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|bos|>",
+                                   eos_token="<|eos|>", pad_token="<|pad|>")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("pairs", help="the JSONL rows of reward_model_throughput.py --write-pairs")
+    p.add_argument("--rows-per-step", type=int, default=96)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    tok = byte_tokenizer()
+    assert len(tok) == 259 and tok("ab").input_ids == [97, 98]
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=128, n_layer=4, n_head=4,
+                     num_labels=1, pad_token_id=tok.pad_token_id,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = GPT2ForSequenceClassification(cfg)
+    rows = [json.loads(line) for line in Path(args.pairs).read_text().splitlines()]
+    steps = len(rows) // args.rows_per_step
+    dataset = Dataset.from_list(rows[:steps * args.rows_per_step])
+    config = RewardConfig(output_dir="/tmp/trl_reward_peer_out",
+                          per_device_train_batch_size=args.rows_per_step, max_steps=steps,
+                          num_train_epochs=1, learning_rate=1e-4, logging_steps=10,
+                          report_to=[], save_strategy="no", use_cpu=True,
+                          dataloader_num_workers=0, disable_tqdm=True, bf16=False,
+                          max_length=128)
+    trainer = RewardTrainer(model=model, args=config, train_dataset=dataset,
+                            processing_class=tok)
+    t0 = time.perf_counter()
+    out = trainer.train()
+    dt = time.perf_counter() - t0
+    print(f"trl_reward pairs_per_s={steps * args.rows_per_step / dt:.1f} steps={steps} "
+          f"rows_per_step={args.rows_per_step} wall_s={dt:.2f} "
+          f"final_loss={out.training_loss:.4f} "
+          f"params={sum(q.numel() for q in model.parameters())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""benchmarks/reward_model_throughput.py --write-pairs: the TRL peer's data, the pairs of
+K ranked completions per prompt, step by step (the peer itself needs the peer venv)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from script_module import load_script  # tests/ is on sys.path (conftest)
+
+bench = load_script("benchmarks/reward_model_throughput.py")
+
+
+def test_write_pairs_writes_every_pair_of_each_ranked_prompt(tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    bench.main(steps=2, k=3, per_step=4, write_pairs=str(out))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 * 4 * 3  # steps x prompts x C(3, 2)
+    assert all(set(r) == {"prompt", "chosen", "rejected"} for r in rows)
+    for group in (rows[i:i + 3] for i in range(0, len(rows), 3)):
+        assert len({r["prompt"] for r in group}) == 1
+        # the C(3, 2) pairs (i < j) of three distinct completions ranked y0 > y1 > y2
+        ys = [group[0]["chosen"], group[0]["rejected"], group[1]["rejected"]]
+        assert len(set(ys)) == 3
+        assert [(r["chosen"], r["rejected"]) for r in group] == list(
+            itertools.combinations(ys, 2))
+    again = tmp_path / "again.jsonl"
+    bench.main(steps=2, k=3, per_step=4, write_pairs=str(again))
+    assert again.read_text() == out.read_text()  # seeded: the same file every time
