@@ -35,7 +35,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -107,15 +106,12 @@ def one(kind: str, batch: int, size: int, steps: int, threads: int) -> dict:
 
     gaf.tune_malloc()
     torch.set_num_threads(threads)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from step_profile import step_seconds
+
     step = BUILDERS[kind](batch, size)
     base = rss_mb()
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    times = step_seconds(step, steps, warmup=2)
     peak = rss_mb()
     step_ms = 1e3 * statistics.median(times)
     return {"kind": kind, "batch": batch, ("length" if kind == "lm" else "size"): size,

@@ -188,16 +188,22 @@ CASES = {"dpo-train": dpo_train, "ldm-train": ldm_train, "ldm-sample": ldm_sampl
 # ------------------------------------------------------------------------- measuring
 
 
+def step_seconds(step: Callable[[], None], steps: int, warmup: int) -> list[float]:
+    """The seconds of each of ``steps`` timed calls of ``step``, after ``warmup`` untimed."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def measure(step: Callable[[], None], steps: int, warmup: int, inference: bool) -> dict:
     mode = torch.inference_mode if inference else torch.enable_grad
     with mode():
-        for _ in range(warmup):
-            step()
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
+        times = step_seconds(step, steps, warmup)
         with FlopCounterMode(display=False) as counter:
             step()
         flops = counter.get_total_flops()

@@ -8,8 +8,9 @@ pairs, the same model shape and tokenizer, CPU.
 Imports only torch, transformers, datasets and TRL (run it in the peer venv). The model
 is ``GPT2ForSequenceClassification`` (one score) in the gpt2-tiny shape of gaf's
 ``gpt2-reward`` (d 128, 4 layers, 4 heads, 256 positions) with gaf's default ``byte``
-tokenizer rebuilt as a ``tokenizers`` byte-level model: id = UTF-8 byte, then
-``<|bos|>`` 256, ``<|eos|>`` 257, ``<|pad|>`` 258 (259 ids, as gaf's). The data: the ``{"prompt", "chosen",
+tokenizer rebuilt as a ``tokenizers`` byte-level model by ``dpo_trl_parity_peer.py``'s
+``byte_tokenizer``: id = UTF-8 byte, then ``<|bos|>`` 256 (prepended), ``<|eos|>``
+257, ``<|pad|>`` 258 (259 ids, as gaf's). The data: the ``{"prompt", "chosen",
 "rejected"}`` rows the gaf script writes with ``--write-pairs`` (K = 4 ranked completions
 of 16 prompts a step, C(4, 2) = 6 pairs each), trained ``--rows-per-step`` rows a step
 (96: the same pairs a step as the gaf script's ranked and pairwise steps), one epoch,
@@ -38,28 +39,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
+from dpo_trl_parity_peer import byte_tokenizer  # noqa: E402 (this folder, peer venv)
 from transformers import GPT2Config, GPT2ForSequenceClassification  # noqa: E402
-from transformers import PreTrainedTokenizerFast  # noqa: E402
 from trl import RewardConfig, RewardTrainer  # noqa: E402
-
-
-def byte_tokenizer():
-    """Ids 0-255 = UTF-8 bytes (through the byte-to-unicode map of GPT-2's byte-level
-    pre-tokenizer, no merges), then <|bos|>, <|eos|>, <|pad|> = 256, 257, 258."""
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    chars = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in chars:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    core = Tokenizer(models.BPE(vocab={c: b for b, c in chars.items()}, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    core.add_special_tokens(["<|bos|>", "<|eos|>", "<|pad|>"])
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|bos|>",
-                                   eos_token="<|eos|>", pad_token="<|pad|>")
 
 
 def main(argv=None):
@@ -70,8 +52,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    tok = byte_tokenizer()
-    assert len(tok) == 259 and tok("ab").input_ids == [97, 98]
+    tok = byte_tokenizer()  # gaf's byte ids, <|bos|> first as gaf's batches start
+    assert len(tok) == 259
     cfg = GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=128, n_layer=4, n_head=4,
                      num_labels=1, pad_token_id=tok.pad_token_id,
                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
