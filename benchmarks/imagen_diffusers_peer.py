@@ -93,9 +93,9 @@ Prints one JSON line in the gaf script's format (``name`` ``diffusers_imagen``,
 ``base_params``, ``sr_params``, torch and diffusers versions, threads).
 
 ``--tune-malloc`` applies to this process the glibc thresholds that the gaf side applies
-(``gaf.tune_malloc``, which the ``gaf`` command runs at start; the same two ``mallopt``
-calls with the same values, repeated here since this script must not import gaf): the
-peer measured with the allocator settings gaf uses. Both scripts also print the process's
+(``gaf.tune_malloc``, which the ``gaf`` command runs at start), through
+``benchmarks/tuned_malloc.py``'s ``tune`` (the same two ``mallopt`` calls and values,
+without importing gaf): the peer measured with the allocator settings gaf uses. Both scripts also print the process's
 minor page faults (``minflt``), system CPU seconds (``sys_s``) and peak resident memory
 (``maxrss_mb``), from ``getrusage`` at the end (warm-up included).
 
@@ -105,7 +105,6 @@ No timing is asserted by any test.
 """
 
 import argparse
-import ctypes
 import json
 import math
 import resource
@@ -117,6 +116,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
+
+import tuned_malloc  # benchmarks/tuned_malloc.py, beside this script (no gaf import)
 
 TOKENS, WIDTH = 24, 64
 BASE_SHAPE, SR_SHAPE = (3, 16, 16), (3, 32, 32)
@@ -211,13 +212,6 @@ def cascade(base, sr, base_sched, sr_sched, states, steps, sr_steps):
     return images, split
 
 
-def tune_malloc():
-    """gaf.tune_malloc's two settings: mmap threshold 32 MiB, trim threshold 1 GiB."""
-    libc = ctypes.CDLL(None)
-    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    assert libc.mallopt(-3, 32 << 20) and libc.mallopt(-1, 1 << 30)   # M_MMAP_/M_TRIM_
-
-
 def usage():
     """Page faults, system seconds and peak memory of this process so far."""
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -242,7 +236,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.tune_malloc:
-        tune_malloc()
+        tuned_malloc.tune()
     base, sr = build()
     base_sched, sr_sched = scheduler(), scheduler()
     states = text_states(args.batch)

@@ -77,8 +77,11 @@ least 3 times each (gaf, peer, gaf, peer, gaf, peer), with the load average besi
 run, and report the ratio of the medians of ``samples_per_s`` (and of the per-stage
 times)::
 
-    for i in 1 2 3; do uptime; python benchmarks/imagen_throughput.py; \\
-        uptime; /tmp/gaf-peers/bin/python benchmarks/imagen_diffusers_peer.py; done
+    for i in 1 2 3; do uptime; python benchmarks/imagen_throughput.py; uptime; \\
+        /tmp/gaf-peers/bin/python benchmarks/imagen_diffusers_peer.py --tune-malloc; done
+
+(``--tune-malloc`` gives the peer the allocator settings this script applies: the
+like-for-like comparison; without it the peer runs on glibc's own thresholds.)
 
 Measured figures go to docs/benchmarks.md with the commit and the commands; no timing
 is asserted by any test (tests/benchmarks/test_imagen_throughput.py runs this script at

@@ -9,8 +9,8 @@ Prints one line per measurement, the median of ``--repeats`` timings after a war
 * ``matmul``: ``torch.mm`` on square matrices (512 to 4,096): the sgemm peak, which
   the ``peak_gflops`` line reports (the best square size);
 * ``conv``: ``torch.nn.functional.conv2d`` (3x3, padding 1, channels-last input, as the
-  UNet keeps its maps) at large channel counts, and at every 3x3 convolution shape of
-  the default UNets' steps: the ``ldm`` benchmark UNet's training step (batch 64,
+  UNet keeps its maps) at large channel counts, and at 3x3 convolution shapes of the
+  default UNets' steps (each level's width, and a decoder concatenation or two): the ``ldm`` benchmark UNet's training step (batch 64,
   latents 4x8x8, channels 64/128) and sampling step (batch 32), and the ``imagen``
   cascade's base (100 rows, 16x16 pixels, channels 32/64/128) and super-resolution
   stage (100 rows, 32x32, channels 32/48/64), forward only;
