@@ -1,16 +1,28 @@
 """SFT training throughput of gpt2-tiny on the embedded sentiment task.
 
-    python benchmarks/sft_throughput.py [STEPS] [BATCH]
+    python benchmarks/sft_throughput.py [STEPS] [BATCH] [--tokenizer byte] [--warmup 5]
+                                        [--write-examples EXAMPLES.jsonl]
 
-Times optimiser steps of the `sft` objective (after 5 warm-up steps) on the CPU and
-prints ``gaf_sft examples_per_s=… tokens_per_s=…``. The first slice has no peer
-script; the DPO and LDM benchmarks (later issues) compare with TRL and diffusers.
+Times optimiser steps of the ``sft`` loss (completion tokens only, the prompt masked:
+``policy.completion_logprobs``, mean NLL per completion token, fused AdamW at lr 1e-3)
+on the CPU, after ``--warmup`` untimed steps, over the first ``STEPS`` batches of
+``BATCH`` training examples in order, and prints ``gaf_sft examples_per_s=…
+tokens_per_s=…``. ``--tokenizer`` picks gpt2-tiny's tokenizer (default: its own,
+``sentiment-bpe``; ``byte`` for the peer comparison).
+
+``--write-examples`` writes, instead of timing, the ``{"prompt", "completion"}`` rows the
+timed loop would train on (warm-up batches included, in order), for the peer
+``benchmarks/trl_sft_peer.py`` (TRL's ``SFTTrainer``): run both with ``--tokenizer
+byte --warmup 0`` so that both time every step, the first one included, on the same
+examples (docs/benchmarks.md § SFT).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -18,15 +30,31 @@ import gaf
 from gaf.train import TrainConfig, make_optimizer
 
 
-def main(steps: int = 50, batch: int = 16) -> None:
-    torch.manual_seed(0)
-    policy = gaf.create("policy", "gpt2-tiny")
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("steps", nargs="?", type=int, default=50)
+    p.add_argument("batch", nargs="?", type=int, default=16)
+    p.add_argument("--tokenizer", default="", help="gpt2-tiny's tokenizer (default: its own)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.add_argument("--write-examples", default="", metavar="EXAMPLES.jsonl")
+    args = p.parse_args(argv)
     examples = gaf.create("task", "sentiment").sft_examples("train")
+    n = args.steps + args.warmup
+    batches = [examples[i * args.batch:(i + 1) * args.batch] for i in range(n)]
+    if args.write_examples:
+        with Path(args.write_examples).open("w") as f:
+            for chunk in batches:
+                for e in chunk:
+                    f.write(json.dumps({"prompt": e.prompt, "completion": e.completion}) + "\n")
+        return
+    torch.manual_seed(0)
+    options = {"tokenizer": args.tokenizer} if args.tokenizer else {}
+    policy = gaf.create("policy", "gpt2-tiny", **options)
     opt = make_optimizer(TrainConfig(lr=1e-3), policy.parameters())
-    batches = [examples[i * batch:(i + 1) * batch] for i in range(steps + 5)]
     tokens = 0
+    start = time.perf_counter()
     for i, chunk in enumerate(batches):
-        if i == 5:
+        if i == args.warmup:
             start, tokens = time.perf_counter(), 0
         b = policy.prepare([e.prompt for e in chunk], [e.completion for e in chunk])
         lp = policy.completion_logprobs(b)
@@ -36,9 +64,12 @@ def main(steps: int = 50, batch: int = 16) -> None:
         opt.zero_grad(set_to_none=True)
         tokens += int(b.attention_mask.sum())
     elapsed = time.perf_counter() - start
-    print(f"gaf_sft examples_per_s={steps * batch / elapsed:.1f} "
-          f"tokens_per_s={tokens / elapsed:.0f} threads={torch.get_num_threads()}")
+    print(f"gaf_sft examples_per_s={args.steps * args.batch / elapsed:.1f} "
+          f"tokens_per_s={tokens / elapsed:.0f} steps={args.steps} warmup={args.warmup} "
+          f"last_loss={loss.item():.4f} tokenizer={policy.config.tokenizer} "
+          f"params={sum(q.numel() for q in policy.parameters())} "
+          f"threads={torch.get_num_threads()}")
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    main()
