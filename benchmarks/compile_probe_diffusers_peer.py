@@ -11,8 +11,8 @@ The UNet of the peer script ``/work/shared/peers/diffusers_ldm_bench.py`` (diffu
   ``torch.inference_mode`` and the guidance and DDIM step.
 
 For each, eager against ``torch.compile(unet)`` in one process, alternating blocks of
-``--steps`` steps for ``--rounds`` rounds, the order swapped every round, exactly as
-``compile_probe.py`` does for gaf; glibc's thresholds are set as gaf's processes set them
+``--steps`` steps for ``--rounds`` rounds, the order swapped every round, by
+``compile_probe.steady`` itself (which imports only torch); glibc's thresholds are set as gaf's processes set them
 (``tuned_malloc.tune``). Prints ``compile_probe_peer case=… compile_s=… eager_ms=…
 compiled_ms=… ratio=…`` (ratio: eager over compiled, above 1 means compiled is faster).
 """
@@ -20,9 +20,7 @@ compiled_ms=… ratio=…`` (ratio: eager over compiled, above 1 means compiled 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ from diffusers import DDIMScheduler, UNet2DConditionModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tuned_malloc  # noqa: E402
+from compile_probe import ENABLED, steady  # noqa: E402 (torch only: runs in the peer venv)
 
 
 def build() -> UNet2DConditionModel:
@@ -38,28 +37,6 @@ def build() -> UNet2DConditionModel:
         block_out_channels=(64, 128), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=64,
         attention_head_dim=8, norm_num_groups=32)
-
-
-def steady(step, rounds: int, block: int, sides: dict) -> dict:
-    times: dict[str, list[float]] = {"eager": [], "compiled": []}
-    step(sides["eager"])
-    t0 = time.perf_counter()
-    step(sides["eager"])
-    eager_first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    step(sides["compiled"])
-    compile_s = time.perf_counter() - t0 - eager_first
-    step(sides["compiled"])
-    for r in range(rounds):
-        for side in (("eager", "compiled") if r % 2 == 0 else ("compiled", "eager")):
-            t0 = time.perf_counter()
-            for _ in range(block):
-                step(sides[side])
-            times[side].append((time.perf_counter() - t0) / block)
-    eager, comp = (statistics.median(times[k]) for k in ("eager", "compiled"))
-    return {"compile_s": compile_s, "eager_ms": 1e3 * eager, "compiled_ms": 1e3 * comp,
-            "ratio": eager / comp, "faster": sum(c < e for e, c in
-                                                 zip(times["eager"], times["compiled"]))}
 
 
 def main() -> None:
@@ -71,37 +48,41 @@ def main() -> None:
     torch.manual_seed(0)
     sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
     unet = build().train()
-    sides = {"eager": unet, "compiled": torch.compile(unet)}
+    compiled = torch.compile(unet)
+
+    def model():  # the side compile_probe.steady has switched on
+        return compiled if ENABLED["on"] else unet
+
     opt = torch.optim.AdamW(unet.parameters(), 1e-4)
     z, c = torch.randn(64, 4, 8, 8), torch.randn(64, 16, 64)
 
-    def train(model) -> None:
+    def train() -> None:
         t = torch.randint(0, 1000, (64,))
         noise = torch.randn_like(z)
         loss = torch.nn.functional.mse_loss(
-            model(sched.add_noise(z, noise, t), t, encoder_hidden_states=c).sample, noise)
+            model()(sched.add_noise(z, noise, t), t, encoder_hidden_states=c).sample, noise)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    rows = {"ldm-train": steady(train, args.rounds, args.steps, sides)}
+    rows = {"ldm-train": steady(train, args.rounds, args.steps, inference=False)}
     unet.eval()
     sched.set_timesteps(50)
     ctx = torch.cat([torch.zeros(16, 16, 64), torch.randn(16, 16, 64)])
     state = {"x": torch.randn(16, 4, 8, 8)}
     t = sched.timesteps[10]
 
-    def sample(model) -> None:
+    def sample() -> None:
         x = state["x"]
-        e_u, e_c = model(torch.cat([x, x]), t, encoder_hidden_states=ctx).sample.chunk(2)
+        e_u, e_c = model()(torch.cat([x, x]), t, encoder_hidden_states=ctx).sample.chunk(2)
         state["x"] = sched.step(e_u + 3.0 * (e_c - e_u), t, x).prev_sample
 
-    with torch.inference_mode():
-        rows["ldm-sample"] = steady(sample, args.rounds, args.steps, sides)
+    rows["ldm-sample"] = steady(sample, args.rounds, args.steps, inference=True)
     for name, row in rows.items():
         print(f"compile_probe_peer case={name} compile_s={row['compile_s']:.1f} "
               f"eager_ms={row['eager_ms']:.1f} compiled_ms={row['compiled_ms']:.1f} "
-              f"ratio={row['ratio']:.3f} compiled_faster_rounds={row['faster']}/{args.rounds}",
+              f"ratio={row['ratio']:.3f} compiled_faster_rounds="
+              f"{row['compiled_faster_rounds']}/{row['rounds']}",
               flush=True)
 
 
