@@ -41,7 +41,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str = "auto") -> Iterator[None]:
-    """bf16 autocast on CUDA (``precision`` auto or bf16); full precision otherwise."""
+    """bf16 autocast on CUDA with ``precision`` auto, and on any device, CPU included, with
+    ``precision`` bf16 (docs/benchmarks.md § bf16 autocast); full precision otherwise."""
     import torch
 
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")

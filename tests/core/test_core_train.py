@@ -201,3 +201,23 @@ def test_resumed_optimizer_state_takes_the_layout_of_channels_last_parameters(tm
     assert opt2.state[again.weight]["exp_avg"].stride() == again.weight.stride()
     step(again, opt2)
     assert torch.equal(conv.weight, again.weight) and torch.equal(conv.bias, again.bias)
+
+
+@pytest.mark.parametrize("precision, on", [("auto", False), ("fp32", False), ("bf16", True)])
+def test_precision_bf16_runs_the_loss_under_autocast_on_cpu_too(registry, tmp_path,
+                                                                monkeypatch, precision, on):
+    seen = []
+    loss = Toy.loss
+
+    def spy(self, batch):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return loss(self, batch)
+
+    monkeypatch.setattr(Toy, "loss", spy)
+    _, summary = execute(spec_for(registry, tmp_path, 'device="cpu"',
+                                  f'train.precision="{precision}"', "train.steps=3"),
+                         registry=registry)
+    assert summary["status"] == "completed" and len(seen) == 3
+    assert all(enabled == on for enabled, _ in seen)
+    if on:
+        assert all(dtype == torch.bfloat16 for _, dtype in seen)

@@ -203,6 +203,30 @@ def test_hand_written_backwards_equal_autograd_of_the_formula(kind):
     assert torch.autograd.gradcheck(module, inputs)
 
 
+@pytest.mark.parametrize("grad", [True, False])
+def test_the_unet_runs_under_bf16_autocast_near_its_float32_output(grad):
+    """``train.precision=bf16`` wraps the loss in ``torch.autocast`` (on CPU too): the
+    hand-made GEGLU and attention paths step aside for the plain formulas, the result is
+    bf16-close to float32, and the gradients stay float32."""
+    torch.manual_seed(4)
+    unet = randomize(tiny(channels=(16, 32), context_dim=16), std=0.2)
+    x, t, ctx = torch.randn(2, 4, 8, 8), torch.tensor([3, 500]), torch.randn(2, 5, 16)
+    with torch.no_grad():
+        want = unet(x, t, ctx)
+    mode = torch.enable_grad() if grad else torch.inference_mode()
+    with mode, torch.autocast("cpu", dtype=torch.bfloat16):
+        cond = ctx if grad else unet.cache_context(ctx)
+        got = unet(x, t, cond)
+        if grad:
+            got.float().square().mean().backward()
+    assert got.dtype in (torch.bfloat16, torch.float32)
+    err = (got.float() - want).abs().max() / want.abs().max()
+    assert err < 0.05, err
+    if grad:
+        grads = [p.grad for p in unet.parameters() if p.grad is not None]
+        assert grads and all(g.dtype == torch.float32 and g.isfinite().all() for g in grads)
+
+
 @pytest.mark.parametrize("dim", [8, 7])
 def test_timestep_embedding_closed_form(dim):
     t = torch.tensor([0.0, 1.0, 17.5, 999.0])
