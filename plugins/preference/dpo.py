@@ -214,7 +214,8 @@ class ORPO(PairwiseObjective):
 
 @attrs.define
 class KTOConfig(PreferenceConfig):
-    """Options of ``kto`` (TRL defaults)."""
+    """Options of ``kto``: λD and λU default to TRL's ``KTOConfig`` values; ``beta`` is
+    the shared preference default (1.0), where TRL's ``KTOConfig`` has 0.1."""
 
     desirable_weight: float = option(1.0, "λD: weight of desirable completions")
     undesirable_weight: float = option(1.0, "λU: weight of undesirable completions")

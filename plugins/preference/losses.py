@@ -205,7 +205,10 @@ def orpo_loss(mean_chosen: Tensor, mean_rejected: Tensor, lam: float | Tensor) -
 
     Note: TRL's NLL term is a token mean over the whole batch's chosen completions,
     whereas this per-example form averages each completion on its own; the two agree
-    when the chosen completions have equal lengths.
+    when the chosen completions have equal lengths. TRL 1.16's ``ORPOTrainer``
+    (``trl.experimental.orpo``) also counts the prompt's tokens in its NLL (its labels are
+    every attended token), so its loss differs from this one on the same weights and
+    batch (``benchmarks/trl_preference_peer.py`` runs it).
     """
     ratio = log_odds(mean_chosen) - log_odds(mean_rejected)
     return -mean_chosen - lam * F.logsigmoid(ratio)

@@ -41,7 +41,8 @@ __all__ = ["PartiConfig", "PartiTransformer", "CrossBlock"]
 
 @attrs.define
 class PartiConfig(TokenModelConfig):
-    """Options of the ``parti`` token model (``d_model`` is the encoder's width too)."""
+    """Options of the ``parti`` token model (``d_model``, ``n_head`` and ``mlp_ratio`` are
+    the encoder's too)."""
 
     encoder_layers: int = option(2, "encoder blocks", ge=1)
     n_layer: int = option(3, "decoder blocks", ge=1)
@@ -94,7 +95,7 @@ class PartiTransformer(nn.Module):
         self.config = cfg = config or PartiConfig()
         self.encoder = TextTransformer(TextTransformerConfig(
             tokenizer=cfg.tokenizer, width=cfg.d_model, layers=cfg.encoder_layers,
-            heads=cfg.n_head, max_length=cfg.text_length))
+            heads=cfg.n_head, mlp_mult=cfg.mlp_ratio, max_length=cfg.text_length))
         self.block_config = GPT2Config(
             vocab_size=cfg.codebook, n_positions=cfg.rows * cfg.cols, d_model=cfg.d_model,
             n_layer=cfg.n_layer, n_head=cfg.n_head, mlp_ratio=cfg.mlp_ratio,

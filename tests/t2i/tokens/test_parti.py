@@ -31,6 +31,16 @@ def codes_for(batch, seed=1):
     return torch.randint(0, 12, (batch, 6), generator=torch.Generator().manual_seed(seed))
 
 
+def test_mlp_ratio_sets_the_encoders_mlp_as_well_as_the_decoders():
+    m = PartiTransformer(PartiConfig(text_length=8, codebook=12, rows=2, cols=3, d_model=16,
+                                     encoder_layers=1, n_layer=1, n_head=2, mlp_ratio=3))
+    widths = {name: p.shape[0] for name, p in m.named_parameters()
+              if p.dim() == 2 and p.shape[1] == 16 and "mlp" in name}
+    assert widths and all(w == 48 for w in widths.values())
+    assert any(n.startswith("encoder.") for n in widths)
+    assert any(n.startswith("blocks.") for n in widths)
+
+
 def test_the_cache_gives_the_logits_of_a_full_recomputation():
     m = model()
     text, codes = m.tokenize(CAPTIONS), codes_for(2)
