@@ -63,6 +63,20 @@ def byte_tokenizer():
     return hf
 
 
+def gpt2_tiny_config(tok, **extra):
+    """``GPT2Config`` in gaf's gpt2-tiny shape (d 128, 4 layers, 4 heads, 256 positions,
+    tied output layer) for the tokenizer ``tok``, dropout 0 as gaf's default (transformers'
+    default is 0.1); ``extra`` adds or overrides fields (``num_labels`` for a reward
+    model)."""
+    from transformers import GPT2Config
+
+    fields = dict(vocab_size=len(tok), n_positions=256, n_embd=128, n_layer=4, n_head=4,
+                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                  pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                  eos_token_id=tok.eos_token_id)
+    return GPT2Config(**{**fields, **extra})
+
+
 def perturbed(model, seed: int = 7, scale: float = 0.02):
     """``model`` with every parameter moved by ``scale`` × N(0, 1) noise drawn from a
     generator seeded with ``seed``, in ``named_parameters`` order of the HF names."""

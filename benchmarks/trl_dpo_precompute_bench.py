@@ -1,6 +1,7 @@
 """The peer DPO benchmark with TRL's reference log-probs precomputed once.
 
     /tmp/gaf-peers/bin/python benchmarks/trl_dpo_precompute_bench.py [STEPS]
+        [--without-checkpointing] [--reference-every-step]
 
 Runs ``../shared/peers/trl_dpo_bench.py`` (TRL's ``DPOTrainer`` on the gpt2-tiny shape)
 with one change to its source: ``precompute_ref_log_probs=True`` in its ``DPOConfig``.
@@ -24,6 +25,18 @@ timers and prints a second line::
 dataset, the reference pass) plus ``train()``, the counterpart of gaf's
 ``setup_s + train_s``. Runs in the peers' venv (``../shared/peers/setup.sh``); it
 imports nothing from gaf.
+
+TRL 1.16's ``DPOConfig`` turns gradient checkpointing on by default
+(``gradient_checkpointing=True``: each block's forward runs again in the backward), and
+the shared peer script keeps TRL's defaults; gaf never recomputes activations. Two flags
+make the like-for-like variants:
+
+* ``--without-checkpointing`` adds ``gradient_checkpointing=False`` to the ``DPOConfig``
+  (the line's name gains ``_nockpt``);
+* ``--reference-every-step`` leaves ``precompute_ref_log_probs`` at TRL's default (a
+  reference forward every step, as the shared script) and prints only the peer's line,
+  named ``trl_dpo`` (+ ``_nockpt``): with ``--without-checkpointing``, the shared
+  script with gradient checkpointing off and nothing else changed.
 """
 
 from __future__ import annotations
@@ -38,11 +51,23 @@ from trl import DPOTrainer
 PEER = Path(__file__).resolve().parents[1].parent / "shared" / "peers" / "trl_dpo_bench.py"
 OPTION = "max_length=128)"
 
+FLAGS = ("--without-checkpointing", "--reference-every-step")
+flags = {a for a in sys.argv[1:] if a in FLAGS}
+unknown = [a for a in sys.argv[1:] if a.startswith("-") and a not in FLAGS]
+if unknown:
+    raise SystemExit(f"unknown option {unknown[0]!r}; the options are {', '.join(FLAGS)}")
+precompute = "--reference-every-step" not in flags
+options = ", precompute_ref_log_probs=True" if precompute else ""
+name = "trl_dpo_precompute" if precompute else "trl_dpo"
+if "--without-checkpointing" in flags:
+    options += ", gradient_checkpointing=False"
+    name += "_nockpt"
+
 source = PEER.read_text()
 if source.count(OPTION) != 1:
-    raise SystemExit(f"{PEER}: expected one {OPTION!r} to add precompute_ref_log_probs to")
-source = source.replace(OPTION, "max_length=128, precompute_ref_log_probs=True)")
-source = source.replace('print(f"trl_dpo ', 'print(f"trl_dpo_precompute ')
+    raise SystemExit(f"{PEER}: expected one {OPTION!r} to add the options to")
+source = source.replace(OPTION, f"max_length=128{options})")
+source = source.replace('print(f"trl_dpo ', f'print(f"{name} ')
 
 timers = {"init_s": 0.0, "ref_precompute_s": 0.0}
 
@@ -61,14 +86,16 @@ def timed(name, method):
 DPOTrainer.__init__ = timed("init_s", DPOTrainer.__init__)
 DPOTrainer._precompute_ref_logps = timed("ref_precompute_s", DPOTrainer._precompute_ref_logps)
 
-sys.argv = [str(PEER), *sys.argv[1:]]
+sys.argv = [str(PEER), *(a for a in sys.argv[1:] if a not in FLAGS)]
 peer = {"__name__": "__main__", "__file__": str(PEER)}
 exec(compile(source, str(PEER), "exec"), peer)
+if not precompute:
+    raise SystemExit(0)
 if not timers["ref_precompute_s"] > 0:
     raise SystemExit("DPOTrainer._precompute_ref_logps did not run: this TRL precomputes "
                      "elsewhere; the timers above need updating")
 pairs, train_s = peer["BATCH"] * peer["STEPS"], peer["dt"]
-print(f"trl_dpo_precompute_setup init_s={timers['init_s']:.2f} "
+print(f"{name}_setup init_s={timers['init_s']:.2f} "
       f"ref_precompute_s={timers['ref_precompute_s']:.2f} "
       f"with_ref_pairs_per_s={pairs / (timers['ref_precompute_s'] + train_s):.2f} "
       f"init_and_train_pairs_per_s={pairs / (timers['init_s'] + train_s):.2f}")
