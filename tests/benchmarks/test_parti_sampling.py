@@ -1,0 +1,84 @@
+"""benchmarks/parti_sampling.py: its output line has its fields, and the shapes, options,
+captions and parameter count that benchmarks/parti_transformers_peer.py promises are
+gaf's (the peer file is read, not imported: the CI venv has no transformers). No
+timing is asserted."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from script_module import load_script  # tests/ is on sys.path (conftest)
+
+parti = load_script("benchmarks/parti_sampling.py")
+PEER = Path(parti.__file__).with_name("parti_transformers_peer.py")
+
+
+def peer_constants() -> dict[str, object]:
+    """The peer's module-level constants (literal assignments, tuples unpacked)."""
+    out: dict[str, object] = {}
+    for node in ast.parse(PEER.read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            if isinstance(target, ast.Name):
+                out[target.id] = value
+            elif isinstance(target, ast.Tuple):
+                out.update({t.id: v for t, v in zip(target.elts, value, strict=True)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def model():
+    return parti.build()
+
+
+def test_a_timed_run_prints_its_fields(capsys, model):
+    parti.main(["1", "--threads", "1"])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("gaf_parti ") and "\n" not in line
+    fields = dict(f.split("=", 1) for f in line.split()[1:])
+    assert float(fields["image_tokens_per_s"]) > 0
+    assert fields["runs"] == "1" and fields["threads"] == "1"
+    assert int(fields["params"]) == sum(p.numel() for p in model.parameters())
+    assert int(fields["image_tokens"]) == model.config.rows * model.config.cols
+    assert int(fields["text_tokens"]) == model.config.text_length
+    assert int(fields["batch"]) == parti.BATCH
+    assert float(fields["guidance"]) == parti.GUIDANCE and int(fields["top_k"]) == parti.TOP_K
+    assert 0 <= int(fields["codes_sum"]) <= parti.BATCH * 64 * (model.config.codebook - 1)
+
+
+def test_the_peer_has_gafs_shapes_and_options(model):
+    c, cfg = peer_constants(), model.config
+    assert (c["BATCH"], c["GUIDANCE"], c["TOP_K"]) == (parti.BATCH, parti.GUIDANCE, parti.TOP_K)
+    assert (c["TEXT"], c["IMAGE"], c["CODES"]) == (cfg.text_length, cfg.rows * cfg.cols,
+                                                   cfg.codebook)
+    assert (c["D_MODEL"], c["HEADS"], c["MLP_RATIO"]) == (cfg.d_model, cfg.n_head, cfg.mlp_ratio)
+    assert (c["ENCODER_LAYERS"], c["DECODER_LAYERS"]) == (cfg.encoder_layers, cfg.n_layer)
+    assert model.encoder.config.mlp_mult == c["MLP_RATIO"]  # the encoder's own MLP width
+    assert c["TEXT_VOCAB"] == model.tokenizer.vocab_size
+    assert c["BOS"] == cfg.codebook  # the decoder's vocabulary: the codes, then BOS
+
+
+def test_the_peer_samples_the_same_captions(model):
+    c = peer_constants()
+    ids = model.tokenize(parti.CAPTIONS)
+    pad = model.tokenizer.pad_id
+    assert c["CAPTION_IDS"] == [[t for t in row if t != pad] for row in ids.tolist()]
+    flat = [t for row in c["CAPTION_IDS"] for t in row]
+    assert c["TEXT_PAD"] not in flat and max(flat) < c["TEXT_VOCAB"]
+
+
+def test_the_parameter_count_the_peer_explains_is_gafs(model):
+    doc = ast.get_docstring(ast.parse(PEER.read_text()))
+    promised = re.search(r"Parameters: gaf ([\d,]+), this model ([\d,]+)", doc)
+    gaf_n, peer_n = (int(g.replace(",", "")) for g in promised.groups())
+    assert gaf_n == sum(p.numel() for p in model.parameters())
+    gap = re.search(r"The gap of\s+([\d,]+)", doc)
+    assert int(gap.group(1).replace(",", "")) == peer_n - gaf_n
