@@ -14,7 +14,16 @@ own code:
 * ``ldm-sample``: one DDIM step with classifier-free guidance of that benchmark (one UNet
   call on 32 rows with the cached context, the guidance, the scheduler step);
 * ``imagen-cascade``: one call of the cascade of ``benchmarks/imagen_throughput.py`` (50
-  captions) with 5 DDIM steps per stage instead of 25 (the same work per step).
+  captions) with 5 DDIM steps per stage instead of 25 (the same work per step);
+* ``sft-train``: one step of ``benchmarks/sft_throughput.py`` (gpt2-tiny with its own
+  ``sentiment-bpe`` vocabulary, 16 sentiment examples: ``prepare``, completion
+  log-probs, the NLL, backward, fused AdamW);
+* ``ae-train``: one trainer step of ``benchmarks/autoencoder_throughput.py`` (the default
+  ``kl-vae``, 16 images, the step before the PatchGAN starts);
+* ``i2i-train``: one trainer step of ``benchmarks/image_to_image_throughput.py``
+  (inpainting, batch 32, fused AdamW, the EMA update);
+* ``parti-sample``: one sampling call of ``benchmarks/parti_sampling.py`` (16 captions,
+  64 image tokens, guidance 2, top-k 8).
 
 For each case: ``--warmup`` untimed steps, then the median of ``--steps`` timed steps
 (``step_ms``); the FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode``
@@ -181,8 +190,111 @@ def imagen_cascade(tiny: bool) -> Iterator[tuple[Callable[[], None], str]]:
     yield step, f"imagen cascade, {batch} captions, DDIM {steps}+{steps}"
 
 
+@contextmanager
+def sft_train(tiny: bool) -> Iterator[tuple[Callable[[], None], str]]:
+    import gaf
+    from gaf.train import TrainConfig, make_optimizer
+
+    torch.manual_seed(0)
+    examples = gaf.create("task", "sentiment").sft_examples("train")
+    policy = gaf.create("policy", "gpt2-tiny")
+    opt = make_optimizer(TrainConfig(lr=1e-3), policy.parameters())
+    batch = 2 if tiny else 16
+    count = iter(range(10 ** 9))
+
+    def step() -> None:
+        i = next(count) % 50
+        chunk = examples[i * batch:(i + 1) * batch]
+        b = policy.prepare([e.prompt for e in chunk], [e.completion for e in chunk])
+        lp = policy.completion_logprobs(b)
+        (-lp.token_logps.sum() / lp.mask.sum()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    yield step, f"gpt2-tiny SFT, {batch} examples"
+
+
+@contextmanager
+def ae_train(tiny: bool) -> Iterator[tuple[Callable[[], None], str]]:
+    import autoencoder_throughput as at
+
+    from gaf.train import _step, _trainable, lr_factor, make_optimizer
+
+    batch = 2 if tiny else 16
+    with tempfile.TemporaryDirectory() as tmp:
+        objective, ctx = at.build(batch, Path(tmp))
+        train = [objective.train_batch(i) for i in range(8)]
+        modules = objective.modules()
+        for module in modules.values():
+            module.train()
+        params = _trainable(modules)
+        opt = make_optimizer(ctx.spec.train, params)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(ctx.spec.train, s))
+        objective.train_batch = lambda i: train[i % len(train)]
+        count = iter(range(1, 10 ** 9))
+
+        def step() -> None:
+            _step(objective, ctx, opt, params, next(count), None)
+            sched.step()
+
+        yield step, f"kl-vae training step before the GAN, {batch} images"
+
+
+@contextmanager
+def i2i_train(tiny: bool) -> Iterator[tuple[Callable[[], None], str]]:
+    import image_to_image_throughput as it
+
+    from types import SimpleNamespace
+
+    from gaf.device import autocast
+    from gaf.train import _step, make_optimizer
+
+    batch = 2 if tiny else 32
+    obj = it.build("inpainting", batch)
+    batches = it.draw(obj, 8)
+    tcfg = it.train_config(batch)
+    modules = obj.modules()
+    for module in modules.values():
+        module.train()
+    params = [q for m in modules.values() for q in m.parameters() if q.requires_grad]
+    opt = make_optimizer(tcfg, params)
+    ctx = SimpleNamespace(spec=SimpleNamespace(train=tcfg), world=obj.world,
+                          autocast=lambda: autocast(obj.device, "fp32"))
+    obj.train_batch = lambda i: batches[i % len(batches)]
+    count = iter(range(1, 10 ** 9))
+
+    def step() -> None:
+        _step(obj, ctx, opt, params, next(count), None)
+
+    yield step, f"image-to-image (inpainting) training step, batch {batch}"
+
+
+@contextmanager
+def parti_sample(tiny: bool) -> Iterator[tuple[Callable[[], None], str]]:
+    import parti_sampling as ps
+
+    from gaf.plugins.lm.samplers import TopK, TopKConfig
+    from gaf.plugins.t2i.tokens.sampling import sample_codes
+
+    model = ps.build().requires_grad_(False)  # (FlopCounterMode's module hooks need it)
+    captions = ps.captions()[:2 if tiny else ps.BATCH]
+    text = model.tokenize(captions)
+    sampler = TopK(TopKConfig(k=ps.TOP_K))
+
+    def step() -> None:
+        gens = [torch.Generator().manual_seed(i) for i in range(len(captions))]
+        sample_codes(model, text, sampler=sampler, guidance=ps.GUIDANCE, generators=gens)
+
+    yield step, f"parti sampling, {len(captions)} captions x {model.image_tokens} tokens"
+
+
 CASES = {"dpo-train": dpo_train, "ldm-train": ldm_train, "ldm-sample": ldm_sample,
-         "imagen-cascade": imagen_cascade}
+         "imagen-cascade": imagen_cascade, "sft-train": sft_train, "ae-train": ae_train,
+         "i2i-train": i2i_train, "parti-sample": parti_sample}
+#: the cases that run without autograd
+INFERENCE = ("ldm-sample", "imagen-cascade", "parti-sample")
+#: the cases whose model is the UNet (``--compare-fused-attention``'s default)
+UNET_CASES = ("ldm-train", "ldm-sample", "imagen-cascade", "i2i-train")
 
 
 # ------------------------------------------------------------------------- measuring
@@ -279,11 +391,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     gaf.tune_malloc()  # as the gaf command
     if args.compare_fused_attention:
         rows = []
-        for name in args.cases or [c for c in CASES if c != "dpo-train"]:
+        for name in args.cases or UNET_CASES:
             with CASES[name](args.tiny) as (step, what):
                 row = {"case": name, "what": what, **compare_fused_attention(
                     step, args.compare_fused_attention, args.steps,
-                    inference=name in ("ldm-sample", "imagen-cascade"))}
+                    inference=name in INFERENCE)}
             rows.append(row)
             print(json.dumps(row) if args.json else
                   f"fused_attention case={name} short_ms={row['short_ms']:.1f} "
@@ -304,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         with CASES[name](args.tiny) as (step, what):
             row = {"case": name, "what": what,
                    **measure(step, args.steps, args.warmup,
-                             inference=name in ("ldm-sample", "imagen-cascade"))}
+                             inference=name in INFERENCE)}
         row["peak_gflops"] = peak
         row["peak_share"] = row["gflops"] / peak
         rows.append(row)
