@@ -1,7 +1,7 @@
 """This machine's fp32 matmul and convolution peak, at large shapes and at the shapes the
 default models run.
 
-    python benchmarks/machine_peak.py [--threads 2] [--repeats 7] [--json]
+    python benchmarks/machine_peak.py [--threads 2] [--repeats 7] [--bf16] [--json]
 
 Prints one line per measurement, the median of ``--repeats`` timings after a warm-up
 (each timing repeats the op to about 2 GFLOP, so that small shapes time well):
@@ -14,7 +14,10 @@ Prints one line per measurement, the median of ``--repeats`` timings after a war
   latents 4x8x8, channels 64/128) and sampling step (batch 32), and the ``imagen``
   cascade's base (100 rows, 16x16 pixels, channels 32/64/128) and super-resolution
   stage (100 rows, 32x32, channels 32/48/64), forward only;
-* ``conv_peak_gflops``: the best of the conv lines.
+* ``conv_peak_gflops``: the best of the conv lines;
+* with ``--bf16``, ``matmul_bf16`` lines too: the same square products in bfloat16 (what
+  ``train.precision=bf16`` hands its matrix products to; docs/benchmarks.md § bf16
+  autocast). They are not part of either peak, which stay float32.
 
 FLOPs: ``2·m·k·n`` for a matmul, ``2·N·C_out·H_out·W_out·C_in·9`` for a 3x3 conv. The
 ``DPO`` step's own GEMM shapes (forward and both gradients) are in
@@ -61,11 +64,12 @@ def median_seconds(fn: Callable[[], object], flops: float, repeats: int) -> floa
     return statistics.median(times)
 
 
-def matmul(size: int, repeats: int) -> dict:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul(size: int, repeats: int, dtype: torch.dtype = torch.float32) -> dict:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     flops = 2.0 * size ** 3
     s = median_seconds(lambda: torch.mm(a, b), flops, repeats)
-    return {"op": "matmul", "shape": f"m=k=n={size}", "gflops": flops / s / 1e9}
+    op = "matmul" if dtype == torch.float32 else "matmul_bf16"
+    return {"op": op, "shape": f"m=k=n={size}", "gflops": flops / s / 1e9}
 
 
 def conv(name: str, batch: int, c_in: int, c_out: int, size: int, repeats: int) -> dict:
@@ -83,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--bf16", action="store_true", help="also bfloat16 square matmuls")
     p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
     p.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # tests
     args = p.parse_args(argv)
@@ -92,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     with torch.inference_mode():
         rows = [matmul(s, args.repeats) for s in squares]
         rows += [conv(*c, args.repeats) for c in convs]
+        if args.bf16:
+            rows += [matmul(s, args.repeats, torch.bfloat16) for s in squares]
     result = {"threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows,
               "peak_gflops": max(r["gflops"] for r in rows if r["op"] == "matmul"),
               "conv_peak_gflops": max(r["gflops"] for r in rows if r["op"] == "conv")}

@@ -25,6 +25,14 @@ def test_machine_peak_prints_its_rows(capsys):
     assert result["conv_peak_gflops"] == result["rows"][1]["gflops"]
 
 
+def test_bf16_matmul_rows_are_listed_but_leave_the_float32_peaks_alone(capsys):
+    threads = str(torch.get_num_threads())
+    result = peak.main(["--quick", "--repeats", "1", "--threads", threads, "--bf16"])
+    assert [r["op"] for r in result["rows"]] == ["matmul", "conv", "matmul_bf16"]
+    assert result["peak_gflops"] == result["rows"][0]["gflops"]
+    assert "matmul_bf16 threads=" in capsys.readouterr().out
+
+
 def test_every_conv_shape_is_a_default_unet_shape():
     """The listed shapes are 3x3 convolutions the default UNets run (channel pairs)."""
     from gaf.plugins.t2i.imagen.objective import BASE_UNET
