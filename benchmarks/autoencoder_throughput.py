@@ -104,6 +104,18 @@ def build(batch: int, run_dir: Path) -> tuple[Any, RunContext]:
     return objective, ctx
 
 
+def trainer(objective: Any, ctx: RunContext) -> tuple[Any, list[torch.Tensor], Any]:
+    """What gaf's trainer sets up: ``(optimizer, params, lr schedule)`` over the
+    objective's trainable parameters, its modules in training mode."""
+    modules = objective.modules()
+    for mod in modules.values():
+        mod.train()
+    params = _trainable(modules)
+    opt = make_optimizer(ctx.spec.train, params)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(ctx.spec.train, s))
+    return opt, params, sched
+
+
 def images(objective: Any, ctx: RunContext, batches: int, eval_batch: int
            ) -> tuple[list[dict[str, Any]], torch.Tensor]:
     """The first ``batches`` training batches (``train_batch(i)``, as the trainer asks for
@@ -157,14 +169,8 @@ def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any] | None:
         torch.save({"train": stacked, "eval": evaluation}, args.write_images)
         return None
 
-    modules = objective.modules()
-    ae = modules["autoencoder"]
-    for mod in modules.values():
-        mod.train()
-    params = _trainable(modules)
-    cfg = ctx.spec.train
-    opt = make_optimizer(cfg, params)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s))
+    ae = objective.modules()["autoencoder"]
+    opt, params, sched = trainer(objective, ctx)
     objective.train_batch = train.__getitem__  # the rendered batches, in the run's order
 
     start = time.perf_counter()

@@ -268,19 +268,26 @@ def usage() -> dict[str, Any]:
             "sys_s": round(r.ru_stime, 2)}
 
 
-def train(obj: ImageToImage, batches: list[dict[str, Any]], warmup: int
-          ) -> tuple[float, float]:
-    """gaf's trainer steps over ``batches`` (served in order); ``(seconds of the steps
-    after the first warmup, last loss)``."""
+def trainer(obj: ImageToImage) -> tuple[Any, list[torch.Tensor], Any, Any]:
+    """What gaf's trainer sets up for ``obj``: ``(optimizer, params, lr schedule, the
+    context _step reads)``, its modules in training mode (the EMA shadow included)."""
     tcfg = train_config(obj.batch_size)
     modules = obj.modules()
     for module in modules.values():
-        module.train()  # as gaf.train's set-up (the EMA shadow included)
+        module.train()  # as gaf.train's set-up
     params_ = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(tcfg, params_)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(tcfg, s))
     ctx = SimpleNamespace(spec=SimpleNamespace(train=tcfg), world=obj.world,
                           autocast=lambda: autocast(obj.device, "fp32"))
+    return optimizer, params_, schedule, ctx
+
+
+def train(obj: ImageToImage, batches: list[dict[str, Any]], warmup: int
+          ) -> tuple[float, float]:
+    """gaf's trainer steps over ``batches`` (served in order); ``(seconds of the steps
+    after the first warmup, last loss)``."""
+    optimizer, params_, schedule, ctx = trainer(obj)
     obj.train_batch = batches.__getitem__  # the drawn batches, in order (module doc)
     try:
         start, record = time.perf_counter(), {"loss": float("nan")}

@@ -218,18 +218,13 @@ def sft_train(tiny: bool) -> Iterator[tuple[Callable[[], None], str]]:
 def ae_train(tiny: bool) -> Iterator[tuple[Callable[[], None], str]]:
     import autoencoder_throughput as at
 
-    from gaf.train import _step, _trainable, lr_factor, make_optimizer
+    from gaf.train import _step
 
     batch = 2 if tiny else 16
     with tempfile.TemporaryDirectory() as tmp:
         objective, ctx = at.build(batch, Path(tmp))
         train = [objective.train_batch(i) for i in range(8)]
-        modules = objective.modules()
-        for module in modules.values():
-            module.train()
-        params = _trainable(modules)
-        opt = make_optimizer(ctx.spec.train, params)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(ctx.spec.train, s))
+        opt, params, sched = at.trainer(objective, ctx)
         objective.train_batch = lambda i: train[i % len(train)]
         count = iter(range(1, 10 ** 9))
 
@@ -244,27 +239,18 @@ def ae_train(tiny: bool) -> Iterator[tuple[Callable[[], None], str]]:
 def i2i_train(tiny: bool) -> Iterator[tuple[Callable[[], None], str]]:
     import image_to_image_throughput as it
 
-    from types import SimpleNamespace
-
-    from gaf.device import autocast
-    from gaf.train import _step, make_optimizer
+    from gaf.train import _step
 
     batch = 2 if tiny else 32
     obj = it.build("inpainting", batch)
     batches = it.draw(obj, 8)
-    tcfg = it.train_config(batch)
-    modules = obj.modules()
-    for module in modules.values():
-        module.train()
-    params = [q for m in modules.values() for q in m.parameters() if q.requires_grad]
-    opt = make_optimizer(tcfg, params)
-    ctx = SimpleNamespace(spec=SimpleNamespace(train=tcfg), world=obj.world,
-                          autocast=lambda: autocast(obj.device, "fp32"))
+    opt, params, sched, ctx = it.trainer(obj)
     obj.train_batch = lambda i: batches[i % len(batches)]
     count = iter(range(1, 10 ** 9))
 
     def step() -> None:
         _step(obj, ctx, opt, params, next(count), None)
+        sched.step()
 
     yield step, f"image-to-image (inpainting) training step, batch {batch}"
 
