@@ -22,12 +22,26 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import gaf
 from gaf.train import TrainConfig, make_optimizer
+
+
+def step(policy: Any, opt: Any, chunk: Sequence[Any]) -> tuple[torch.Tensor, int]:
+    """One SFT step on the examples ``chunk``: ``prepare``, the completion log-probs, the
+    token-mean NLL, backward, the optimiser step; ``(loss, real tokens in the batch)``."""
+    b = policy.prepare([e.prompt for e in chunk], [e.completion for e in chunk])
+    lp = policy.completion_logprobs(b)
+    loss = -lp.token_logps.sum() / lp.mask.sum()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss, int(b.attention_mask.sum())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,13 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     for i, chunk in enumerate(batches):
         if i == args.warmup:
             start, tokens = time.perf_counter(), 0
-        b = policy.prepare([e.prompt for e in chunk], [e.completion for e in chunk])
-        lp = policy.completion_logprobs(b)
-        loss = -lp.token_logps.sum() / lp.mask.sum()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        tokens += int(b.attention_mask.sum())
+        loss, real = step(policy, opt, chunk)
+        tokens += real
     elapsed = time.perf_counter() - start
     print(f"gaf_sft examples_per_s={args.steps * args.batch / elapsed:.1f} "
           f"tokens_per_s={tokens / elapsed:.0f} steps={args.steps} warmup={args.warmup} "

@@ -192,6 +192,8 @@ def imagen_cascade(tiny: bool) -> Iterator[tuple[Callable[[], None], str]]:
 
 @contextmanager
 def sft_train(tiny: bool) -> Iterator[tuple[Callable[[], None], str]]:
+    import sft_throughput
+
     import gaf
     from gaf.train import TrainConfig, make_optimizer
 
@@ -204,12 +206,7 @@ def sft_train(tiny: bool) -> Iterator[tuple[Callable[[], None], str]]:
 
     def step() -> None:
         i = next(count) % 50
-        chunk = examples[i * batch:(i + 1) * batch]
-        b = policy.prepare([e.prompt for e in chunk], [e.completion for e in chunk])
-        lp = policy.completion_logprobs(b)
-        (-lp.token_logps.sum() / lp.mask.sum()).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        sft_throughput.step(policy, opt, examples[i * batch:(i + 1) * batch])
 
     yield step, f"gpt2-tiny SFT, {batch} examples"
 
