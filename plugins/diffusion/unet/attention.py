@@ -32,9 +32,8 @@ hand-made paths: for training, :class:`_GeGLUFunction` (two GEMMs into contiguou
 a backward that writes the first weight's gradient halves in place), and without
 autograd, ``_geglu_inference`` (512 tokens at a time through one reused buffer, gated in
 place). What each path is worth is in docs/benchmarks.md. With ``dropout > 0`` in
-training mode, under autocast (``train.precision=bf16``) or when ``x`` and the weights
-differ in dtype, the plain formula runs (the hand-made paths write into float32 buffers
-of the weights' dtype).
+training mode or under autocast (``train.precision=bf16``: the hand-made paths write
+into buffers of the weights' dtype) the plain formula runs.
 
 :class:`TransformerBlock` (pre-norm, residual after each part)::
 
@@ -237,8 +236,7 @@ class GEGLU(nn.Module):
         self.out = nn.Linear(mult * dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        if ((self.dropout.p > 0 and self.training) or torch.is_autocast_enabled(x.device.type)
-                or x.dtype != self.proj.weight.dtype):
+        if (self.dropout.p > 0 and self.training) or torch.is_autocast_enabled(x.device.type):
             a, g = self.proj(x).chunk(2, dim=-1)
             return self.out(self.dropout(a * F.gelu(g)))
         shape = x.shape
