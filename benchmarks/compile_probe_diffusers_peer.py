@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,20 +40,13 @@ def build() -> UNet2DConditionModel:
         attention_head_dim=8, norm_num_groups=32)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--steps", type=int, default=10)
-    args = p.parse_args()
-    tuned_malloc.tune()
-    torch.manual_seed(0)
+def train_step(unet: UNet2DConditionModel,
+               model: Callable[[], torch.nn.Module] | None = None) -> Callable[[], None]:
+    """``ldm-train``: one AdamW step of ε-MSE on batch 64, through ``model()`` (default:
+    ``unet`` itself)."""
+    model = model or (lambda: unet)
+    unet.train()
     sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
-    unet = build().train()
-    compiled = torch.compile(unet)
-
-    def model():  # the side compile_probe.steady has switched on
-        return compiled if ENABLED["on"] else unet
-
     opt = torch.optim.AdamW(unet.parameters(), 1e-4)
     z, c = torch.randn(64, 4, 8, 8), torch.randn(64, 16, 64)
 
@@ -65,8 +59,16 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    rows = {"ldm-train": steady(train, args.rounds, args.steps, inference=False)}
+    return train
+
+
+def sample_step(unet: UNet2DConditionModel,
+                model: Callable[[], torch.nn.Module] | None = None) -> Callable[[], None]:
+    """``ldm-sample``: one guided DDIM step on batch 16 (one call of 32 rows), through
+    ``model()`` (default: ``unet`` itself); run it under ``torch.inference_mode``."""
+    model = model or (lambda: unet)
     unet.eval()
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
     sched.set_timesteps(50)
     ctx = torch.cat([torch.zeros(16, 16, 64), torch.randn(16, 16, 64)])
     state = {"x": torch.randn(16, 4, 8, 8)}
@@ -77,7 +79,26 @@ def main() -> None:
         e_u, e_c = model()(torch.cat([x, x]), t, encoder_hidden_states=ctx).sample.chunk(2)
         state["x"] = sched.step(e_u + 3.0 * (e_c - e_u), t, x).prev_sample
 
-    rows["ldm-sample"] = steady(sample, args.rounds, args.steps, inference=True)
+    return sample
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--steps", type=int, default=10)
+    args = p.parse_args()
+    tuned_malloc.tune()
+    torch.manual_seed(0)
+    unet = build()
+    compiled = torch.compile(unet)
+
+    def model():  # the side compile_probe.steady has switched on
+        return compiled if ENABLED["on"] else unet
+
+    rows = {"ldm-train": steady(train_step(unet, model), args.rounds, args.steps,
+                                inference=False)}
+    rows["ldm-sample"] = steady(sample_step(unet, model), args.rounds, args.steps,
+                                inference=True)
     for name, row in rows.items():
         print(f"compile_probe_peer case={name} compile_s={row['compile_s']:.1f} "
               f"eager_ms={row['eager_ms']:.1f} compiled_ms={row['compiled_ms']:.1f} "
