@@ -319,6 +319,32 @@ def test_clip_and_dynamic_thresholding():
     assert torch.equal(thr[1], x[1])  # quantile < 1: s = 1, plain clipping to [-1, 1]
 
 
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), rows=st.integers(1, 4), n=st.integers(1, 400),
+       q=st.floats(0.0, 1.0), dtype=st.sampled_from([torch.float32, F64]))
+def test_row_quantile_is_torch_quantile_bit_for_bit(data, rows, n, q, dtype):
+    """The top-k selection gives torch.quantile's values exactly, whatever the row length,
+    the level, ties (values drawn from a few), infinities and NaN rows."""
+    from gaf.plugins.diffusion.schedule_math import row_quantile
+
+    pool = data.draw(st.sampled_from(["normal", "ties", "specials"]), label="values")
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2 ** 16), label="seed"))
+    a = torch.randn(rows, n, generator=g, dtype=dtype)
+    if pool == "ties":
+        a = a.round()
+    elif pool == "specials":
+        mask = torch.rand(rows, n, generator=g) < 0.05
+        a[mask] = torch.tensor([math.inf, -math.inf, math.nan], dtype=dtype)[
+            torch.randint(0, 3, (int(mask.sum()),), generator=g)]
+    a = a.abs()
+    expected = torch.quantile(a, q, dim=1)
+    got = row_quantile(a, q)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert torch.equal(got.isnan(), expected.isnan())
+    keep = ~expected.isnan()
+    assert torch.equal(got[keep], expected[keep]), (got, expected)
+
+
 # ------------------------------------------------------------------------- timesteps
 
 
