@@ -1,4 +1,5 @@
-"""The UNet's two inference-only kernels against the PyTorch ops they replace, per shape.
+"""The UNet's two inference-only kernels, and the schedulers' thresholding quantile,
+against the PyTorch ops they replace, per shape.
 
     python benchmarks/unet_kernels.py [--threads 2] [--repeats 3] [--calls 15]
 
@@ -15,6 +16,11 @@
   ``gaf.plugins.diffusion.unet.attention.attend`` (forced on whatever the size), over the
   imagen and ldm UNets' self- and cross-attention shapes and longer ones, with whether
   ``attend`` takes the GEMMs at that shape (``taken``).
+* **Thresholding quantile**: the ``0.995`` quantile of each row of ``|x̂0|`` (dynamic
+  thresholding, every sampling step of the ``imagen`` stages): ``torch.quantile`` (a
+  sort per row) against ``row_quantile`` of ``gaf.plugins.diffusion.schedule_math`` (a
+  top-k selection, the same values), over the cascade's shapes: 50 images of 3x16x16
+  and of 3x32x32.
 
 Every figure is the minimum over ``--repeats`` of the median of ``--calls`` timed calls
 (after 3 untimed), in microseconds, under ``torch.inference_mode`` on ``--threads``
@@ -39,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 import gaf.plugins.diffusion.unet.attention as attention
+from gaf.plugins.diffusion.schedule_math import row_quantile
 from gaf.plugins.diffusion.unet.group_norm import GroupNorm32, group_norm_from_sums
 
 GROUPS = 16
@@ -53,6 +60,10 @@ ATTENTION = ((100, 4, 64, 64, 16), (100, 4, 64, 24, 16), (100, 4, 16, 16, 32),
              (100, 4, 256, 24, 16), (16, 4, 1024, 24, 16), (100, 4, 128, 128, 16),
              (4, 8, 256, 256, 8), (16, 8, 256, 256, 8), (50, 4, 256, 256, 16),
              (2, 8, 1024, 1024, 8))
+
+#: (rows, values per row): the imagen base's and super-resolution stage's x̂0 at 50 images
+QUANTILE = ((50, 3 * 16 * 16), (50, 3 * 32 * 32))
+QUANTILE_LEVEL = 0.995  # the schedulers' default dynamic_thresholding_ratio
 
 
 def timed(fn: Callable[[], object], repeats: int, calls: int) -> float:
@@ -115,6 +126,20 @@ def attention_rows(shapes: Sequence[tuple[int, ...]], repeats: int, calls: int) 
     return rows
 
 
+def quantile_rows(shapes: Sequence[tuple[int, int]], repeats: int, calls: int) -> list[dict]:
+    rows = []
+    for n_rows, n in shapes:
+        a = torch.randn(n_rows, n).abs()
+        q = QUANTILE_LEVEL
+        sort = timed(lambda: torch.quantile(a, q, dim=1), repeats, calls)
+        select = timed(lambda: row_quantile(a, q), repeats, calls)
+        rows.append({"kind": "quantile", "rows": n_rows, "values": n, "level": q,
+                     "torch_quantile_us": sort, "row_quantile_us": select,
+                     "ratio": select / sort, "taken": True})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
@@ -126,9 +151,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     with torch.inference_mode():
         if args.tiny:
             return (group_norm_rows((2,), (2,), (8,), args.repeats, args.calls)
-                    + attention_rows(((2, 2, 16, 8, 4),), args.repeats, args.calls))
+                    + attention_rows(((2, 2, 16, 8, 4),), args.repeats, args.calls)
+                    + quantile_rows(((2, 48),), args.repeats, args.calls))
         return (group_norm_rows(NORM_BATCHES, PER_GROUP, SIDES, args.repeats, args.calls)
-                + attention_rows(ATTENTION, args.repeats, args.calls))
+                + attention_rows(ATTENTION, args.repeats, args.calls)
+                + quantile_rows(QUANTILE, args.repeats, args.calls))
 
 
 if __name__ == "__main__":
