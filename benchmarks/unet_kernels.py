@@ -2,6 +2,7 @@
 against the PyTorch ops they replace, per shape.
 
     python benchmarks/unet_kernels.py [--threads 2] [--repeats 3] [--calls 15]
+        [--only group_norm|attention|quantile ...]
 
 * **GroupNorm** on a channels-last float32 map ``(B, C, H, W)`` with 16 groups:
   ``F.group_norm`` (PyTorch's channels-last CPU kernel, and, for reference, its kernel
@@ -64,6 +65,7 @@ ATTENTION = ((100, 4, 64, 64, 16), (100, 4, 64, 24, 16), (100, 4, 16, 16, 32),
 #: (rows, values per row): the imagen base's and super-resolution stage's x̂0 at 50 images
 QUANTILE = ((50, 3 * 16 * 16), (50, 3 * 32 * 32))
 QUANTILE_LEVEL = 0.995  # the schedulers' default dynamic_thresholding_ratio
+KINDS = ("group_norm", "attention", "quantile")
 
 
 def timed(fn: Callable[[], object], repeats: int, calls: int) -> float:
@@ -145,17 +147,21 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--calls", type=int, default=15)
+    p.add_argument("--only", choices=KINDS, action="append",
+                   help="time this kind only (repeatable; default: every kind)")
     p.add_argument("--tiny", action="store_true", help="one small shape of each (the test)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    r, c = args.repeats, args.calls
+    runs = {"group_norm": lambda: group_norm_rows(NORM_BATCHES, PER_GROUP, SIDES, r, c),
+            "attention": lambda: attention_rows(ATTENTION, r, c),
+            "quantile": lambda: quantile_rows(QUANTILE, r, c)}
+    if args.tiny:
+        runs = {"group_norm": lambda: group_norm_rows((2,), (2,), (8,), r, c),
+                "attention": lambda: attention_rows(((2, 2, 16, 8, 4),), r, c),
+                "quantile": lambda: quantile_rows(((2, 48),), r, c)}
     with torch.inference_mode():
-        if args.tiny:
-            return (group_norm_rows((2,), (2,), (8,), args.repeats, args.calls)
-                    + attention_rows(((2, 2, 16, 8, 4),), args.repeats, args.calls)
-                    + quantile_rows(((2, 48),), args.repeats, args.calls))
-        return (group_norm_rows(NORM_BATCHES, PER_GROUP, SIDES, args.repeats, args.calls)
-                + attention_rows(ATTENTION, args.repeats, args.calls)
-                + quantile_rows(QUANTILE, args.repeats, args.calls))
+        return [row for kind in KINDS if kind in (args.only or KINDS) for row in runs[kind]()]
 
 
 if __name__ == "__main__":

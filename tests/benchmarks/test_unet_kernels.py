@@ -31,6 +31,13 @@ def test_one_json_line_per_shape(capsys):
         assert row["ratio"] > 0
 
 
+def test_only_times_the_kinds_named(capsys):
+    threads = str(torch.get_num_threads())
+    rows = bench.main(["--tiny", "--repeats", "1", "--calls", "2", "--threads", threads,
+                       "--only", "quantile", "--only", "group_norm"])
+    assert [row["kind"] for row in rows] == ["group_norm", "quantile"]
+
+
 def test_the_grid_covers_both_sides_of_each_rule():
     """The full run's shapes include ones where each path is and is not taken."""
     a = bench.attention
