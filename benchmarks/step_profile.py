@@ -35,7 +35,7 @@ large 3x3 convolutions: oneDNN's convolutions reach a higher rate than the squar
 ``torch.mm``, so the peak is the better of the two).
 
 Then a ``torch.profiler`` pass over ``--steps`` steps: the self CPU time of every ATen
-operator, grouped (:data:`GROUPS`, first match wins): ``conv``, ``matmul``,
+operator, grouped (``step_cost.GROUPS``, first match wins): ``conv``, ``matmul``,
 ``attention`` (SDPA kernels, softmax), ``norm`` (group and layer norm), ``optimizer``
 (fused AdamW, the ``_foreach`` ops of clipping), ``copies`` (copies, ``cat``, indexing,
 padding, resampling), ``elementwise`` (every other ATen operator), and ``outside``: the
@@ -68,35 +68,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: operator-name fragments (without ``aten::``) per group; first match wins
-GROUPS = (
-    ("conv", ("convolution",)),
-    ("attention", ("scaled_dot_product", "flash_attention", "efficient_attention",
-                   "softmax")),
-    ("matmul", ("addmm", "baddbmm", "bmm", "mm", "linear", "matmul", "addmv")),
-    ("norm", ("group_norm", "layer_norm")),
-    ("optimizer", ("_fused_adam", "_foreach_")),
-    ("copies", ("copy_", "_to_copy", "cat", "clone", "contiguous", "index", "gather",
-                "scatter", "stack", "pad", "upsample", "embedding", "empty", "zeros",
-                "fill_", "narrow", "select", "slice", "as_strided")),
-)
-CATEGORIES = tuple(g for g, _ in GROUPS) + ("elementwise", "outside")
-
-
-def group_of(name: str) -> str | None:
-    """The group of a profiler event, ``None`` for one that is not an ATen operator."""
-    if not name.startswith("aten::"):
-        return None
-    op = name.removeprefix("aten::")
-    for group, keys in GROUPS:
-        if any(k in op for k in keys):
-            return group
-    return "elementwise"
-
+from step_cost import CATEGORIES, GROUPS, flop_count, group_of, op_shares  # noqa: E402,F401
 
 # ------------------------------------------------------------------------- cases
 
@@ -299,24 +274,12 @@ def measure(step: Callable[[], None], steps: int, warmup: int, inference: bool) 
     mode = torch.inference_mode if inference else torch.enable_grad
     with mode():
         times = step_seconds(step, steps, warmup)
-        with FlopCounterMode(display=False) as counter:
-            step()
-        flops = counter.get_total_flops()
-        shares = dict.fromkeys(CATEGORIES, 0.0)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step()
-            wall = time.perf_counter() - t0
-    for event in prof.key_averages():
-        group = group_of(event.key)
-        if group is not None:
-            shares[group] += event.self_cpu_time_total / 1e6
-    shares["outside"] = max(0.0, wall - sum(shares.values()))
+    flops = flop_count(step, inference)
+    shares, wall = op_shares(step, steps, inference)
     step_s = statistics.median(times)
     return {"step_ms": 1e3 * step_s, "gflop_per_step": flops / 1e9,
             "gflops": flops / step_s / 1e9, "profiled_step_ms": 1e3 * wall / steps,
-            "shares": {k: v / wall for k, v in shares.items()}}
+            "shares": shares}
 
 
 def compare_fused_attention(step: Callable[[], None], rounds: int, block: int,
