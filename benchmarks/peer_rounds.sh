@@ -9,7 +9,8 @@
 # peers read (the examples, pairs, prompts, images and batches the gaf scripts write)
 # is written first, untimed, into DATA_DIR. Each run is preceded by a line with the
 # time, the load average and the command; the scripts' own result lines follow.
-# docs/benchmarks.md quotes the medians of these rounds, section by section.
+# docs/benchmarks.md quotes the medians of these rounds, section by section (the gaf
+# scripts' `_cost` lines, issue 23 § 1, are left out of the excerpts).
 set -u
 ROUNDS=${1:-3}
 D=${2:-/tmp/gaf-peer-rounds}
@@ -20,7 +21,7 @@ run() {
   echo "-- $(date +%T) $(cut -d' ' -f1-3 /proc/loadavg) :: $*"
   "$@" > "$D/last.out" 2>&1
   echo "rc=$?"
-  grep -E "^[a-z_0-9]+ [a-z_0-9]+=" "$D/last.out" | tail -3
+  grep -E "^[a-z_0-9]+ [a-z_0-9]+=" "$D/last.out" | grep -v "_cost unit=" | tail -3
   grep -E "Error|Traceback" "$D/last.out" | tail -2
 }
 
