@@ -3,7 +3,7 @@ training step, and encode+decode in eval mode, against diffusers' ``AutoencoderK
 
     python benchmarks/autoencoder_throughput.py [STEPS] [BATCH] [--warmup N] [--threads 2]
         [--eval-steps 30] [--eval-batch 100] [--system-malloc] [--write-images FILE]
-                                                    (STEPS: 100, BATCH: 16, N: 3)
+        [--no-cost]                                 (STEPS: 100, BATCH: 16, N: 3)
 
 The peer, ``benchmarks/autoencoder_diffusers_peer.py`` (run it with
 ``/tmp/gaf-peers/bin/python``), does the same work with diffusers' ``AutoencoderKL``
@@ -68,6 +68,21 @@ every image used, training and eval: the peer prints the same sum of the file it
 so equal values mean the same data). The weights differ (each side initialises its
 own), so the losses are sanity values, not a cross-check.
 
+Then two cost lines (``benchmarks/step_cost.py``: the FLOPs of one unit, the timed run's
+achieved GFLOP/s, and the operator groups' shares of the unit's profiled time), computed
+after every figure above, by running the unit three more times (once counted, twice
+profiled):
+
+* ``gaf_autoencoder_train_cost unit=step ...``: one more trainer step (``_step`` and the
+  schedule step, on the last timed batch, so still before the GAN), units = STEPS,
+  seconds = the training timing;
+* ``gaf_autoencoder_eval_cost unit=call ...``: one more ``decode(encode(x))`` on the eval
+  batch (under ``torch.inference_mode``, the timing's ``no_grad`` doing the same
+  operators), units = ``--eval-steps``, seconds = the encode+decode timing.
+
+Every timed step (and call) has the same shapes and the same path, so the timed FLOPs are
+exactly ``gflop_per_unit`` x units. ``--no-cost`` skips the cost pass.
+
 Protocol: on an otherwise idle machine (two OpenMP threads on two cores: another busy
 process slows every op several-fold), alternate this script and the peer at least 3 runs
 each (gaf, peer, gaf, peer, gaf, peer), report the ratio of the medians of each figure,
@@ -78,6 +93,7 @@ with the load average (``uptime``) beside the runs. No test asserts a timing
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -90,6 +106,9 @@ from gaf.plugins.images.batches import split_dataset, stack_images
 from gaf.runs import RunContext
 from gaf.spec import resolve
 from gaf.train import _step, _trainable, lr_factor, make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import step_cost  # noqa: E402  (this folder)
 
 
 def build(batch: int, run_dir: Path) -> tuple[Any, RunContext]:
@@ -142,6 +161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                    help="keep glibc's own malloc thresholds (no gaf.tune_malloc)")
     p.add_argument("--write-images", default="", metavar="FILE",
                    help="write the images for the peer (torch.save) and exit")
+    p.add_argument("--no-cost", action="store_true",
+                   help="skip the cost pass (FLOPs and the profiler's shares)")
     args = p.parse_args(argv)
     if min(args.steps, args.batch, args.eval_steps, args.eval_batch) < 1 or args.warmup < 0:
         p.error("STEPS, BATCH, --eval-steps and --eval-batch must be >= 1, --warmup >= 0")
@@ -203,6 +224,19 @@ def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any] | None:
               "threads": torch.get_num_threads(), "tune_malloc": not args.system_malloc,
               "torch": torch.__version__}
     print("gaf_autoencoder " + " ".join(f"{k}={_fmt(k, v)}" for k, v in result.items()))
+    if not args.no_cost:
+        ae.train()  # back as the trainer set it
+
+        def train_step() -> None:
+            _step(objective, ctx, opt, params, n, None)
+            sched.step()
+
+        cost = step_cost.measure(train_step, units=args.steps, seconds=train_s, inference=False)
+        print(step_cost.line("gaf_autoencoder_train", cost, "step"))
+        ae.eval()
+        cost = step_cost.measure(lambda: ae.decode(ae.encode(evaluation)),
+                                 units=args.eval_steps, seconds=eval_s, inference=True)
+        print(step_cost.line("gaf_autoencoder_eval", cost, "call"))
     return result
 
 

@@ -1,7 +1,7 @@
 """CLIP training throughput on the CPU, against transformers' ``CLIPModel``.
 
     python benchmarks/clip_throughput.py [STEPS] [--patch-size P] [--interleaved ROUNDS]
-                                         (STEPS: 30, P: 4)
+                                         [--no-cost]          (STEPS: 30, P: 4)
 
 The same work as the peer script ``benchmarks/clip_transformers_peer.py`` (run it with
 the peer venv, ``/tmp/gaf-peers/bin/python``), measured the same way: 3 warm-up steps
@@ -58,6 +58,18 @@ both models in this one process and times 3 steps of each in turn, ROUNDS times,
 prints the median step times and their ratio,
 ``interleaved gaf_step_ms=<f> transformers_step_ms=<f> ratio=<f>``: both sides see the
 same drift.
+
+Last, unless ``--no-cost``, one cost line per throughput figure
+(``benchmarks/step_cost.py``), after every result line::
+
+    gaf_clip_cost unit=step gflop_per_unit=… achieved_gflops=… conv=… … outside=…
+    gaf_clip_cnn_cost unit=step gflop_per_unit=… achieved_gflops=… conv=… … outside=…
+
+The unit is one training step of that model again (its own closure, optimiser state
+and all); units = STEPS, seconds = its timed steps' wall time. Every step has the same
+shapes, so FLOPs(timed) = ``gflop_per_unit`` × STEPS exactly. The cost pass runs 3 more
+steps of each model (one counted, two profiled). The interleaved comparison has no cost
+line: its gaf step is ``gaf_clip``'s.
 """
 
 from __future__ import annotations
@@ -65,6 +77,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +87,10 @@ import torch
 from gaf.plugins.clip.loss import clamp_log_scale_, clip_loss
 from gaf.plugins.clip.towers import CLIPConfig, CLIPModel
 from gaf.train import TrainConfig, make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import step_cost  # noqa: E402
 
 BATCH, TOKENS, VOCAB, WARMUP = 128, 24, 354, 3
 EOS = VOCAB - 1
@@ -118,15 +135,17 @@ def make_step(config: CLIPConfig) -> tuple[Callable[[], None], int]:
     return step, sum(p.numel() for p in params)
 
 
-def measure(config: CLIPConfig, steps: int) -> tuple[float, int]:
-    """``(trained images/s, trainable parameters)`` of ``steps`` timed steps."""
+def measure(config: CLIPConfig, steps: int) -> tuple[float, int, Callable[[], None], float]:
+    """``(trained images/s, trainable parameters, the step, timed seconds)`` of ``steps``
+    timed steps."""
     step, params = make_step(config)
     for _ in range(WARMUP):
         step()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    return BATCH * steps / (time.perf_counter() - t0), params
+    seconds = time.perf_counter() - t0
+    return BATCH * steps / seconds, params, step, seconds
 
 
 def interleaved(rounds: int, patch_size: int = 4,
@@ -160,17 +179,23 @@ def main(argv: list[str] | None = None) -> None:
                              "turn for ROUNDS rounds (needs transformers)")
     parser.add_argument("--patch-size", type=int, default=4, choices=(4, 8),
                         help="the ViT's patch side (8: the evaluation CLIP's)")
+    parser.add_argument("--no-cost", action="store_true", help="skip the cost lines")
     args = parser.parse_args(argv)
-    rate, params = measure(vit(args.patch_size), args.steps)
+    rate, params, vit_step, vit_s = measure(vit(args.patch_size), args.steps)
     print(f"gaf_clip train_img_per_s={rate:.1f} params={params} "
           f"(vit 64x4, patch {args.patch_size}, batch {BATCH}, {args.steps} steps)")
-    rate, params = measure(CLIPConfig(), args.steps)
+    rate, params, cnn_step, cnn_s = measure(CLIPConfig(), args.steps)
     print(f"gaf_clip_cnn train_img_per_s={rate:.1f} params={params} "
           f"(default cnn tower, batch {BATCH}, {args.steps} steps, no peer)", flush=True)
     if args.interleaved:
         gaf, peer = interleaved(args.interleaved, args.patch_size)
         print(f"interleaved gaf_step_ms={gaf * 1e3:.1f} transformers_step_ms={peer * 1e3:.1f} "
               f"ratio={peer / gaf:.2f} (medians of {3 * args.interleaved} steps each)")
+    if not args.no_cost:
+        for name, step, seconds in (("gaf_clip", vit_step, vit_s),
+                                    ("gaf_clip_cnn", cnn_step, cnn_s)):
+            cost = step_cost.measure(step, units=args.steps, seconds=seconds, inference=False)
+            print(step_cost.line(name, cost, "step"))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python benchmarks/image_to_image_throughput.py [--task inpainting] [--train-steps 30]
         [--batch 32] [--sample-batch B] [--sample-steps 50] [--warmup 3] [--threads 2]
-        [--system-malloc] [--write-data DATA.pt]
+        [--system-malloc] [--write-data DATA.pt] [--no-cost]
 
 The peer, ``benchmarks/image_to_image_diffusers_peer.py`` (run it with
 /tmp/gaf-peers/bin/python), does the same work with diffusers' ``UNet2DConditionModel``
@@ -74,6 +74,24 @@ batch, ``check_loss`` (``masked_mse`` of a zero prediction against the v target)
 (mean ``|[c ; m]|`` of the sampling call's sources). ``sample_abs`` (mean ``|x|`` of the
 samples) is a sanity figure only: the two sides' weights differ.
 
+Then two cost lines (``benchmarks/step_cost.py``: the FLOPs of one unit, the timed run's
+achieved GFLOP/s, and the operator groups' shares of the unit's profiled time), computed
+after every figure above by running each unit three more times (once counted, twice
+profiled):
+
+* ``gaf_i2i_train_cost unit=step …``: one more trainer step (:func:`train_step`, on the
+  last drawn batch, with the timed run's optimiser and schedule), units =
+  ``--train-steps``, seconds = ``train_s``: exactly the timed FLOPs (every batch has the
+  same shapes; the dropped captions and the masks change values, not work);
+* ``gaf_i2i_sample_cost unit=call_1_step …``: the same sampling call with one step,
+  units = ``--sample-steps``, seconds = ``sample_s``. Every DDPM step has the same work,
+  but the call also does its per-call work once (the condition, ``cache_context``, the
+  initial noise, the clamp), which the units count ``--sample-steps`` times: an
+  over-count of ``sample_steps - 1`` times that per-call work, small beside the steps'
+  (the test bounds it).
+
+``--no-cost`` skips the cost pass.
+
 ``--write-data`` writes, instead of timing, the training draws (every batch, warm-up
 included, in order), the text states, the sampling inputs and the settings to a
 ``torch.save`` file for the peer's ``--data``; the peer takes its shapes and step
@@ -106,6 +124,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import resource
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,6 +146,9 @@ from gaf.plugins.t2i.image_to_image.tasks import TASKS, condition, degrade, past
 from gaf.plugins.t2i.training_data import conditions_of
 from gaf.seeding import EpochOrder
 from gaf.train import TrainConfig, _step, lr_factor, make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import step_cost  # noqa: E402  (this folder)
 
 SEED = 0
 IMAGES = 256                 # shapes images the batches are drawn from
@@ -283,19 +305,26 @@ def trainer(obj: ImageToImage) -> tuple[Any, list[torch.Tensor], Any, Any]:
     return optimizer, params_, schedule, ctx
 
 
-def train(obj: ImageToImage, batches: list[dict[str, Any]], warmup: int
-          ) -> tuple[float, float]:
-    """gaf's trainer steps over ``batches`` (served in order); ``(seconds of the steps
-    after the first warmup, last loss)``."""
-    optimizer, params_, schedule, ctx = trainer(obj)
+def train_step(obj: ImageToImage, parts: tuple[Any, ...], step: int) -> dict[str, Any]:
+    """gaf's trainer step ``step`` (``_step``) and the schedule's step, with ``parts``
+    from :func:`trainer`; the step's record."""
+    optimizer, params_, schedule, ctx = parts
+    record = _step(obj, ctx, optimizer, params_, step, None)
+    schedule.step()
+    return record
+
+
+def train(obj: ImageToImage, batches: list[dict[str, Any]], warmup: int,
+          parts: tuple[Any, ...]) -> tuple[float, float]:
+    """gaf's trainer steps over ``batches`` (served in order), with ``parts`` from
+    :func:`trainer`; ``(seconds of the steps after the first warmup, last loss)``."""
     obj.train_batch = batches.__getitem__  # the drawn batches, in order (module doc)
     try:
         start, record = time.perf_counter(), {"loss": float("nan")}
         for step in range(1, len(batches) + 1):
             if step == warmup + 1:
                 start = time.perf_counter()
-            record = _step(obj, ctx, optimizer, params_, step, None)
-            schedule.step()
+            record = train_step(obj, parts, step)
         return time.perf_counter() - start, float(record["loss"])
     finally:
         del obj.train_batch
@@ -316,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    help="keep glibc's own malloc thresholds (no gaf.tune_malloc)")
     p.add_argument("--write-data", default="", metavar="DATA.pt",
                    help="write the peer's data instead of timing")
+    p.add_argument("--no-cost", action="store_true",
+                   help="skip the cost pass (FLOPs and the profiler's shares)")
     args = p.parse_args(argv)
     if min(args.train_steps, args.batch, args.sample_steps) < 1 or args.warmup < 0:
         p.error("--train-steps, --batch and --sample-steps must be >= 1, --warmup >= 0")
@@ -330,7 +361,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         write_data(args.write_data, obj, batches, source, masks, captions, args)
         return {}
     found = checks(obj, batches[0], source, masks)
-    train_s, last_loss = train(obj, batches, args.warmup)
+    parts = trainer(obj)
+    train_s, last_loss = train(obj, batches, args.warmup, parts)
     for module in obj.modules().values():
         module.eval()  # as gaf.train does before the evaluation samples
     pipe = obj.pipeline()
@@ -350,6 +382,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               "sample_abs": float(images.abs().mean()), "threads": torch.get_num_threads(),
               "tune_malloc": not args.system_malloc, **usage()}
     print("gaf_i2i " + " ".join(f"{k}={_fmt(v)}" for k, v in result.items()))
+    if not args.no_cost:
+        for module in obj.modules().values():
+            module.train()  # as the trainer left them
+        obj.train_batch = lambda i: batches[-1]
+        cost = step_cost.measure(lambda: train_step(obj, parts, len(batches)),
+                                 units=args.train_steps, seconds=train_s, inference=False)
+        print(step_cost.line("gaf_i2i_train", cost, "step"))
+        del obj.train_batch
+        for module in obj.modules().values():
+            module.eval()
+        cost = step_cost.measure(lambda: pipe(captions, steps=1, **call),
+                                 units=args.sample_steps, seconds=sample_s, inference=True)
+        print(step_cost.line("gaf_i2i_sample", cost, "call_1_step"))
     return result
 
 

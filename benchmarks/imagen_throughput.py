@@ -3,6 +3,7 @@
     python benchmarks/imagen_throughput.py [--batch 50] [--steps 25] [--sr-steps 25]
                                            [--repeats 3] [--warmup 1] [--threads 2]
                                            [--without-fast-paths] [--system-malloc]
+                                           [--no-cost]
 
 The peer, ``benchmarks/imagen_diffusers_peer.py`` (run it with /tmp/gaf-peers/bin/python),
 does the same work with diffusers' ``UNet2DConditionModel`` and ``DDIMScheduler``. Both
@@ -69,7 +70,20 @@ Prints one JSON line: ``name`` (``gaf_imagen``), ``fast_paths`` (false with
 ``--without-fast-paths``), ``samples_per_s`` (batch over the median
 cascade time), ``base_s`` / ``sr_s`` / ``total_s`` (medians, seconds), ``runs`` (every
 timed call), the shapes and options, ``base_params`` / ``sr_params`` and the torch
-version and thread count.
+version and thread count, and ``cost`` (``benchmarks/step_cost.py``), after every other
+field is taken: ``{"samples_per_s": {"unit", "units", "gflop_per_unit",
+"achieved_gflops", "shares"}}``, the FLOPs of one unit, the rate that the median cascade
+call achieved (``gflop_per_unit`` x units over ``total_s``), and the operator groups'
+shares of the unit's profiled time (the unit run three more times: once counted, twice
+profiled). The unit is the same cascade call with fewer steps: with ``u`` the greatest
+common divisor of ``--steps`` and ``--sr-steps``, a call of ``steps/u`` base and
+``sr_steps/u`` super-resolution steps (``cascade_1+1_steps`` at the defaults), and
+units = ``u``. Every DDIM step of a stage has the same work, but each call also does its
+per-call work once (the conditioner lookup, ``cache_context`` and the pooled text for
+each stage, the upsampling and the noise augmentation), which the ``u`` units count
+``u`` times: ``gflop_per_unit`` x units exceeds the timed call's FLOPs by ``u - 1``
+times that per-call work, small beside the steps' (the test bounds it).
+``--no-cost`` leaves ``cost`` out.
 
 Protocol: on an otherwise idle machine (with two OpenMP threads on two cores, another
 busy process slows every op several-fold), run this script and the peer alternately at
@@ -92,10 +106,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -104,6 +121,9 @@ from gaf.plugins.diffusion.unet import attention, group_norm
 from gaf.plugins.t2i.imagen.objective import BASE_UNET
 from gaf.plugins.t2i.imagen.pipeline import CascadePipeline, CascadeStage
 from gaf.plugins.t2i.imagen.super_resolution import SR_UNET
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import step_cost  # noqa: E402  (this folder)
 
 TOKENS, WIDTH = 24, 64                # text states per caption: tokens x width
 BASE_SHAPE, SR_SHAPE = (3, 16, 16), (3, 32, 32)
@@ -181,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                    help="switch off GroupNorm from channel sums and attention as GEMMs")
     p.add_argument("--system-malloc", action="store_true",
                    help="keep glibc's own malloc thresholds (no gaf.tune_malloc)")
+    p.add_argument("--no-cost", action="store_true",
+                   help="leave out the cost pass (FLOPs and the profiler's shares)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.system_malloc:
@@ -221,6 +243,13 @@ def run(args: argparse.Namespace) -> dict:
               "sr_params": params(pipe.stages[1].noise_model), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "tune_malloc": not args.system_malloc,
               **usage()}
+    if not args.no_cost:
+        u = math.gcd(args.steps, args.sr_steps)
+        fewer = {**options, "steps": args.steps // u, "sr_steps": args.sr_steps // u}
+        cost = step_cost.measure(lambda: pipe(caps, seed=0, **fewer), units=u,
+                                 seconds=med["total_s"], inference=True)
+        unit = f"cascade_{fewer['steps']}+{fewer['sr_steps']}_steps"
+        result["cost"] = {"samples_per_s": {"unit": unit, "units": u, **cost}}
     print(json.dumps(result))
     return result
 

@@ -2,7 +2,7 @@
 (random weights, seeded), 16 captions, the 64 image codes of the default 8 x 8 grid,
 the objective's default guidance (``fd_guidance``, 2) and sampler (top-k, k = 8).
 
-    python benchmarks/parti_sampling.py [RUNS] [--threads 2]          (RUNS: 80)
+    python benchmarks/parti_sampling.py [RUNS] [--threads 2] [--no-cost]      (RUNS: 80)
 
 The peer, ``benchmarks/parti_transformers_peer.py`` (run it with
 ``/tmp/gaf-peers/bin/python``), samples the same shape with transformers'
@@ -31,16 +31,27 @@ the medians of ``image_tokens_per_s``::
 Prints one line: ``gaf_parti image_tokens_per_s=<f> params=<n> batch=16
 image_tokens=64 text_tokens=24 guidance=2 top_k=8 runs=<n> threads=<n>
 codes_sum=<n>`` (``codes_sum``: the sum of the last call's codes, a checksum that the
-seeds fix). Measured figures go to docs/benchmarks.md with the commit and the
-commands; tests/benchmarks/test_parti_sampling.py runs this script with one timed call
-and checks its shapes and output only.
+seeds fix). Then, unless ``--no-cost``, a cost line (``benchmarks/step_cost.py``)::
+
+    gaf_parti_cost unit=call gflop_per_unit=… achieved_gflops=… conv=… … outside=…
+
+The unit is one timed call (generators, ``sample_codes``) again, after the result line;
+units = 1 and seconds = the median call's, the call behind ``image_tokens_per_s``. Every
+call has the same shapes, so FLOPs(a timed call) = ``gflop_per_unit`` exactly. The cost
+pass runs 2 more calls (one counted, one profiled: ``calls=1``, the profiler's overhead
+on a call's many small operators being large). Measured figures go to
+docs/benchmarks.md with the commit and the commands; tests/benchmarks/test_parti_sampling.py
+runs this script with one timed call and checks its shapes and output, and at 2 captions
+that the cost line's unit has a timed call's FLOPs.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -48,6 +59,10 @@ from gaf.plugins.lm.samplers import TopK, TopKConfig
 from gaf.plugins.t2i.tokens.objective import PartiT2I, TokenT2IConfig
 from gaf.plugins.t2i.tokens.parti import PartiTransformer
 from gaf.plugins.t2i.tokens.sampling import sample_codes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import step_cost  # noqa: E402
 
 BATCH = 16
 #: the objective's defaults: the guidance of its headline row and its sampler's k
@@ -72,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="?", type=int, default=80)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-cost", action="store_true", help="skip the cost line")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = build()
@@ -97,6 +113,10 @@ def main(argv: list[str] | None = None) -> None:
           f"text_tokens={text.shape[1]} guidance={GUIDANCE:g} top_k={TOP_K} "
           f"runs={args.runs} threads={torch.get_num_threads()} "
           f"codes_sum={int(last[0].sum())}")
+    if not args.no_cost:
+        model.requires_grad_(False)  # (FlopCounterMode's module hooks need it)
+        cost = step_cost.measure(once, units=1, seconds=median, inference=True, calls=1)
+        print(step_cost.line("gaf_parti", cost, "call"))
 
 
 if __name__ == "__main__":

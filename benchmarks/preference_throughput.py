@@ -2,7 +2,7 @@
 ``orpo`` and ``simpo``, on the DPO peer benchmark's pairs.
 
     python benchmarks/preference_throughput.py --objective {kto,orpo,simpo} [STEPS] [BATCH]
-        [--warmup 5] [--threads 2] [--write-pairs PAIRS.jsonl]
+        [--warmup 5] [--threads 2] [--no-cost] [--write-pairs PAIRS.jsonl]
 
 The model, data and optimiser are those of ``benchmarks/dpo_throughput.py``: a randomly
 initialised gpt2-tiny (4 layers, 4 heads, d 128, 256 positions, 859,264 parameters) with
@@ -35,7 +35,17 @@ prints one line::
         mean_loss=… last_loss=… params=… threads=… <the loss options>
 
 ``mean_loss`` is the mean over every step, warm-up included (what TRL's
-``training_loss`` reports). ``--write-pairs`` writes, instead of timing, the
+``training_loss`` reports). Then (unless ``--no-cost``) it prints the timed steps' cost
+(``benchmarks/step_cost.py``)::
+
+    gaf_<objective>_cost unit=step gflop_per_unit=… achieved_gflops=… conv=… …
+
+the unit being one more :func:`step` (the timed batches again, in order, from the
+first), ``STEPS`` units in the timed seconds. The batches' packed lengths vary, so
+``gflop_per_unit`` (the first timed batch's step) times ``STEPS`` is the timed FLOPs only
+approximately (exactly when one step is timed), taken as the mean step.
+
+``--write-pairs`` writes, instead of timing, the
 ``{"prompt", "chosen", "rejected"}`` pairs of every step (warm-up included), in the
 loop's order, for the peer ``benchmarks/trl_preference_peer.py`` (TRL 1.16's
 ``KTOTrainer``, ``ORPOTrainer``, ``CPOTrainer`` with ``loss_type="simpo"``), which
@@ -50,6 +60,7 @@ medians of ``pairs_per_s`` (docs/benchmarks.md § KTO, ORPO and SimPO).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -68,6 +79,7 @@ from gaf.train import make_optimizer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dpo_throughput import BATCH as PEER_BATCH  # noqa: E402
 from dpo_throughput import peer_rows  # noqa: E402
+import step_cost  # noqa: E402
 
 OBJECTIVES = ("kto", "orpo", "simpo")
 BATCH = 8
@@ -120,6 +132,19 @@ def step_pairs(obj: Any, objective: str, scored: Any) -> list[dict[str, str]]:
     return out
 
 
+def step(obj: Any, opt: Any, params: list[Any], index: int) -> tuple[float, int]:
+    """One training step on batch ``index`` (module docstring): its loss and the number
+    of completions it scored."""
+    opt.zero_grad(set_to_none=True)
+    batch = obj.train_batch(index)
+    loss, _ = obj.loss(batch)
+    loss.backward()
+    value = loss.item()
+    torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+    opt.step()
+    return value, len(batch[0].completions)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("steps", nargs="?", type=int, default=300)
@@ -127,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--objective", required=True, choices=OBJECTIVES)
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-cost", action="store_true", help="skip the cost pass")
     p.add_argument("--write-pairs", default="", metavar="PAIRS.jsonl")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -146,15 +172,13 @@ def main(argv: list[str] | None = None) -> None:
         for i in range(n):
             if i == args.warmup:
                 start = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            batch = obj.train_batch(i)
-            loss, _ = obj.loss(batch)
-            loss.backward()
-            losses.append(loss.item())
-            torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-            opt.step()
+            loss, completions = step(obj, opt, params, i)
+            losses.append(loss)
         elapsed = time.perf_counter() - start
-        completions = len(batch[0].completions)
+        if not args.no_cost:
+            timed = itertools.cycle(range(args.warmup, n))
+            cost = step_cost.measure(lambda: step(obj, opt, params, next(timed)),
+                                     units=args.steps, seconds=elapsed, inference=False)
         cfg = spec.objective_config
         options = " ".join(f"{k}={getattr(cfg, k)}" for k in LOSS_OPTIONS[args.objective])
     print(f"gaf_{args.objective} pairs_per_s={args.steps * args.batch / elapsed:.2f} "
@@ -162,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
           f"batch={args.batch} mean_loss={sum(losses) / len(losses):.4f} "
           f"last_loss={losses[-1]:.4f} params={sum(q.numel() for q in params)} "
           f"threads={torch.get_num_threads()} {options}")
+    if not args.no_cost:
+        print(step_cost.line(f"gaf_{args.objective}", cost, "step"))
 
 
 if __name__ == "__main__":

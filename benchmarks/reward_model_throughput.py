@@ -1,6 +1,6 @@
 """Reward-model training pairs/s: K-ranked batches against the pairwise expansion.
 
-    python benchmarks/reward_model_throughput.py [STEPS] [K] [PROMPTS_PER_STEP]
+    python benchmarks/reward_model_throughput.py [STEPS] [K] [PROMPTS_PER_STEP] [--no-cost]
                                                  [--write-pairs PAIRS.jsonl]
 
 A gpt2-reward model (gpt2-tiny shape, sentiment-bpe) trains on rankings of K
@@ -17,6 +17,15 @@ of each and their ratio::
 
     reward_model ranked_pairs_per_s=… pairwise_pairs_per_s=… ratio=…
 
+then (unless ``--no-cost``) the cost of each way (``benchmarks/step_cost.py``)::
+
+    reward_model_ranked_cost unit=step gflop_per_unit=… achieved_gflops=… conv=… …
+    reward_model_pairwise_cost unit=step gflop_per_unit=… achieved_gflops=… conv=… …
+
+the unit being one more step of that way on a newly drawn batch, ``STEPS`` units in that
+way's timed seconds. The drawn batches' padded lengths vary, so ``gflop_per_unit`` times
+``STEPS`` is the timed FLOPs only approximately, taken as the mean step.
+
 ``--write-pairs PAIRS.jsonl`` writes, instead of timing, ``STEPS`` batches drawn as the
 timed loop draws them (the same seed, prompts and completions; one ``{"prompt",
 "chosen", "rejected"}`` object per pair, ``STEPS * PROMPTS_PER_STEP * C(K, 2)`` lines,
@@ -27,9 +36,11 @@ batches of ``PROMPTS_PER_STEP * C(K, 2)`` rows, the same pairs a step as here.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -38,8 +49,12 @@ import torch
 import gaf
 from gaf.plugins.rlhf.losses import ranked_reward_loss
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import step_cost  # noqa: E402
 
-def main(steps: int = 30, k: int = 4, per_step: int = 16, write_pairs: str = "") -> None:
+
+def main(steps: int = 30, k: int = 4, per_step: int = 16, write_pairs: str = "",
+         cost: bool = True) -> None:
     torch.manual_seed(0)
     random.seed(0)
     task = gaf.create("task", "sentiment")
@@ -89,6 +104,11 @@ def main(steps: int = 30, k: int = 4, per_step: int = 16, write_pairs: str = "")
     print(f"reward_model ranked_pairs_per_s={ranked_ps:.1f} pairwise_pairs_per_s="
           f"{pairwise_ps:.1f} ratio={ranked_ps / pairwise_ps:.2f} k={k} steps={steps} "
           f"prompts_per_step={per_step} threads={torch.get_num_threads()}")
+    if cost:
+        for ranked, way in ((True, "ranked"), (False, "pairwise")):
+            row = step_cost.measure(functools.partial(step, ranked), units=steps,
+                                    seconds=t[ranked], inference=False)
+            print(step_cost.line(f"reward_model_{way}", row, "step"))
 
 
 if __name__ == "__main__":
@@ -97,5 +117,6 @@ if __name__ == "__main__":
     ap.add_argument("k", nargs="?", type=int, default=4)
     ap.add_argument("per_step", nargs="?", type=int, default=16)
     ap.add_argument("--write-pairs", default="", metavar="PAIRS.jsonl")
+    ap.add_argument("--no-cost", action="store_true", help="skip the cost pass")
     a = ap.parse_args()
-    main(a.steps, a.k, a.per_step, a.write_pairs)
+    main(a.steps, a.k, a.per_step, a.write_pairs, cost=not a.no_cost)

@@ -2,7 +2,7 @@
 
     python benchmarks/rloo_throughput.py [STEPS] [PROMPTS_PER_STEP] [--k K] [--warmup N]
         [--threads 2] [--tokenizer byte] [--reward target-fraction|oracle]
-        [--write-prompts PROMPTS.jsonl]
+        [--write-prompts PROMPTS.jsonl] [--no-cost]
 
 Builds the ``rloo`` objective at its defaults, as ``gaf run --objective rloo`` does
 (gpt2-tiny with its own ``sentiment-bpe`` vocabulary, but as built:
@@ -38,6 +38,19 @@ function that ``benchmarks/trl_rloo_peer.py`` defines identically (the peer cann
 gaf's reward); ``oracle`` is the task's own reward, the ``sentiment-oracle`` that a
 default run scores with (a lexicon scorer in Python), for timing gaf's default run.
 
+Then, unless ``--no-cost``, a cost line (``benchmarks/step_cost.py``)::
+
+    gaf_rloo_cost unit=iteration gflop_per_unit=… achieved_gflops=… conv=… … outside=…
+
+The unit is one iteration (rollout and update, as above) on the last timed iteration's
+prompts again, run after the result line is taken; units = STEPS, seconds = the timed
+wall time, so ``achieved_gflops`` is the timed iterations' rate. The identity
+FLOPs(timed) = ``gflop_per_unit`` × STEPS is approximate: an iteration's FLOPs grow
+with its batch's longest prompt and longest completion, which differ between batches,
+and ``gflop_per_unit`` (the last batch's) stands for the mean iteration. The cost pass
+runs 2 more iterations (one counted, one profiled: ``calls=1``, the profiler's overhead
+on the rollout's many small operators being large); the optimiser steps on.
+
 The peer, TRL's ``RLOOTrainer`` (docs/benchmarks.md § RLOO)::
 
     python benchmarks/rloo_throughput.py --write-prompts /tmp/rloo_prompts.jsonl
@@ -60,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -71,6 +85,10 @@ from gaf.plugins.lm.batching import prompt_ids
 from gaf.runs import RunContext
 from gaf.spec import resolve
 from gaf.train import make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import step_cost  # noqa: E402
 
 TARGET = "e"
 
@@ -107,6 +125,18 @@ def step_prompts(obj: Any, index: int) -> list[str]:
     return [obj.train_prompts[i] for i in obj.order.slice(start, count)]
 
 
+def update(obj: Any, optimizer: Any, params: list, spec: Any, batch: dict) -> torch.Tensor:
+    """The update half of an iteration on a rollout ``batch``: ``RLOO.loss``, backward,
+    clipping, one optimiser step; returns the loss."""
+    loss, _ = obj.loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if spec.train.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, spec.train.max_grad_norm)
+    optimizer.step()
+    return loss
+
+
 def settings(obj: Any, spec: Any, args: argparse.Namespace) -> dict[str, Any]:
     """What the peer must match: model shape, sampling, loss and optimiser settings."""
     policy, train = obj.policy, spec.train
@@ -135,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokenizer", default="", help="gpt2-tiny's tokenizer (default: its own)")
     p.add_argument("--reward", choices=("target-fraction", "oracle"), default="target-fraction")
     p.add_argument("--write-prompts", default="", metavar="PROMPTS.jsonl")
+    p.add_argument("--no-cost", action="store_true", help="skip the cost line")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,12 +192,7 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             batch = obj.train_batch(i)
             t1 = time.perf_counter()
-            loss, _ = obj.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if spec.train.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, spec.train.max_grad_norm)
-            optimizer.step()
+            loss = update(obj, optimizer, params, spec, batch)
             t2 = time.perf_counter()
             if i >= args.warmup:
                 t_rollout += t1 - t0
@@ -178,16 +204,21 @@ def main(argv: list[str] | None = None) -> None:
                 reward_sum += float(batch["scores"].sum())
         total = t_rollout + t_update
         c = obj.policy.config
-    print(f"gaf_rloo completions_per_s={completions / total:.1f} "
-          f"rollout_share={t_rollout / total:.3f} update_share={t_update / total:.3f} "
-          f"mean_completion_tokens={gen_tokens / completions:.1f} "
-          f"prompt_tokens={prompt_tokens // k} mean_reward={reward_sum / completions:.4f} "
-          f"last_loss={loss.item():.4f} steps={args.steps} warmup={args.warmup} "
-          f"prompts_per_step={obj.batch_size} k={k} max_new_tokens={obj.config.max_new_tokens} "
-          f"temperature={obj.temperature:g} beta={obj.config.beta:g} lr={spec.train.lr:g} "
-          f"reward={args.reward} tokenizer={c.tokenizer} "
-          f"params={sum(q.numel() for q in params)} threads={torch.get_num_threads()} "
-          f"wall_s={total:.2f}")
+        print(f"gaf_rloo completions_per_s={completions / total:.1f} "
+              f"rollout_share={t_rollout / total:.3f} update_share={t_update / total:.3f} "
+              f"mean_completion_tokens={gen_tokens / completions:.1f} "
+              f"prompt_tokens={prompt_tokens // k} mean_reward={reward_sum / completions:.4f} "
+              f"last_loss={loss.item():.4f} steps={args.steps} warmup={args.warmup} "
+              f"prompts_per_step={obj.batch_size} k={k} max_new_tokens={obj.config.max_new_tokens} "
+              f"temperature={obj.temperature:g} beta={obj.config.beta:g} lr={spec.train.lr:g} "
+              f"reward={args.reward} tokenizer={c.tokenizer} "
+              f"params={sum(q.numel() for q in params)} threads={torch.get_num_threads()} "
+              f"wall_s={total:.2f}")
+        if not args.no_cost:
+            cost = step_cost.measure(
+                lambda: update(obj, optimizer, params, spec, obj.train_batch(n - 1)),
+                units=args.steps, seconds=total, inference=False, calls=1)
+            print(step_cost.line("gaf_rloo", cost, "iteration"))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """SFT training throughput of gpt2-tiny on the embedded sentiment task.
 
     python benchmarks/sft_throughput.py [STEPS] [BATCH] [--tokenizer byte] [--warmup 5]
-                                        [--write-examples EXAMPLES.jsonl]
+                                        [--no-cost] [--write-examples EXAMPLES.jsonl]
 
 Times optimiser steps of the ``sft`` loss (completion tokens only, the prompt masked:
 ``policy.completion_logprobs``, mean NLL per completion token, fused AdamW at lr 1e-3)
@@ -9,6 +9,13 @@ on the CPU, after ``--warmup`` untimed steps, over the first ``STEPS`` batches o
 ``BATCH`` training examples in order, and prints ``gaf_sft examples_per_s=…
 tokens_per_s=…``. ``--tokenizer`` picks gpt2-tiny's tokenizer (default: its own,
 ``sentiment-bpe``; ``byte`` for the peer comparison).
+
+Then (unless ``--no-cost``) it prints the timed steps' cost (``benchmarks/step_cost.py``):
+``gaf_sft_cost unit=step gflop_per_unit=… achieved_gflops=… conv=… …``, the unit being
+one more step of the loop (the timed batches again, in order, from the first), ``STEPS``
+units in the timed seconds. The batches' padded lengths vary, so ``gflop_per_unit`` (the
+first timed batch's step) times ``STEPS`` is the timed FLOPs only approximately (exactly
+when one step is timed), taken as the mean step.
 
 ``--write-examples`` writes, instead of timing, the ``{"prompt", "completion"}`` rows the
 timed loop would train on (warm-up batches included, in order), for the peer
@@ -20,7 +27,9 @@ examples (docs/benchmarks.md § SFT).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +39,9 @@ import torch
 
 import gaf
 from gaf.train import TrainConfig, make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import step_cost  # noqa: E402
 
 
 def step(policy: Any, opt: Any, chunk: Sequence[Any]) -> tuple[torch.Tensor, int]:
@@ -50,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("batch", nargs="?", type=int, default=16)
     p.add_argument("--tokenizer", default="", help="gpt2-tiny's tokenizer (default: its own)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.add_argument("--no-cost", action="store_true", help="skip the cost pass")
     p.add_argument("--write-examples", default="", metavar="EXAMPLES.jsonl")
     args = p.parse_args(argv)
     examples = gaf.create("task", "sentiment").sft_examples("train")
@@ -78,6 +91,11 @@ def main(argv: list[str] | None = None) -> None:
           f"last_loss={loss.item():.4f} tokenizer={policy.config.tokenizer} "
           f"params={sum(q.numel() for q in policy.parameters())} "
           f"threads={torch.get_num_threads()}")
+    if not args.no_cost:
+        timed = itertools.cycle(batches[args.warmup:])
+        cost = step_cost.measure(lambda: step(policy, opt, next(timed)), units=args.steps,
+                                 seconds=elapsed, inference=False)
+        print(step_cost.line("gaf_sft", cost, "step"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """unCLIP sampling throughput on the CPU: the diffusion prior, then the decoder.
 
-    python benchmarks/unclip_throughput.py [DDIM_STEPS]          (DDIM_STEPS: 25)
+    python benchmarks/unclip_throughput.py [DDIM_STEPS] [--no-cost]      (DDIM_STEPS: 25)
 
 The peer, ``benchmarks/unclip_diffusers_peer.py`` (run it with /tmp/gaf-peers/bin/python),
 does the same work with diffusers' ``PriorTransformer``, ``UNet2DConditionModel`` and
@@ -44,6 +44,23 @@ Prints ``gaf_unclip prior_samples_per_s=<f> decoder_samples_per_s=<f> samples_pe
 prior_params=<n> decoder_params=<n>``: 16 samples over the prior's time, over the
 decoder's time, and over the two together.
 
+Then, unless ``--no-cost``, a cost line for each stage (``benchmarks/step_cost.py``)::
+
+    gaf_unclip_prior_cost unit=step gflop_per_unit=… achieved_gflops=… conv=… … outside=…
+    gaf_unclip_decoder_cost unit=step gflop_per_unit=… achieved_gflops=… conv=… … outside=…
+
+The unit is one guided DDIM step of that stage again (the model on ``[x; x]`` with the
+stage's cached context, the guidance, the scheduler step); units = DDIM_STEPS, seconds
+= that stage's timed seconds. The identity FLOPs(stage) = ``gflop_per_unit`` ×
+DDIM_STEPS is approximate: each stage's one ``cache_context`` call is left out (the
+candidate selection has no counted FLOPs). For the decoder that is one projection of
+the context to the cross-attention keys and values, small beside a UNet step; for the
+prior it runs the 25-token caption prefix of all 64 rows through the layers, several
+3-token steps' worth, so ``achieved_gflops`` understates the prior's rate
+(tests/benchmarks/test_unclip_throughput.py checks that the two parts add up exactly).
+``samples_per_s`` has no cost line of its own: its FLOPs and seconds are the two stages'
+sums. The cost pass runs 3 more steps of each stage (one counted, two profiled).
+
 Parameters: the decoder has the peer's count exactly (the UNet's 3,152,644 of
 ``ldm_throughput.py`` plus the same time projection and extra-token Linear). The prior
 has 128 fewer than the peer's: diffusers stores ``clip_mean`` / ``clip_std`` as
@@ -78,14 +95,20 @@ medians, with the load average (``uptime``) beside it::
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from gaf.plugins.diffusion.prior import PriorCondition, PriorConfig, PriorTransformer
 from gaf.plugins.diffusion.schedulers import DDIMScheduler, SchedulerConfig
 from gaf.plugins.diffusion.unet import UNet, UNetConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import step_cost  # noqa: E402
 
 B, L, W, E = 16, 24, 64, 64      # captions, text tokens, text width, embedding width
 REAL, NULL_REAL = 8, 2           # real tokens of a caption and of the null caption
@@ -118,7 +141,45 @@ def build() -> tuple[PriorTransformer, UNet]:
     return prior.eval(), unet.eval()
 
 
-def main(steps: int = 25) -> None:
+def prior_context(prior: PriorTransformer, x: dict[str, torch.Tensor]) -> object:
+    """The prior's cached ``[null; cond]`` context, each caption repeated per candidate."""
+    k = CANDIDATES
+    cond = PriorCondition(x["states"].repeat_interleave(k, 0),
+                          x["mask"].repeat_interleave(k, 0),
+                          x["pooled"].repeat_interleave(k, 0))
+    null = PriorCondition(x["null_states"].repeat_interleave(k, 0),
+                          x["null_mask"].repeat_interleave(k, 0),
+                          x["null_pooled"].repeat_interleave(k, 0))
+    return prior.cache_context(PriorCondition.cat([null, cond]))
+
+
+def prior_step(prior: PriorTransformer, sched: DDIMScheduler, cache: object,
+               z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """One guided DDIM step of the prior (both halves in one call)."""
+    out_u, out_c = prior(torch.cat([z, z]), t, cache).chunk(2)
+    return sched.step(out_u + PRIOR_GUIDANCE * (out_c - out_u), t, z)
+
+
+def decoder_context(unet: UNet, x: dict[str, torch.Tensor],
+                    image_embeds: torch.Tensor) -> tuple[torch.Tensor, object]:
+    """``(cond_vector, cache)``: the decoder's ``[null; cond]`` image embeddings and context."""
+    vec = torch.cat([torch.zeros(B, E), image_embeds])
+    return vec, unet.cache_context(torch.cat([x["null_states"], x["states"]]), cond_vector=vec)
+
+
+def decoder_step(unet: UNet, sched: DDIMScheduler, cache: object, vec: torch.Tensor,
+                 lat: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """One guided DDIM step of the decoder (both halves in one call)."""
+    e_u, e_c = unet(torch.cat([lat, lat]), t, cache, cond_vector=vec).chunk(2)
+    return sched.step(e_u + DECODER_GUIDANCE * (e_c - e_u), t, lat)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("steps", nargs="?", type=int, default=25, metavar="DDIM_STEPS")
+    parser.add_argument("--no-cost", action="store_true", help="skip the cost lines")
+    args = parser.parse_args(argv)
+    steps = args.steps
     torch.manual_seed(0)
     prior, unet = build()
     prior_params = sum(p.numel() for p in prior.parameters())
@@ -130,41 +191,42 @@ def main(steps: int = 25) -> None:
                                                   prediction_type="epsilon", clip_sample=False))
     prior_sched.set_timesteps(steps)
     decoder_sched.set_timesteps(steps)
-    k = CANDIDATES
     with torch.inference_mode():
         # ---- prior: 2 candidates per caption, guidance 4, the better one kept
         t0 = time.perf_counter()
-        cond = PriorCondition(x["states"].repeat_interleave(k, 0),
-                              x["mask"].repeat_interleave(k, 0),
-                              x["pooled"].repeat_interleave(k, 0))
-        null = PriorCondition(x["null_states"].repeat_interleave(k, 0),
-                              x["null_mask"].repeat_interleave(k, 0),
-                              x["null_pooled"].repeat_interleave(k, 0))
-        cache = prior.cache_context(PriorCondition.cat([null, cond]))
+        prior_cache = prior_context(prior, x)
         z = x["prior_noise"]
         for t in prior_sched.timesteps:
-            out_u, out_c = prior(torch.cat([z, z]), t, cache).chunk(2)
-            z = prior_sched.step(out_u + PRIOR_GUIDANCE * (out_c - out_u), t, z)
-        z = prior.unstandardize(z).reshape(B, k, E)
+            z = prior_step(prior, prior_sched, prior_cache, z, t)
+        z = prior.unstandardize(z).reshape(B, CANDIDATES, E)
         best = (z * x["pooled"][:, None]).sum(-1).argmax(1)
         image_embeds = z[torch.arange(B), best]
         prior_s = time.perf_counter() - t0
 
         # ---- decoder: guidance 8, image embedding in the time embedding and 4 tokens
         t0 = time.perf_counter()
-        vec = torch.cat([torch.zeros(B, E), image_embeds])
-        cache = unet.cache_context(torch.cat([x["null_states"], x["states"]]), cond_vector=vec)
+        vec, decoder_cache = decoder_context(unet, x, image_embeds)
         lat = x["decoder_noise"]
         for t in decoder_sched.timesteps:
-            e_u, e_c = unet(torch.cat([lat, lat]), t, cache, cond_vector=vec).chunk(2)
-            lat = decoder_sched.step(e_u + DECODER_GUIDANCE * (e_c - e_u), t, lat)
+            lat = decoder_step(unet, decoder_sched, decoder_cache, vec, lat, t)
         decoder_s = time.perf_counter() - t0
     assert image_embeds.shape == (B, E) and lat.shape == (B, *LATENT)
     print(f"gaf_unclip prior_samples_per_s={B / prior_s:.2f} "
           f"decoder_samples_per_s={B / decoder_s:.2f} "
           f"samples_per_s={B / (prior_s + decoder_s):.2f} "
           f"prior_params={prior_params} decoder_params={decoder_params}")
+    if not args.no_cost:
+        prior.requires_grad_(False)  # (FlopCounterMode's module hooks need it)
+        unet.requires_grad_(False)
+        z0, t0 = x["prior_noise"], prior_sched.timesteps[0]
+        lat0, t1 = x["decoder_noise"], decoder_sched.timesteps[0]
+        units = {"prior": (lambda: prior_step(prior, prior_sched, prior_cache, z0, t0), prior_s),
+                 "decoder": (lambda: decoder_step(unet, decoder_sched, decoder_cache, vec,
+                                                  lat0, t1), decoder_s)}
+        for name, (unit, seconds) in units.items():
+            cost = step_cost.measure(unit, units=steps, seconds=seconds, inference=True)
+            print(step_cost.line(f"gaf_unclip_{name}", cost, "step"))
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 25)
+    main()

@@ -1,15 +1,18 @@
 """benchmarks/autoencoder_throughput.py: the images it writes for the diffusers peer are
 the default run's images, in the order its timed loop trains on them; its output line has
-its fields; and the peer (benchmarks/autoencoder_diffusers_peer.py, read as text: the
-suite's venv has no diffusers) is configured as gaf's default ``kl-vae`` and objective.
-No timing is asserted."""
+its fields (and, with ``--no-cost``, no other line); its cost lines count exactly the
+timed work's FLOPs; and the peer (benchmarks/autoencoder_diffusers_peer.py, read as text:
+the suite's venv has no diffusers) is configured as gaf's default ``kl-vae`` and
+objective. No timing is asserted."""
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import math
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import gaf
 from gaf.plugins.autoencoders import KLConfig
@@ -58,10 +61,10 @@ def test_the_written_images_are_the_default_runs_and_the_loop_trains_on_them(
         return real_step(objective, ctx, opt, params, step, last_good)
 
     monkeypatch.setattr(bench, "_step", recording_step)
-    result = bench.main(TINY)
+    result = bench.main([*TINY, "--no-cost"])
     assert torch.equal(torch.stack(seen), data["train"])
     line = capsys.readouterr().out.strip()
-    assert line.startswith("gaf_autoencoder ") and len(line.splitlines()) == 1
+    assert line.startswith("gaf_autoencoder ") and len(line.splitlines()) == 1  # no cost
     fields = dict(f.split("=", 1) for f in line.split()[1:])
     assert float(fields["images_sum"]) == round(
         float(data["train"].double().sum() + data["eval"].double().sum()), 4)
@@ -71,6 +74,37 @@ def test_the_written_images_are_the_default_runs_and_the_loop_trains_on_them(
     assert float(fields["last_loss"]) == float(f"{result['last_loss']:.6g}") > 0
     assert result["eval_l1"] > 0 and fields["params"] == "680143"
     assert fields["tune_malloc"] == "False"
+
+
+def test_the_cost_lines_count_the_timed_work(capsys, monkeypatch):
+    counted, units, costs = [], [], []
+    real_measure = bench.step_cost.measure
+    counting = contextlib.ExitStack()
+    total = counting.enter_context(FlopCounterMode(display=False))
+
+    def recording_measure(unit, **kw):
+        counted.append(total.get_total_flops())  # the run's FLOPs before this cost pass
+        counting.close()  # stop counting: the cost pass is not timed work
+        units.append(kw["units"])
+        costs.append(real_measure(unit, **kw))
+        return costs[-1]
+
+    monkeypatch.setattr(bench.step_cost, "measure", recording_measure)
+    with counting:  # warm-up 0: only the timed work counts
+        bench.main(TINY)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("gaf_autoencoder ")
+    for line, name, unit in zip(lines[1:], ("train", "eval"), ("step", "call")):
+        head, *rest = line.split()
+        fields = dict(f.split("=", 1) for f in rest)
+        assert head == f"gaf_autoencoder_{name}_cost" and fields["unit"] == unit
+        assert set(fields) == {"unit", "gflop_per_unit", "achieved_gflops",
+                               *bench.step_cost.CATEGORIES}
+        assert float(fields["gflop_per_unit"]) > 0
+    assert units == [2, 1]  # STEPS, --eval-steps
+    # the 2 timed training steps and the 1 timed encode+decode, counted as they ran
+    timed = sum(u * c["gflop_per_unit"] for u, c in zip(units, costs))
+    assert math.isclose(counted[0] / 1e9, timed, rel_tol=1e-9)
 
 
 def test_the_peer_is_configured_as_gafs_default_run():

@@ -1,17 +1,20 @@
 """benchmarks/image_to_image_throughput.py: the data it writes for the diffusers peer is
 what its timed loop trains on and samples from, its first timed step's loss is its
-printed check (the fresh UNet predicts zeros), its output line has its fields, and the
+printed check (the fresh UNet predicts zeros), its output line has its fields, its cost
+lines count the timed work's FLOPs, and the
 peer script's model, scheduler and training constants are the objective's defaults (the
 peer itself needs the peer venv and is only read here; no timing is asserted)."""
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from gaf.plugins.t2i.image_to_image.objective import I2I_UNET, ImageToImage
 from gaf.train import TrainConfig
@@ -54,9 +57,9 @@ def test_the_written_data_is_what_the_loop_trains_on_and_samples(tmp_path, obj):
 
 
 def test_a_timed_run_prints_its_line_and_its_first_loss_is_its_check(capsys):
-    result = bench.main([*TINY, "--train-steps", "1", "--warmup", "0"])
+    result = bench.main([*TINY, "--train-steps", "1", "--warmup", "0", "--no-cost"])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gaf_i2i ")
+    assert len(lines) == 1 and lines[0].startswith("gaf_i2i ")  # no cost lines
     fields = dict(f.split("=", 1) for f in lines[0].split()[1:])
     assert set(fields) == set(result)
     assert fields["params"] == "1248835" and fields["task"] == "inpainting"
@@ -68,6 +71,47 @@ def test_a_timed_run_prints_its_line_and_its_first_loss_is_its_check(capsys):
     assert math.isclose(result["last_loss"], result["check_loss"], rel_tol=1e-6)
     assert 0 < result["check_concat"] and 0 < result["check_context"]
     assert 0 < result["sample_abs"] <= 1 and result["tune_malloc"] is True
+
+
+def test_the_cost_lines_count_the_timed_work(capsys, monkeypatch):
+    counted, units, costs = [], [], []
+    real_measure, real_train = bench.step_cost.measure, bench.train
+    counting = contextlib.ExitStack()
+    total = counting.enter_context(FlopCounterMode(display=False))
+
+    def recording_measure(unit, **kw):
+        if not units:  # the first cost pass: the run's FLOPs so far
+            counted.append(total.get_total_flops())
+            counting.close()  # stop counting: the cost pass is not timed work
+        units.append(kw["units"])
+        costs.append(real_measure(unit, **kw))
+        return costs[-1]
+
+    def recording_train(*args):
+        counted.append(total.get_total_flops())
+        out = real_train(*args)
+        counted.append(total.get_total_flops())
+        return out
+
+    monkeypatch.setattr(bench.step_cost, "measure", recording_measure)
+    monkeypatch.setattr(bench, "train", recording_train)
+    with counting:  # warm-up 0: only timed work after the training's start
+        bench.main([*TINY, "--train-steps", "2", "--warmup", "0", "--sample-steps", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("gaf_i2i ")
+    for line, name, unit in zip(lines[1:], ("train", "sample"), ("step", "call_1_step")):
+        head, *rest = line.split()
+        fields = dict(f.split("=", 1) for f in rest)
+        assert head == f"gaf_i2i_{name}_cost" and fields["unit"] == unit
+        assert set(fields) == {"unit", "gflop_per_unit", "achieved_gflops",
+                               *bench.step_cost.CATEGORIES}
+        assert float(fields["gflop_per_unit"]) > 0
+    assert units == [2, 3]
+    before, after, sampled = counted
+    train, sample = (u * c["gflop_per_unit"] * 1e9 for u, c in zip(units, costs))
+    assert math.isclose(after - before, train, rel_tol=1e-9)  # the 2 timed steps: exact
+    # the timed 3-step call: over by the call's own work the 2 more units repeat
+    assert sampled - after < sample < 1.02 * (sampled - after)
 
 
 def _constants(path: Path) -> dict:

@@ -1,15 +1,17 @@
 """benchmarks/parti_sampling.py: its output line has its fields, and the shapes, options,
 captions and parameter count that benchmarks/parti_transformers_peer.py promises are
-gaf's (the peer file is read, not imported: the CI venv has no transformers). No
-timing is asserted."""
+gaf's (the peer file is read, not imported: the CI venv has no transformers); its cost
+line counts a timed call's FLOPs. No timing is asserted."""
 
 from __future__ import annotations
 
 import ast
+import math
 import re
 from pathlib import Path
 
 import pytest
+from torch.utils.flop_counter import FlopCounterMode
 
 from script_module import load_script  # tests/ is on sys.path (conftest)
 
@@ -40,7 +42,7 @@ def model():
 
 
 def test_a_timed_run_prints_its_fields(capsys, model):
-    parti.main(["1", "--threads", "1"])
+    parti.main(["1", "--threads", "1", "--no-cost"])
     line = capsys.readouterr().out.strip()
     assert line.startswith("gaf_parti ") and "\n" not in line
     fields = dict(f.split("=", 1) for f in line.split()[1:])
@@ -82,3 +84,39 @@ def test_the_parameter_count_the_peer_explains_is_gafs(model):
     assert gaf_n == sum(p.numel() for p in model.parameters())
     gap = re.search(r"The gap of\s+([\d,]+)", doc)
     assert int(gap.group(1).replace(",", "")) == peer_n - gaf_n
+
+
+def test_the_cost_line_counts_a_timed_call(monkeypatch, capsys):
+    """At 2 captions: the cost pass's unit has the FLOPs of the timed call."""
+    flops: list[int] = []
+    seen: dict = {}
+
+    def counted(*args, **kwargs):
+        if seen:  # the cost pass: counted by its own measure
+            return sample_codes(*args, **kwargs)
+        args[0].requires_grad_(False)  # the model (FlopCounterMode's module hooks need it)
+        with FlopCounterMode(display=False) as counter:
+            out = sample_codes(*args, **kwargs)
+        flops.append(counter.get_total_flops())
+        return out
+
+    def recording(unit, **kwargs):
+        seen.update(kwargs)
+        seen["cost"] = measure(unit, **kwargs)
+        return seen["cost"]
+
+    sample_codes, measure = parti.sample_codes, parti.step_cost.measure
+    monkeypatch.setattr(parti, "BATCH", 2)
+    monkeypatch.setattr(parti, "sample_codes", counted)
+    monkeypatch.setattr(parti.step_cost, "measure", recording)
+    parti.main(["1", "--threads", "1"])
+    result, cost_line = capsys.readouterr().out.strip().splitlines()
+    assert result.startswith("gaf_parti ")
+    name, *fields = cost_line.split()
+    fields = dict(f.split("=", 1) for f in fields)
+    assert name == "gaf_parti_cost" and fields["unit"] == "call"
+    assert float(fields["gflop_per_unit"]) > 0
+    assert set(parti.step_cost.CATEGORIES) <= fields.keys()
+    assert len(flops) == 2 and seen["units"] == 1 and seen["inference"]  # warm-up, timed
+    assert math.isclose(seen["cost"]["gflop_per_unit"] * 1e9 * seen["units"], flops[1],
+                        rel_tol=1e-9)

@@ -1,21 +1,25 @@
 """benchmarks/preference_throughput.py and its TRL peer: the pairs the gaf script writes
 are the pairs its loop trains on, in order (for kto: the completions and labels, once the
 peer's ``kto_rows`` has unpaired them); the peer's loss options, lr, length, batch and
-warm-up are gaf's; the printed line parses. The peer needs TRL, so it is read (its
+warm-up are gaf's; the printed line parses, and the cost line counts the FLOPs of the
+timed step. The peer needs TRL, so it is read (its
 ``CONFIGS``, ``kto_rows`` and argument defaults), not imported. No timing is asserted."""
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from gaf.spec import resolve
+from gaf.train import make_optimizer
 from script_module import load_script  # tests/ is on sys.path (conftest)
 
 pt = load_script("benchmarks/preference_throughput.py")
+step_cost = load_script("benchmarks/step_cost.py")
 PEER = Path(__file__).resolve().parents[2] / "benchmarks" / "trl_preference_peer.py"
 TREE = ast.parse(PEER.read_text())
 
@@ -101,8 +105,8 @@ def test_the_peer_uses_gafs_defaults():
 
 
 def test_a_timed_run_prints_its_fields(capsys):
-    pt.main(["--objective", "orpo", "1", "2", "--warmup", "0"])
-    line = capsys.readouterr().out.strip()
+    pt.main(["--objective", "orpo", "1", "2", "--warmup", "0", "--no-cost"])
+    line = capsys.readouterr().out.strip()  # one line: --no-cost prints no cost line
     fields = dict(f.split("=", 1) for f in line.split()[1:])
     assert line.startswith("gaf_orpo ")
     assert fields["steps"] == "1" and fields["warmup"] == "0" and fields["batch"] == "2"
@@ -111,3 +115,19 @@ def test_a_timed_run_prints_its_fields(capsys):
     # the parameter count both docstrings promise (gpt2-tiny, byte vocabulary)
     assert f"{int(fields['params']):,}" in PEER.read_text()
     assert f"{int(fields['params']):,}" in Path(pt.__file__).read_text()
+
+
+def test_the_cost_line_counts_the_timed_steps_flops(capsys, tmp_path):
+    pt.main(["--objective", "simpo", "1", "2", "--warmup", "1"])
+    result, line = capsys.readouterr().out.strip().splitlines()
+    assert result.startswith("gaf_simpo ") and line.startswith("gaf_simpo_cost unit=step ")
+    fields = dict(f.split("=", 1) for f in line.split()[1:])
+    assert set(step_cost.CATEGORIES) <= set(fields)
+    gflop = float(fields["gflop_per_unit"])
+    assert gflop > 0 and float(fields["achieved_gflops"]) > 0
+    # the timed work, the one step on batch 1 (after the warm-up's), counted alone
+    obj, spec = pt.build("simpo", 2 * 2, 2, str(tmp_path))
+    params = [q for q in obj.policy.parameters() if q.requires_grad]
+    opt = make_optimizer(spec.train, params)
+    flop = step_cost.flop_count(lambda: pt.step(obj, opt, params, 1), inference=False)
+    assert math.isclose(gflop * 1, flop / 1e9, abs_tol=5e-5)  # units = STEPS = 1

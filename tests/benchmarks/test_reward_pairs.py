@@ -1,5 +1,6 @@
 """benchmarks/reward_model_throughput.py --write-pairs: the TRL peer's data, the pairs of
-K ranked completions per prompt, step by step (the peer itself needs the peer venv)."""
+K ranked completions per prompt, step by step (the peer itself needs the peer venv); and
+its timed run's cost lines (no timing is asserted)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 from script_module import load_script  # tests/ is on sys.path (conftest)
 
 bench = load_script("benchmarks/reward_model_throughput.py")
+step_cost = load_script("benchmarks/step_cost.py")
 
 
 def test_write_pairs_writes_every_pair_of_each_ranked_prompt(tmp_path):
@@ -27,3 +29,19 @@ def test_write_pairs_writes_every_pair_of_each_ranked_prompt(tmp_path):
     again = tmp_path / "again.jsonl"
     bench.main(steps=2, k=3, per_step=4, write_pairs=str(again))
     assert again.read_text() == out.read_text()  # seeded: the same file every time
+
+
+def test_a_timed_run_prints_the_cost_of_each_way(capsys):
+    bench.main(steps=1, k=3, per_step=1)
+    result, *lines = capsys.readouterr().out.strip().splitlines()
+    assert result.startswith("reward_model ranked_pairs_per_s=")
+    assert [line.split()[:2] for line in lines] == [["reward_model_ranked_cost", "unit=step"],
+                                                   ["reward_model_pairwise_cost", "unit=step"]]
+    ranked, pairwise = (dict(f.split("=", 1) for f in line.split()[1:]) for line in lines)
+    for fields in (ranked, pairwise):
+        assert set(step_cost.CATEGORIES) <= set(fields)
+        assert float(fields["gflop_per_unit"]) > 0 and float(fields["achieved_gflops"]) > 0
+    # a pairwise step scores 2·C(3, 2) = 6 sequences a prompt, a ranked one 3
+    assert float(pairwise["gflop_per_unit"]) > 1.5 * float(ranked["gflop_per_unit"])
+    bench.main(steps=1, k=2, per_step=1, cost=False)
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1

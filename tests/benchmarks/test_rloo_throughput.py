@@ -1,16 +1,19 @@
 """benchmarks/rloo_throughput.py: the prompts it writes for TRL's RLOOTrainer are the prompts
 its timed loop samples from, in order, with the ids gaf generates from; its settings line
 is the ``rloo`` defaults and holds every setting the peer reads; both scripts define the
-same reward; its output line has its fields (no timing is asserted)."""
+same reward; its output line has its fields, and its cost line counts the timed
+iteration's FLOPs (no timing is asserted)."""
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import gaf
 from gaf.plugins.lm.batching import prompt_ids
@@ -49,7 +52,7 @@ def test_written_prompts_are_what_the_loop_samples_in_order(tmp_path, monkeypatc
         return original(self, prompts, draw)
 
     monkeypatch.setattr(OnPolicy, "sample", recording)
-    rloo.main(argv)
+    rloo.main([*argv, "--no-cost"])
     assert sampled == [[r["prompt"] for r in rows[i:i + 2] for _ in range(2)] for i in (0, 2)]
     tok = gaf.create("policy", "gpt2-tiny").tokenizer
     assert [r["prompt_ids"] for r in rows] == [prompt_ids(tok, r["prompt"], 256) for r in rows]
@@ -97,3 +100,43 @@ def test_both_scripts_define_the_same_reward():
 
     assert definitions(PEER) == definitions(ROOT / "benchmarks" / "rloo_throughput.py")
     assert rloo.target_fraction("bee") == 2 / 3 and rloo.target_fraction("") == 0.0
+
+
+@pytest.mark.slow  # the profiled rollout: thousands of small operators
+def test_the_cost_line_counts_the_timed_iteration(monkeypatch, capsys):
+    """One timed iteration, then the cost pass: its unit (that iteration's prompts again)
+    has the timed iteration's FLOPs, rollout and update both counted."""
+    flops: list[int] = []
+    seen: dict = {}
+
+    def counted(fn):
+        def wrapper(*args, **kwargs):
+            if seen:  # the cost pass: counted by its own measure
+                return fn(*args, **kwargs)
+            with FlopCounterMode(display=False) as counter:
+                out = fn(*args, **kwargs)
+            flops.append(counter.get_total_flops())
+            return out
+        return wrapper
+
+    measure = rloo.step_cost.measure
+
+    def recording(unit, **kwargs):
+        seen.update(kwargs, timed=sum(flops))  # the iterations so far: the timed one
+        seen["cost"] = measure(unit, **kwargs)
+        return seen["cost"]
+
+    monkeypatch.setattr(RLOO, "train_batch", counted(RLOO.train_batch))
+    monkeypatch.setattr(rloo, "update", counted(rloo.update))
+    monkeypatch.setattr(rloo.step_cost, "measure", recording)
+    rloo.main(["1", "1", "--k", "2", "--warmup", "0", "--threads", "1"])
+    result, cost_line = capsys.readouterr().out.strip().splitlines()
+    assert result.startswith("gaf_rloo ")
+    name, *fields = cost_line.split()
+    fields = dict(f.split("=", 1) for f in fields)
+    assert name == "gaf_rloo_cost" and fields["unit"] == "iteration"
+    assert float(fields["gflop_per_unit"]) > 0
+    assert set(rloo.step_cost.CATEGORIES) <= fields.keys()
+    assert seen["units"] == 1 and not seen["inference"]
+    assert seen["timed"] > 0 and math.isclose(
+        seen["cost"]["gflop_per_unit"] * 1e9 * seen["units"], seen["timed"], rel_tol=1e-9)

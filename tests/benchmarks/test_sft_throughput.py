@@ -1,15 +1,20 @@
 """benchmarks/sft_throughput.py: the rows it writes for TRL's SFTTrainer are the examples
-its timed loop trains on, in order, and its output line has its fields (no timing is
-asserted)."""
+its timed loop trains on, in order, its output line has its fields, and its cost line
+counts the FLOPs of the timed step (no timing is asserted)."""
 
 from __future__ import annotations
 
 import json
+import math
+
+import torch
 
 import gaf
+from gaf.train import TrainConfig, make_optimizer
 from script_module import load_script  # tests/ is on sys.path (conftest)
 
 sft = load_script("benchmarks/sft_throughput.py")
+step_cost = load_script("benchmarks/step_cost.py")
 
 
 def test_written_examples_are_the_loops_batches_in_order(tmp_path):
@@ -21,9 +26,26 @@ def test_written_examples_are_the_loops_batches_in_order(tmp_path):
 
 
 def test_a_timed_run_prints_its_fields(capsys):
-    sft.main(["1", "2", "--warmup", "0", "--tokenizer", "byte"])
-    line = capsys.readouterr().out.strip()
+    sft.main(["1", "2", "--warmup", "0", "--tokenizer", "byte", "--no-cost"])
+    line = capsys.readouterr().out.strip()  # one line: --no-cost prints no cost line
     fields = dict(f.split("=", 1) for f in line.split()[1:])
     assert line.startswith("gaf_sft ")
     assert fields["tokenizer"] == "byte" and fields["steps"] == "1" and fields["warmup"] == "0"
     assert float(fields["examples_per_s"]) > 0 and float(fields["last_loss"]) > 0
+
+
+def test_the_cost_line_counts_the_timed_steps_flops(capsys):
+    sft.main(["1", "2", "--warmup", "1", "--tokenizer", "byte"])
+    result, line = capsys.readouterr().out.strip().splitlines()
+    assert result.startswith("gaf_sft ") and line.startswith("gaf_sft_cost unit=step ")
+    fields = dict(f.split("=", 1) for f in line.split()[1:])
+    assert set(step_cost.CATEGORIES) <= set(fields)
+    gflop = float(fields["gflop_per_unit"])
+    assert gflop > 0 and float(fields["achieved_gflops"]) > 0
+    # the timed work, the one step on the second batch (after the warm-up's), counted alone
+    torch.manual_seed(0)
+    policy = gaf.create("policy", "gpt2-tiny", tokenizer="byte")
+    opt = make_optimizer(TrainConfig(lr=1e-3), policy.parameters())
+    batch = gaf.create("task", "sentiment").sft_examples("train")[2:4]
+    flop = step_cost.flop_count(lambda: sft.step(policy, opt, batch), inference=False)
+    assert math.isclose(gflop * 1, flop / 1e9, abs_tol=5e-5)  # units = STEPS = 1
