@@ -8,11 +8,9 @@ objective. No timing is asserted."""
 from __future__ import annotations
 
 import ast
-import contextlib
 import math
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import gaf
 from gaf.plugins.autoencoders import KLConfig
@@ -20,6 +18,7 @@ from gaf.plugins.images.batches import stack_images
 from gaf.seeding import EpochOrder
 from gaf.spec import resolve
 from gaf.train import lr_factor
+from cost_pass import CostPass, cost_fields  # tests/ is on sys.path (conftest)
 from script_module import ROOT, load_script  # tests/ is on sys.path (conftest)
 
 bench = load_script("benchmarks/autoencoder_throughput.py")
@@ -77,34 +76,19 @@ def test_the_written_images_are_the_default_runs_and_the_loop_trains_on_them(
 
 
 def test_the_cost_lines_count_the_timed_work(capsys, monkeypatch):
-    counted, units, costs = [], [], []
-    real_measure = bench.step_cost.measure
-    counting = contextlib.ExitStack()
-    total = counting.enter_context(FlopCounterMode(display=False))
-
-    def recording_measure(unit, **kw):
-        counted.append(total.get_total_flops())  # the run's FLOPs before this cost pass
-        counting.close()  # stop counting: the cost pass is not timed work
-        units.append(kw["units"])
-        costs.append(real_measure(unit, **kw))
-        return costs[-1]
-
-    monkeypatch.setattr(bench.step_cost, "measure", recording_measure)
-    with counting:  # warm-up 0: only the timed work counts
+    with CostPass(monkeypatch, bench) as cost:  # warm-up 0: only the timed work counts
         bench.main(TINY)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[0].startswith("gaf_autoencoder ")
     for line, name, unit in zip(lines[1:], ("train", "eval"), ("step", "call")):
-        head, *rest = line.split()
-        fields = dict(f.split("=", 1) for f in rest)
+        head, fields = cost_fields(line)
         assert head == f"gaf_autoencoder_{name}_cost" and fields["unit"] == unit
         assert set(fields) == {"unit", "gflop_per_unit", "achieved_gflops",
                                *bench.step_cost.CATEGORIES}
         assert float(fields["gflop_per_unit"]) > 0
-    assert units == [2, 1]  # STEPS, --eval-steps
+    assert [c["units"] for c in cost.calls] == [2, 1]  # STEPS, --eval-steps
     # the 2 timed training steps and the 1 timed encode+decode, counted as they ran
-    timed = sum(u * c["gflop_per_unit"] for u, c in zip(units, costs))
-    assert math.isclose(counted[0] / 1e9, timed, rel_tol=1e-9)
+    assert math.isclose(cost.timed_flops, cost.counted_flops(), rel_tol=1e-9)
 
 
 def test_the_peer_is_configured_as_gafs_default_run():

@@ -8,16 +8,15 @@ peer itself needs the peer venv and is only read here; no timing is asserted).""
 from __future__ import annotations
 
 import ast
-import contextlib
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from gaf.plugins.t2i.image_to_image.objective import I2I_UNET, ImageToImage
 from gaf.train import TrainConfig
+from cost_pass import CostPass, cost_fields  # tests/ is on sys.path (conftest)
 from script_module import ROOT, load_script  # tests/ is on sys.path (conftest)
 
 bench = load_script("benchmarks/image_to_image_throughput.py")
@@ -73,45 +72,35 @@ def test_a_timed_run_prints_its_line_and_its_first_loss_is_its_check(capsys):
     assert 0 < result["sample_abs"] <= 1 and result["tune_malloc"] is True
 
 
+@pytest.mark.benchmark  # a long check of the script's cost line: pytest -m benchmark
 def test_the_cost_lines_count_the_timed_work(capsys, monkeypatch):
-    counted, units, costs = [], [], []
-    real_measure, real_train = bench.step_cost.measure, bench.train
-    counting = contextlib.ExitStack()
-    total = counting.enter_context(FlopCounterMode(display=False))
-
-    def recording_measure(unit, **kw):
-        if not units:  # the first cost pass: the run's FLOPs so far
-            counted.append(total.get_total_flops())
-            counting.close()  # stop counting: the cost pass is not timed work
-        units.append(kw["units"])
-        costs.append(real_measure(unit, **kw))
-        return costs[-1]
+    counted, real_train = [], bench.train
 
     def recording_train(*args):
-        counted.append(total.get_total_flops())
+        counted.append(cost.flops())
         out = real_train(*args)
-        counted.append(total.get_total_flops())
+        counted.append(cost.flops())
         return out
 
-    monkeypatch.setattr(bench.step_cost, "measure", recording_measure)
     monkeypatch.setattr(bench, "train", recording_train)
-    with counting:  # warm-up 0: only timed work after the training's start
+    with CostPass(monkeypatch, bench) as cost:  # warm-up 0: only timed work after the start
         bench.main([*TINY, "--train-steps", "2", "--warmup", "0", "--sample-steps", "3"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[0].startswith("gaf_i2i ")
     for line, name, unit in zip(lines[1:], ("train", "sample"), ("step", "call_1_step")):
-        head, *rest = line.split()
-        fields = dict(f.split("=", 1) for f in rest)
+        head, fields = cost_fields(line)
         assert head == f"gaf_i2i_{name}_cost" and fields["unit"] == unit
         assert set(fields) == {"unit", "gflop_per_unit", "achieved_gflops",
                                *bench.step_cost.CATEGORIES}
         assert float(fields["gflop_per_unit"]) > 0
-    assert units == [2, 3]
-    before, after, sampled = counted
-    train, sample = (u * c["gflop_per_unit"] * 1e9 for u, c in zip(units, costs))
+    assert [c["units"] for c in cost.calls] == [2, 3]
+    before, after = counted
+    train, sample = (c["units"] * r["gflop_per_unit"] * 1e9
+                     for c, r in zip(cost.calls, cost.costs))
     assert math.isclose(after - before, train, rel_tol=1e-9)  # the 2 timed steps: exact
     # the timed 3-step call: over by the call's own work the 2 more units repeat
-    assert sampled - after < sample < 1.02 * (sampled - after)
+    sampled = cost.timed_flops - after
+    assert sampled < sample < 1.02 * sampled
 
 
 def _constants(path: Path) -> dict:

@@ -6,14 +6,13 @@ stand-in text encoder behaves as the pipeline's conditioner must. The diffusers 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from cost_pass import CostPass  # tests/ is on sys.path (conftest)
 from script_module import load_script  # tests/ is on sys.path (conftest)
 
 bench = load_script("benchmarks/imagen_throughput.py")
@@ -22,18 +21,7 @@ bench = load_script("benchmarks/imagen_throughput.py")
 @pytest.mark.slow  # the first call's one-time set-up makes it more than a few seconds
 def test_the_benchmark_prints_one_json_line(capsys, monkeypatch):
     threads = str(torch.get_num_threads())  # leave the suite's thread count as it is
-    counted = []
-    real_measure = bench.step_cost.measure
-    counting = contextlib.ExitStack()
-    total = counting.enter_context(FlopCounterMode(display=False))
-
-    def recording_measure(unit, **kw):
-        counted.append(total.get_total_flops())  # the run's FLOPs before the cost pass
-        counting.close()  # stop counting: the cost pass is not timed work
-        return real_measure(unit, **kw)
-
-    monkeypatch.setattr(bench.step_cost, "measure", recording_measure)
-    with counting:  # warm-up 0: the 2 timed calls only
+    with CostPass(monkeypatch, bench) as counted:  # warm-up 0: the 2 timed calls only
         result = bench.main(["--batch", "2", "--steps", "2", "--sr-steps", "4",
                              "--repeats", "2", "--warmup", "0", "--threads", threads])
     lines = capsys.readouterr().out.splitlines()
@@ -57,7 +45,7 @@ def test_the_benchmark_prints_one_json_line(capsys, monkeypatch):
     assert cost["gflop_per_unit"] > 0 and cost["achieved_gflops"] > 0
     # one timed call against the units: over by the one call's work the second unit
     # repeats (the module doc), a small part of the steps'
-    call = counted[0] / 2 / 1e9
+    call = counted.timed_flops / 2 / 1e9
     assert call < cost["gflop_per_unit"] * cost["units"] < 1.02 * call
     assert "cost" not in bench.main(["--batch", "1", "--steps", "1", "--sr-steps", "1",
                                      "--repeats", "1", "--warmup", "0", "--threads",

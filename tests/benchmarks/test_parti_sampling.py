@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from torch.utils.flop_counter import FlopCounterMode
 
-from script_module import load_script  # tests/ is on sys.path (conftest)
+from cost_pass import CostPass, cost_fields  # tests/ is on sys.path (conftest)
+from script_module import load_script
 
 parti = load_script("benchmarks/parti_sampling.py")
 PEER = Path(parti.__file__).with_name("parti_transformers_peer.py")
@@ -86,13 +87,15 @@ def test_the_parameter_count_the_peer_explains_is_gafs(model):
     assert int(gap.group(1).replace(",", "")) == peer_n - gaf_n
 
 
+@pytest.mark.benchmark  # a long check of the script's cost line: pytest -m benchmark
 def test_the_cost_line_counts_a_timed_call(monkeypatch, capsys):
     """At 2 captions: the cost pass's unit has the FLOPs of the timed call."""
     flops: list[int] = []
-    seen: dict = {}
+    cost = CostPass(monkeypatch, parti)  # records the cost pass (counts nothing itself)
+    sample_codes = parti.sample_codes
 
     def counted(*args, **kwargs):
-        if seen:  # the cost pass: counted by its own measure
+        if cost.calls:  # the cost pass: counted by its own measure
             return sample_codes(*args, **kwargs)
         args[0].requires_grad_(False)  # the model (FlopCounterMode's module hooks need it)
         with FlopCounterMode(display=False) as counter:
@@ -100,23 +103,15 @@ def test_the_cost_line_counts_a_timed_call(monkeypatch, capsys):
         flops.append(counter.get_total_flops())
         return out
 
-    def recording(unit, **kwargs):
-        seen.update(kwargs)
-        seen["cost"] = measure(unit, **kwargs)
-        return seen["cost"]
-
-    sample_codes, measure = parti.sample_codes, parti.step_cost.measure
     monkeypatch.setattr(parti, "BATCH", 2)
     monkeypatch.setattr(parti, "sample_codes", counted)
-    monkeypatch.setattr(parti.step_cost, "measure", recording)
     parti.main(["1", "--threads", "1"])
     result, cost_line = capsys.readouterr().out.strip().splitlines()
     assert result.startswith("gaf_parti ")
-    name, *fields = cost_line.split()
-    fields = dict(f.split("=", 1) for f in fields)
+    name, fields = cost_fields(cost_line)
     assert name == "gaf_parti_cost" and fields["unit"] == "call"
     assert float(fields["gflop_per_unit"]) > 0
     assert set(parti.step_cost.CATEGORIES) <= fields.keys()
+    (seen,) = cost.calls
     assert len(flops) == 2 and seen["units"] == 1 and seen["inference"]  # warm-up, timed
-    assert math.isclose(seen["cost"]["gflop_per_unit"] * 1e9 * seen["units"], flops[1],
-                        rel_tol=1e-9)
+    assert math.isclose(cost.counted_flops(), flops[1], rel_tol=1e-9)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
+
 from script_module import load_script  # tests/ is on sys.path (conftest)
 
 bench = load_script("benchmarks/reward_model_throughput.py")
@@ -31,6 +33,7 @@ def test_write_pairs_writes_every_pair_of_each_ranked_prompt(tmp_path):
     assert again.read_text() == out.read_text()  # seeded: the same file every time
 
 
+@pytest.mark.benchmark  # a long check of the script's cost line: pytest -m benchmark
 def test_a_timed_run_prints_the_cost_of_each_way(capsys):
     bench.main(steps=1, k=3, per_step=1)
     result, *lines = capsys.readouterr().out.strip().splitlines()

@@ -102,7 +102,8 @@ def test_both_scripts_define_the_same_reward():
     assert rloo.target_fraction("bee") == 2 / 3 and rloo.target_fraction("") == 0.0
 
 
-@pytest.mark.slow  # the profiled rollout: thousands of small operators
+@pytest.mark.benchmark  # a long check of the script's cost line (thousands of small
+# operators profiled): pytest -m benchmark
 def test_the_cost_line_counts_the_timed_iteration(monkeypatch, capsys):
     """One timed iteration, then the cost pass: its unit (that iteration's prompts again)
     has the timed iteration's FLOPs, rollout and update both counted."""

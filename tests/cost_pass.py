@@ -1,0 +1,58 @@
+"""What the benchmark scripts' tests share about their cost pass (benchmarks/step_cost.py):
+recording each ``step_cost.measure`` call, counting the timed work's FLOPs up to the
+first of them, and reading a cost line."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from torch.utils.flop_counter import FlopCounterMode
+
+
+class CostPass:
+    """Patches ``module.step_cost.measure`` for the test: each call's keyword arguments go
+    to ``calls`` and its result to ``costs``. Used as a context manager around the run, it
+    also counts every FLOP until the first cost pass starts (the cost pass runs after all
+    the timed work, so ``timed_flops`` is the timed work's count, warm-ups included)."""
+
+    def __init__(self, monkeypatch: Any, module: Any) -> None:
+        self.calls: list[dict] = []
+        self.costs: list[dict] = []
+        self.timed_flops: float | None = None
+        self._measure = module.step_cost.measure
+        self._counting = contextlib.ExitStack()
+        monkeypatch.setattr(module.step_cost, "measure", self._record)
+
+    def __enter__(self) -> CostPass:
+        self._counter = self._counting.enter_context(FlopCounterMode(display=False))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def flops(self) -> float:
+        """The FLOPs counted so far (inside the ``with`` block, before the cost pass)."""
+        return float(self._counter.get_total_flops())
+
+    def _stop(self) -> None:
+        if self.timed_flops is None and hasattr(self, "_counter"):
+            self.timed_flops = float(self._counter.get_total_flops())
+            self._counting.close()
+
+    def _record(self, unit: Any, **kw: Any) -> dict:
+        self._stop()  # the cost pass is not timed work
+        self.calls.append(kw)
+        self.costs.append(self._measure(unit, **kw))
+        return self.costs[-1]
+
+    def counted_flops(self) -> float:
+        """``Σ units × gflop_per_unit`` over the recorded passes, in FLOPs."""
+        return sum(c["units"] * r["gflop_per_unit"] * 1e9
+                   for c, r in zip(self.calls, self.costs))
+
+
+def cost_fields(line: str) -> tuple[str, dict[str, str]]:
+    """``(name, {field: value})`` of a ``<name> key=value ...`` line."""
+    name, *fields = line.split()
+    return name, dict(f.split("=", 1) for f in fields)
