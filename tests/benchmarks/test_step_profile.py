@@ -71,7 +71,8 @@ def test_flops_and_shares_of_a_known_step():
     assert row["shares"]["matmul"] > 0 and row["shares"]["conv"] == 0
 
 
-@pytest.mark.slow  # builds every case's models
+@pytest.mark.benchmark  # builds every case's models (pytest -m benchmark); op_floor's
+# test runs the ldm cases in the suite
 def test_every_case_runs_tiny(capsys):
     threads = str(torch.get_num_threads())
     rows = profile.main(["--tiny", "--steps", "1", "--warmup", "1", "--threads", threads,

@@ -15,7 +15,8 @@ unclip = load_script("benchmarks/unclip_throughput.py")
 PARTS = ("prior_context", "prior_step", "decoder_context", "decoder_step")
 
 
-@pytest.mark.slow  # the full-size prior and UNet, counted and profiled
+@pytest.mark.benchmark  # the full-size prior and UNet, counted and profiled: a long
+# check of the script's cost lines (pytest -m benchmark)
 def test_the_cost_lines_and_what_their_units_leave_out(monkeypatch, capsys):
     flops = dict.fromkeys(PARTS, 0)
     seen: list[dict] = []

@@ -23,7 +23,8 @@ def test_the_benchmark_prints_both_figures(capsys):
     assert re.match(r"gaf_clip_cnn train_img_per_s=[\d.]+ params=\d+ ", lines[1])
 
 
-@pytest.mark.slow  # two models' steps, counted and profiled
+@pytest.mark.benchmark  # two models' steps, counted and profiled: a long check of
+# the script's cost lines (pytest -m benchmark)
 def test_the_cost_lines_count_the_timed_steps(monkeypatch, capsys):
     """At batch 8, 2 timed steps: each cost line's unit has a timed step's FLOPs."""
     flops: list[list[int]] = []   # per model, per step
