@@ -51,7 +51,8 @@ process, the order swapped each round: the medians, their ratio (fused over shor
 the median paired difference, with the number of rounds the short paths won.
 
 Measure on an otherwise idle machine; no test asserts a timing
-(tests/benchmarks/test_step_profile.py runs it at a tiny size for its form).
+(tests/benchmarks/test_step_profile.py runs it at a tiny size for its form; every case
+at once only under ``pytest -m benchmark``).
 """
 
 from __future__ import annotations
