@@ -190,7 +190,9 @@ def row_quantile(a: Tensor, q: float) -> Tensor:
     top = a.topk(k, dim=1).values  # descending: column k - 1 is the below_rank-th smallest
     below = top[:, k - 1]
     above = top[:, k - 2] if float(rank) > below_rank else below
-    out = torch.lerp(below, above, rank - below_rank)
+    # the weight as a Python float (the same float32 value): no CPU tensor meets ``a``'s
+    # device
+    out = torch.lerp(below, above, float(rank - below_rank))
     return torch.where(a.isnan().any(dim=1), torch.nan, out)
 
 
