@@ -20,6 +20,7 @@ class CostPass:
         self.calls: list[dict] = []
         self.costs: list[dict] = []
         self.timed_flops: float | None = None
+        self._counter: FlopCounterMode | None = None
         self._measure = module.step_cost.measure
         self._counting = contextlib.ExitStack()
         monkeypatch.setattr(module.step_cost, "measure", self._record)
@@ -36,7 +37,7 @@ class CostPass:
         return float(self._counter.get_total_flops())
 
     def _stop(self) -> None:
-        if self.timed_flops is None and hasattr(self, "_counter"):
+        if self.timed_flops is None and self._counter is not None:
             self.timed_flops = float(self._counter.get_total_flops())
             self._counting.close()
 
