@@ -17,6 +17,7 @@ itself knows nothing of files.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -149,12 +150,34 @@ def load_from(registry: Registry, kind: str, path: str | os.PathLike[str],
             diagnoses.append(exc)
             continue
         if accepted:
+            _check_loader_options(loader, entry.name, kind, p, kwargs)
             obj = _eval_mode(loader.load(p, **kwargs))
             return stamp(obj, kind, getattr(obj, "gaf_name", None) or entry.meta.get("creates"))
     if diagnoses:
         raise diagnoses[0]
     raise BadConfig(f"cannot load {kind} from {str(path)!r}: {_what_it_is(p, kind)}"
                     + (f" (loaders tried: {', '.join(tried)})" if tried else ""))
+
+
+def _check_loader_options(loader: Any, name: str, kind: str, path: Path,
+                          options: dict[str, Any]) -> None:
+    """A :class:`~gaf.errors.BadConfig` when ``options`` are not parameters of the
+    ``loader``'s ``load`` (``gaf.load(kind, path, **options)`` hands them on)."""
+    if not options:
+        return
+    try:
+        inspect.signature(loader.load).bind(path, **options)
+    except TypeError:
+        raise BadConfig(f"cannot load {kind} from {str(path)!r} with options "
+                        f"{sorted(options)}: loader {name!r} reads it and its load() takes "
+                        f"{_parameters_of(loader.load)}") from None
+    except ValueError:  # no signature to read (a builtin): let the call decide
+        return
+
+
+def _parameters_of(function: Any) -> str:
+    names = [n for n in inspect.signature(function).parameters if n not in ("self", "cls")]
+    return "no options" if len(names) <= 1 else "the options " + ", ".join(names[1:])
 
 
 def _what_it_is(path: Path, kind: str) -> str:

@@ -52,16 +52,21 @@ KINDS: dict[str, str] = {
     "dataset": "image datasets (Dataset)",
     "metric": "metrics (Metric)",
     "autoencoder": "image first stages: KL-VAE, VQGAN (Autoencoder)",
-    "token-model": "autoregressive text-to-image transformers over image codes (dalle, parti)",
+    "token-model": "autoregressive text-to-image transformers over image codes (TokenModel)",
     "noise-model": "diffusion noise models (NoiseModel)",
-    "prior": "diffusion priors from a caption to a CLIP image embedding (unCLIP)",
+    "prior": "diffusion priors from a caption to a CLIP image embedding (Prior)",
     "scheduler": "diffusion schedulers and samplers (Scheduler)",
     "conditioner": "text and label encoders for conditioning (Conditioner)",
-    "encoder": "joint image-text encoders trained on their own: CLIP",
-    "generator": "GAN generators: noise and a text embedding to an image",
-    "discriminator": "GAN discriminators: an image and a text embedding to a logit",
+    "encoder": "joint image-text encoders trained on their own: CLIP (ImageTextEncoder)",
+    "generator": "GAN generators: noise and a text embedding to an image (GANGenerator)",
+    "discriminator": ("GAN discriminators: an image and a text embedding to a logit "
+                      "(GANDiscriminator)"),
     "pipeline": "text-to-image samplers of a trained run (Pipeline)",
-    "loader": "readers of foreign checkpoint formats, tried by gaf.load",
+    "loader": "readers of foreign checkpoint formats, tried by gaf.load (Loader)",
+    "style-features": ("fixed feature networks for style transfer: an image to named feature "
+                       "maps (StyleFeatures)"),
+    "stylizer": ("neural style transfer methods: a content and a style image to a stylised "
+                 "one (Stylizer)"),
 }
 """The kinds gaf knows, with what each holds. Plugins may add new kinds."""
 

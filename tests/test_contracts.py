@@ -161,3 +161,103 @@ def test_image_component_fits_its_interface(kind, name, tmp_path):
         with torch.no_grad():
             assert obj(x, torch.tensor([3, 700]), context).shape == x.shape
         assert obj.prediction_type in ("epsilon", "v_prediction", "sample")
+
+
+#: the Protocols of the text-to-image systems beyond latent diffusion (gaf.interfaces.t2i)
+T2I_INTERFACES = {"token-model": I.TokenModel, "prior": I.Prior, "encoder": I.ImageTextEncoder,
+                  "generator": I.GANGenerator, "discriminator": I.GANDiscriminator,
+                  "style-features": I.StyleFeatures, "stylizer": I.Stylizer}
+#: registered under a kind whose Protocol it does not meet, and why
+NOT_THE_KINDS_PROTOCOL = {
+    ("encoder", "clip-image"): "the image tower of a trained clip alone: no encode_text",
+}
+
+
+def _t2i_options(kind, name, tmp_path):
+    """Small options that build each component without outside data."""
+    if kind == "token-model":
+        return {"d_model": 16, "n_head": 2}
+    if kind == "prior":
+        return {"width": 16, "heads": 2, "layers": 1}
+    if kind == "encoder" and name == "clip":
+        return {"embed_dim": 8, "image_width": 8, "image_heads": 2, "text_width": 16,
+                "text_layers": 1, "text_heads": 2, "resolution": 16}
+    if name == "clip-image":  # the image tower of a trained clip
+        return _image_options("metric", "clip-score", tmp_path)
+    if name == "feature-net":  # a trained feature network
+        return {"path": _feature_net(tmp_path)}
+    if kind == "stylizer":
+        return {"features": "random-cnn", "steps": 2}
+    return {}
+
+
+def _feature_net(tmp_path):
+    from gaf.plugins.metrics.features import FeatureNet, FeatureNetConfig
+
+    FeatureNet(FeatureNetConfig(width=4, feature_dim=8, resolution=16)).save(tmp_path / "fnet")
+    return str(tmp_path / "fnet")
+
+
+@pytest.mark.parametrize("kind, name", [p for k in T2I_INTERFACES for p in entries(k)])
+def test_t2i_component_fits_its_interface(kind, name, tmp_path):
+    obj = gaf.create(kind, name, **_t2i_options(kind, name, tmp_path))
+    assert obj.gaf_name == name
+    if (kind, name) in NOT_THE_KINDS_PROTOCOL:
+        assert not isinstance(obj, T2I_INTERFACES[kind])
+        return
+    assert isinstance(obj, T2I_INTERFACES[kind])
+    if kind == "token-model":
+        text = obj.tokenize(["a red circle", ""])
+        codes = torch.randint(0, obj.config.codebook, (2, obj.image_tokens))
+        loss, metrics = obj.loss(text, codes, torch.tensor([False, True]))
+        assert loss.shape == () and all(isinstance(v, float) for v in metrics.values())
+        with torch.no_grad():
+            logits, cache = obj.prefill(text)
+            nxt, _ = obj.step(codes[:, 0], 0, cache)
+        assert logits.shape == nxt.shape == (2, obj.config.codebook)
+    if kind == "prior":
+        assert obj.prediction_type in ("epsilon", "v_prediction", "sample")
+        z = torch.randn(8, obj.embed_dim)
+        obj.fit_embedding_stats(z)
+        assert bool(obj.stats_fitted)
+        torch.testing.assert_close(obj.unstandardize(obj.standardize(z)), z, atol=1e-5, rtol=0)
+    if kind == "encoder":
+        cfg = obj.config
+        images = torch.rand(2, cfg.in_channels, cfg.resolution, cfg.resolution) * 2 - 1
+        with torch.no_grad():
+            assert obj.encode_image(images).shape == (2, cfg.embed_dim)
+            assert obj.encode_text(["a red circle", "a cross"]).shape == (2, cfg.embed_dim)
+    if kind in ("generator", "discriminator"):
+        cfg = obj.config
+        e = torch.randn(3, cfg.text_dim)
+        if kind == "generator":
+            with torch.no_grad():
+                out = obj(torch.randn(3, cfg.z_dim), e)
+            assert out.shape == (3, cfg.out_channels, cfg.resolution, cfg.resolution)
+            assert float(out.abs().max()) <= 1.0
+        else:
+            x = torch.rand(3, cfg.in_channels, cfg.resolution, cfg.resolution) * 2 - 1
+            assert obj(x, e).shape == (3,)
+    if kind == "style-features":
+        maps = obj(torch.rand(1, 3, 16, 16) * 2 - 1)
+        assert len(maps) == len(obj.layers) and all(m.dim() == 4 for m in maps)
+        assert obj.content_layer in obj.layers and set(obj.style_layers) <= set(obj.layers)
+    if kind == "stylizer":
+        content, style = torch.rand(2, 3, 16, 16) * 2 - 1
+        result = obj(content, style, seed=0)
+        assert result.image.shape == (3, 16, 16) and result.iterations >= 1
+
+
+def test_every_builtin_kind_but_objective_has_a_protocol():
+    """What a plugin of each kind must provide is written down: a kind without a
+    Protocol is one a plugin author has to reverse-engineer from the consumers."""
+    covered = {*INTERFACES, *IMAGE_INTERFACES, *T2I_INTERFACES, "loader", "pipeline"}
+    assert set(gaf.REGISTRY.kinds()) - covered == {"objective"}  # (Objective: a class)
+    from gaf.registry import KINDS
+
+    assert set(gaf.REGISTRY.kinds()) == set(KINDS)  # every built-in kind is described
+
+
+@pytest.mark.parametrize("name", gaf.names("loader"))
+def test_loaders_fit_their_interface(name):
+    assert isinstance(gaf.REGISTRY.entry("loader", name).load(), I.Loader)

@@ -11,6 +11,12 @@ public name is re-exported here (import them from ``gaf.interfaces``):
   :class:`NoiseModel`, :class:`NoiseSchedule`, :class:`Scheduler` (a noise schedule
   plus a sampler), :class:`Metric`, :class:`Pipeline` (a trained text-to-image run
   that samples images: registry kind ``pipeline``);
+* :mod:`.t2i`: the text-to-image systems beyond latent diffusion, :class:`TokenModel`
+  (DALL-E, Parti), :class:`Prior` (unCLIP), :class:`ImageTextEncoder` (CLIP),
+  :class:`GANGenerator` and :class:`GANDiscriminator` (the text-conditional GAN),
+  :class:`StyleFeatures` and :class:`Stylizer` (style transfer);
+* :mod:`.loading`: :class:`Loader` (a reader of a foreign checkpoint format for
+  :func:`gaf.load`);
 * :mod:`.training`: :class:`Objective`, :class:`PreferenceObjective`; the optional
   members of an objective are declared, with their defaults, on :class:`ObjectiveBase`
   and read by the core through :func:`objective_member`;
@@ -40,6 +46,16 @@ from .images import (
     Scheduler,
 )
 from .lm import Policy, RewardFn, RolloutPolicy, Sampler, Task, Tokenizer
+from .loading import Loader
+from .t2i import (
+    GANDiscriminator,
+    GANGenerator,
+    ImageTextEncoder,
+    Prior,
+    StyleFeatures,
+    Stylizer,
+    TokenModel,
+)
 from .training import (
     OBJECTIVE_DEFAULTS,
     Objective,
@@ -57,6 +73,11 @@ __all__ = [
     # images
     "Autoencoder", "Conditioner", "Dataset", "Metric", "NoiseModel", "NoiseSchedule",
     "Pipeline", "Scheduler",
+    # text-to-image systems beyond latent diffusion
+    "GANDiscriminator", "GANGenerator", "ImageTextEncoder", "Prior", "StyleFeatures",
+    "Stylizer", "TokenModel",
+    # foreign checkpoints
+    "Loader",
     # training
     "OBJECTIVE_DEFAULTS", "Objective", "ObjectiveBase", "PreferenceObjective", "objective_member",
 ]

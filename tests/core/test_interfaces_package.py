@@ -11,7 +11,7 @@ import pytest
 
 import gaf.interfaces as interfaces
 
-SIDES = ("data", "lm", "images", "training")
+SIDES = ("data", "lm", "images", "t2i", "loading", "training")
 #: the names gaf.interfaces exported when it was one module: they must keep working
 BEFORE_THE_SPLIT = {
     "Autoencoder", "CompletionLogProbs", "Conditioner", "Dataset", "Metric", "NoiseModel",

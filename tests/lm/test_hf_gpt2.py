@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 os.environ["HF_HUB_OFFLINE"] = "1"
 transformers = pytest.importorskip("transformers")
 
-from gaf.errors import BadData  # noqa: E402
+from gaf.errors import BadConfig, BadData  # noqa: E402
 from gaf.plugins.lm.gpt2 import GPT2Config, GPT2Policy  # noqa: E402
 from gaf.plugins.lm.hf_gpt2 import HFGPT2Loader, save_hf  # noqa: E402
 from gaf.plugins.lm.samplers import Greedy  # noqa: E402
@@ -80,6 +80,13 @@ def test_load_transformers_checkpoint_same_logits(hf_dir):
         want = hf(ids).logits
         got = policy.logits(policy(ids))
     assert torch.allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_options_a_loader_does_not_take_are_a_bad_config_naming_them(hf_dir):
+    d, _ = hf_dir
+    with pytest.raises(BadConfig, match=r"with options \['dropout'\]: loader 'hf-gpt2' "
+                                        r"reads it and its load\(\) takes no options"):
+        gaf.load("policy", d, dropout=0.1)
 
 
 def test_loaded_model_generates_like_transformers_greedy(hf_dir):
