@@ -57,3 +57,36 @@ def cost_fields(line: str) -> tuple[str, dict[str, str]]:
     """``(name, {field: value})`` of a ``<name> key=value ...`` line."""
     name, *fields = line.split()
     return name, dict(f.split("=", 1) for f in fields)
+
+
+def checked_cost_line(line: str, name: str, unit: str, categories: Any) -> dict[str, str]:
+    """The fields of the cost line ``line`` after what every cost line must show: the
+    ``name`` and ``unit``, a share for each of ``categories`` (``step_cost.CATEGORIES``),
+    and a positive FLOP count and rate."""
+    head, fields = cost_fields(line)
+    assert head == name and fields["unit"] == unit, line
+    assert set(categories) <= fields.keys(), line
+    assert float(fields["gflop_per_unit"]) > 0 and float(fields["achieved_gflops"]) > 0, line
+    return fields
+
+
+def count_each_call(monkeypatch: Any, module: Any, name: str, cost: CostPass,
+                    prepare: Any = None) -> list[int]:
+    """Patch ``module.<name>`` so that each call outside ``cost``'s pass has its FLOPs
+    counted alone (``prepare(*args)`` first, if given); returns the list the counts go
+    to, one per call in order."""
+    flops: list[int] = []
+    original = getattr(module, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        if cost.calls:  # the cost pass: counted by its own measure
+            return original(*args, **kwargs)
+        if prepare is not None:
+            prepare(*args)
+        with FlopCounterMode(display=False) as counter:
+            out = original(*args, **kwargs)
+        flops.append(counter.get_total_flops())
+        return out
+
+    monkeypatch.setattr(module, name, counted)
+    return flops

@@ -11,9 +11,8 @@ import re
 from pathlib import Path
 
 import pytest
-from torch.utils.flop_counter import FlopCounterMode
 
-from cost_pass import CostPass, cost_fields  # tests/ is on sys.path (conftest)
+from cost_pass import CostPass, checked_cost_line, count_each_call  # tests/ on sys.path
 from script_module import load_script
 
 parti = load_script("benchmarks/parti_sampling.py")
@@ -90,28 +89,15 @@ def test_the_parameter_count_the_peer_explains_is_gafs(model):
 @pytest.mark.benchmark  # a long check of the script's cost line: pytest -m benchmark
 def test_the_cost_line_counts_a_timed_call(monkeypatch, capsys):
     """At 2 captions: the cost pass's unit has the FLOPs of the timed call."""
-    flops: list[int] = []
     cost = CostPass(monkeypatch, parti)  # records the cost pass (counts nothing itself)
-    sample_codes = parti.sample_codes
-
-    def counted(*args, **kwargs):
-        if cost.calls:  # the cost pass: counted by its own measure
-            return sample_codes(*args, **kwargs)
-        args[0].requires_grad_(False)  # the model (FlopCounterMode's module hooks need it)
-        with FlopCounterMode(display=False) as counter:
-            out = sample_codes(*args, **kwargs)
-        flops.append(counter.get_total_flops())
-        return out
-
+    # the model's grad off first: FlopCounterMode's module hooks need it
+    flops = count_each_call(monkeypatch, parti, "sample_codes", cost,
+                            prepare=lambda model, *rest: model.requires_grad_(False))
     monkeypatch.setattr(parti, "BATCH", 2)
-    monkeypatch.setattr(parti, "sample_codes", counted)
     parti.main(["1", "--threads", "1"])
     result, cost_line = capsys.readouterr().out.strip().splitlines()
     assert result.startswith("gaf_parti ")
-    name, fields = cost_fields(cost_line)
-    assert name == "gaf_parti_cost" and fields["unit"] == "call"
-    assert float(fields["gflop_per_unit"]) > 0
-    assert set(parti.step_cost.CATEGORIES) <= fields.keys()
+    checked_cost_line(cost_line, "gaf_parti_cost", "call", parti.step_cost.CATEGORIES)
     (seen,) = cost.calls
     assert len(flops) == 2 and seen["units"] == 1 and seen["inference"]  # warm-up, timed
     assert math.isclose(cost.counted_flops(), flops[1], rel_tol=1e-9)

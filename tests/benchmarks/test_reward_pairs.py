@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from script_module import load_script  # tests/ is on sys.path (conftest)
+from cost_pass import checked_cost_line  # tests/ is on sys.path (conftest)
+from script_module import load_script
 
 bench = load_script("benchmarks/reward_model_throughput.py")
 step_cost = load_script("benchmarks/step_cost.py")
@@ -40,10 +41,9 @@ def test_a_timed_run_prints_the_cost_of_each_way(capsys):
     assert result.startswith("reward_model ranked_pairs_per_s=")
     assert [line.split()[:2] for line in lines] == [["reward_model_ranked_cost", "unit=step"],
                                                    ["reward_model_pairwise_cost", "unit=step"]]
-    ranked, pairwise = (dict(f.split("=", 1) for f in line.split()[1:]) for line in lines)
-    for fields in (ranked, pairwise):
-        assert set(step_cost.CATEGORIES) <= set(fields)
-        assert float(fields["gflop_per_unit"]) > 0 and float(fields["achieved_gflops"]) > 0
+    ranked, pairwise = (checked_cost_line(line, f"reward_model_{way}_cost", "step",
+                                          step_cost.CATEGORIES)
+                        for line, way in zip(lines, ("ranked", "pairwise")))
     # a pairwise step scores 2·C(3, 2) = 6 sequences a prompt, a ranked one 3
     assert float(pairwise["gflop_per_unit"]) > 1.5 * float(ranked["gflop_per_unit"])
     bench.main(steps=1, k=2, per_step=1, cost=False)

@@ -19,7 +19,8 @@ import gaf
 from gaf.plugins.lm.batching import prompt_ids
 from gaf.plugins.rlhf.on_policy import OnPolicy
 from gaf.plugins.rlhf.policy_gradient import RLOO, PolicyGradientConfig
-from script_module import ROOT, load_script  # tests/ is on sys.path (conftest)
+from cost_pass import checked_cost_line  # tests/ is on sys.path (conftest)
+from script_module import ROOT, load_script
 
 rloo = load_script("benchmarks/rloo_throughput.py")
 PEER = ROOT / "benchmarks" / "trl_rloo_peer.py"
@@ -133,11 +134,7 @@ def test_the_cost_line_counts_the_timed_iteration(monkeypatch, capsys):
     rloo.main(["1", "1", "--k", "2", "--warmup", "0", "--threads", "1"])
     result, cost_line = capsys.readouterr().out.strip().splitlines()
     assert result.startswith("gaf_rloo ")
-    name, *fields = cost_line.split()
-    fields = dict(f.split("=", 1) for f in fields)
-    assert name == "gaf_rloo_cost" and fields["unit"] == "iteration"
-    assert float(fields["gflop_per_unit"]) > 0
-    assert set(rloo.step_cost.CATEGORIES) <= fields.keys()
+    checked_cost_line(cost_line, "gaf_rloo_cost", "iteration", rloo.step_cost.CATEGORIES)
     assert seen["units"] == 1 and not seen["inference"]
     assert seen["timed"] > 0 and math.isclose(
         seen["cost"]["gflop_per_unit"] * 1e9 * seen["units"], seen["timed"], rel_tol=1e-9)

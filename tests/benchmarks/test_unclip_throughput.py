@@ -9,7 +9,8 @@ import math
 import pytest
 from torch.utils.flop_counter import FlopCounterMode
 
-from script_module import load_script  # tests/ is on sys.path (conftest)
+from cost_pass import checked_cost_line  # tests/ is on sys.path (conftest)
+from script_module import load_script
 
 unclip = load_script("benchmarks/unclip_throughput.py")
 PARTS = ("prior_context", "prior_step", "decoder_context", "decoder_step")
@@ -46,9 +47,7 @@ def test_the_cost_lines_and_what_their_units_leave_out(monkeypatch, capsys):
     assert [line.split()[0] for line in lines] == [
         "gaf_unclip", "gaf_unclip_prior_cost", "gaf_unclip_decoder_cost"]
     for line, row, stage in zip(lines[1:], seen, ("prior", "decoder")):
-        fields = dict(f.split("=", 1) for f in line.split()[1:])
-        assert fields["unit"] == "step" and float(fields["gflop_per_unit"]) > 0
-        assert set(unclip.step_cost.CATEGORIES) <= fields.keys()
+        checked_cost_line(line, f"gaf_unclip_{stage}_cost", "step", unclip.step_cost.CATEGORIES)
         assert row["units"] == 2 and row["inference"]
         assert math.isclose(row["cost"]["gflop_per_unit"] * 1e9 * row["units"],
                             flops[f"{stage}_step"], rel_tol=1e-9)
