@@ -80,6 +80,5 @@ def _torch_threads_are_restored():
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None
     yield
-    torch = sys.modules.get("torch")
-    if torch is not None and before is not None and torch.get_num_threads() != before:
+    if before is not None and torch.get_num_threads() != before:
         torch.set_num_threads(before)

@@ -85,6 +85,11 @@ def test_pairwise_objectives_are_preference_objectives(name):
     assert loss.shape == (2,) and torch.isfinite(loss).all()
 
 
+#: a CLIP small enough to build in every contract test that needs one
+TINY_CLIP = {"embed_dim": 8, "image_width": 8, "image_heads": 2, "text_width": 16,
+             "text_layers": 1, "text_heads": 2, "resolution": 16}
+
+
 def _image_options(kind, name, tmp_path):
     """Small options that build each image-side component without outside data."""
     if (kind, name) == ("dataset", "idx"):
@@ -106,8 +111,7 @@ def _image_options(kind, name, tmp_path):
     if kind == "dataset":
         return {"size": 8, "resolution": 16}
     if name in ("clip-text", "clip-image", "clip-score"):  # parts of a trained CLIP
-        clip = gaf.create("encoder", "clip", embed_dim=8, image_width=8, image_heads=2,
-                          text_width=16, text_layers=1, text_heads=2, resolution=16)
+        clip = gaf.create("encoder", "clip", **TINY_CLIP)
         gaf.save(clip, tmp_path / "clip")
         return {"clip": str(tmp_path / "clip")}
     if name == "lm-text":  # a trained language model, frozen
@@ -180,8 +184,7 @@ def _t2i_options(kind, name, tmp_path):
     if kind == "prior":
         return {"width": 16, "heads": 2, "layers": 1}
     if kind == "encoder" and name == "clip":
-        return {"embed_dim": 8, "image_width": 8, "image_heads": 2, "text_width": 16,
-                "text_layers": 1, "text_heads": 2, "resolution": 16}
+        return TINY_CLIP
     if name == "clip-image":  # the image tower of a trained clip
         return _image_options("metric", "clip-score", tmp_path)
     if name == "feature-net":  # a trained feature network
